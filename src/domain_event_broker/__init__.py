@@ -1,0 +1,38 @@
+"""Send and receive domain events via RabbitMQ topic exchanges."""
+
+from .errors import (
+    BrokerUnavailable,
+    DomainEventBrokerError,
+    EventNotSerializable,
+    InvalidEvent,
+    InvalidRoutingKey,
+    PublishError,
+    Retry,
+    TopologyMismatch,
+)
+from .events import DomainEvent
+from .publisher import Publisher, publish_domain_event
+from .replay import DISCARD, LEAVE, RETRY, replay_all, replay_event
+from .subscriber import Subscriber
+
+__version__ = "4.0.0.dev0"
+
+__all__ = [
+    "DISCARD",
+    "LEAVE",
+    "RETRY",
+    "BrokerUnavailable",
+    "DomainEvent",
+    "DomainEventBrokerError",
+    "EventNotSerializable",
+    "InvalidEvent",
+    "InvalidRoutingKey",
+    "PublishError",
+    "Publisher",
+    "Retry",
+    "Subscriber",
+    "TopologyMismatch",
+    "publish_domain_event",
+    "replay_all",
+    "replay_event",
+]

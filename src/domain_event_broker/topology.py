@@ -1,0 +1,276 @@
+"""Every exchange, queue and header name and every queue argument, in one place.
+
+The names and arguments are those of releases 2.x-3.x, so that old and new
+services share one broker: RabbitMQ refuses to re-declare a queue with other
+arguments (``PRECONDITION_FAILED``). For a subscriber named ``N``:
+
+- ``N``: its queue, bound to the events exchange with each binding key (and
+  ``x-dead-letter-exchange = N-dlx`` when it keeps dead letters);
+- ``N-dlx`` / ``N-dl``: dead-letter exchange and queue, bound with the same keys;
+- ``N-retry``: exchange bound to ``N`` with the same keys, where retries come back;
+- ``N-delay-D``: a wait queue (TTL ``D`` ms, dead-lettering to ``N-retry``) and
+  its exchange, one pair for each distinct retry delay.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
+
+from .errors import TopologyMismatch
+from .events import MAX_KEY_BYTES, validate_binding_key
+
+DEFAULT_EXCHANGE = "domain-events"
+DEFAULT_EXCHANGE_TYPE = "topic"
+
+# Headers of our own. RabbitMQ 4.x drops x-death headers that a client sets, so
+# the retry count travels in a header that RabbitMQ never touches.
+RETRIES_HEADER = "x-domain-event-retries"
+FAILED_SUBSCRIBER_HEADER = "x-domain-event-failed-subscriber"
+EXCEPTION_TYPE_HEADER = "x-domain-event-exception-type"
+EXCEPTION_MESSAGE_HEADER = "x-domain-event-exception-message"
+FAILED_AT_HEADER = "x-domain-event-failed-at"
+# Set only when a dead letter had to bypass the dead-letter exchange.
+ROUTING_KEY_HEADER = "x-domain-event-routing-key"
+
+#: Headers that describe one delivery attempt; a replayed event starts afresh.
+ATTEMPT_HEADERS = (
+    RETRIES_HEADER,
+    FAILED_SUBSCRIBER_HEADER,
+    EXCEPTION_TYPE_HEADER,
+    EXCEPTION_MESSAGE_HEADER,
+    FAILED_AT_HEADER,
+    ROUTING_KEY_HEADER,
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+)
+
+# A wait queue outlives its last message by this long, then RabbitMQ deletes it.
+WAIT_QUEUE_GRACE_MS = 10_000
+_LONGEST_SUFFIX = len("-delay-") + 10
+
+QueueType = Literal["classic", "quorum"]
+
+
+@dataclass(frozen=True)
+class SubscriberTopology:
+    """The queues and exchanges of one subscriber, and how to declare them."""
+
+    name: str
+    binding_keys: tuple[str, ...]
+    exchange: str = DEFAULT_EXCHANGE
+    exchange_type: str = DEFAULT_EXCHANGE_TYPE
+    dead_letter: bool = False
+    durable: bool = True
+    exclusive: bool = False
+    auto_delete: bool = False
+    queue_type: QueueType = "classic"
+    _wait_queue_cache: dict[int, float] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError("a subscriber needs a non-empty name; it is also its queue's name")
+        if len(self.name.encode()) > MAX_KEY_BYTES - _LONGEST_SUFFIX:
+            raise ValueError(
+                f"subscriber name {self.name[:40]!r}... is too long: queue names are at most "
+                f"{MAX_KEY_BYTES} bytes, and '-delay-<ms>' is added for retries"
+            )
+        if not self.binding_keys:
+            raise ValueError(
+                f"subscriber {self.name!r} needs at least one binding key, e.g. ['user.*']"
+            )
+        for key in self.binding_keys:
+            validate_binding_key(key)
+        if self.queue_type not in ("classic", "quorum"):
+            raise ValueError(f"queue_type must be 'classic' or 'quorum', not {self.queue_type!r}")
+        if self.queue_type == "quorum" and (
+            self.exclusive or self.auto_delete or not self.durable
+        ):
+            raise ValueError(
+                "quorum queues are always durable and cannot be exclusive or auto-delete; "
+                f"register {self.name!r} with durable=True, exclusive=False, auto_delete=False"
+            )
+
+    # Names -----------------------------------------------------------------
+    @property
+    def queue(self) -> str:
+        return self.name
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.name}-dlx"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.name}-dl"
+
+    @property
+    def retry_exchange(self) -> str:
+        return f"{self.name}-retry"
+
+    def wait_queue(self, delay_ms: int) -> str:
+        """Name of the wait queue (and of its exchange) for a retry delay."""
+        return f"{self.name}-delay-{delay_ms}"
+
+    # Arguments -------------------------------------------------------------
+    def queue_arguments(self) -> dict[str, Any]:
+        arguments: dict[str, Any] = {}
+        if self.dead_letter:
+            arguments["x-dead-letter-exchange"] = self.dead_letter_exchange
+        if self.queue_type == "quorum":
+            arguments["x-queue-type"] = "quorum"
+        return arguments
+
+    def dead_letter_queue_arguments(self) -> dict[str, Any]:
+        return {"x-queue-type": "quorum"} if self.queue_type == "quorum" else {}
+
+    def wait_queue_arguments(self, delay_ms: int) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
+            "x-dead-letter-exchange": self.retry_exchange,
+            "x-message-ttl": delay_ms,
+            "x-expires": delay_ms + WAIT_QUEUE_GRACE_MS,
+        }
+        if self.queue_type == "quorum":
+            # at-least-once dead-lettering keeps a retried event in the wait queue
+            # until the subscriber queue has confirmed it; RabbitMQ requires
+            # reject-publish overflow for it.
+            arguments["x-queue-type"] = "quorum"
+            arguments["x-dead-letter-strategy"] = "at-least-once"
+            arguments["x-overflow"] = "reject-publish"
+        return arguments
+
+    @property
+    def _durable_exchanges(self) -> bool:
+        # Releases 2.x-3.x declared N-dlx and N-retry non-durable; a different
+        # value makes their re-declaration fail, so only new (quorum) set-ups change it.
+        return self.queue_type == "quorum"
+
+    # Declaration -------------------------------------------------------------
+    def declare(self, channel: BlockingChannel) -> None:
+        """Declare the subscriber's exchanges, queues and bindings (idempotent)."""
+        with _explain_mismatch(self):
+            declare_events_exchange(channel, self.exchange, self.exchange_type)
+            if self.dead_letter:
+                channel.exchange_declare(
+                    exchange=self.dead_letter_exchange,
+                    exchange_type=self.exchange_type,
+                    durable=self._durable_exchanges,
+                )
+                channel.queue_declare(
+                    queue=self.dead_letter_queue,
+                    durable=True,
+                    arguments=self.dead_letter_queue_arguments() or None,
+                )
+                self._bind(channel, self.dead_letter_exchange, self.dead_letter_queue)
+            channel.queue_declare(
+                queue=self.queue,
+                durable=self.durable,
+                exclusive=self.exclusive,
+                auto_delete=self.auto_delete,
+                arguments=self.queue_arguments() or None,
+            )
+            self._bind(channel, self.exchange, self.queue)
+            channel.exchange_declare(
+                exchange=self.retry_exchange,
+                exchange_type=self.exchange_type,
+                durable=self._durable_exchanges,
+            )
+            self._bind(channel, self.retry_exchange, self.queue)
+
+    def declare_wait_queue(self, channel: BlockingChannel, delay_ms: int, now: float) -> None:
+        """Make sure the wait queue for ``delay_ms`` exists, declaring it only when needed.
+
+        A wait queue deletes itself ``delay_ms + 10 s`` after it was last
+        declared; publishing does not keep it alive. Re-declaring once half of
+        that time has passed keeps it alive without a declare per retry.
+        """
+        declared_at = self._wait_queue_cache.get(delay_ms)
+        if declared_at is not None and now - declared_at < (delay_ms + WAIT_QUEUE_GRACE_MS) / 2000:
+            return
+        name = self.wait_queue(delay_ms)
+        with _explain_mismatch(self):
+            channel.queue_declare(
+                queue=name, durable=True, arguments=self.wait_queue_arguments(delay_ms)
+            )
+            # auto-delete: the exchange goes away together with its wait queue
+            channel.exchange_declare(
+                exchange=name, exchange_type="topic", durable=True, auto_delete=True
+            )
+            channel.queue_bind(queue=name, exchange=name, routing_key="#")
+        self._wait_queue_cache[delay_ms] = now
+
+    def forget_declarations(self) -> None:
+        """Forget which wait queues exist (after a reconnect they may be gone)."""
+        self._wait_queue_cache.clear()
+
+    def _bind(self, channel: BlockingChannel, exchange: str, queue: str) -> None:
+        for key in self.binding_keys:
+            channel.queue_bind(queue=queue, exchange=exchange, routing_key=key)
+
+
+def declare_events_exchange(
+    channel: BlockingChannel, exchange: str = DEFAULT_EXCHANGE, exchange_type: str = "topic"
+) -> None:
+    """Declare the durable topic exchange that every event is published to."""
+    channel.exchange_declare(
+        exchange=exchange, exchange_type=exchange_type, durable=True, auto_delete=False
+    )
+
+
+def normalise_binding_keys(binding_keys: str | Sequence[str]) -> tuple[str, ...]:
+    # A lone string is a common slip (``'user.*'`` for ``['user.*']``); iterating
+    # it would bind every character.
+    if isinstance(binding_keys, str):
+        return (binding_keys,)
+    return tuple(binding_keys)
+
+
+_INEQUIVALENT = re.compile(r"inequivalent arg '(?P<arg>[^']+)' for (?P<kind>queue|exchange) '(?P<name>[^']+)'")
+
+
+class _explain_mismatch:  # noqa: N801 - used as a context manager
+    """Turn RabbitMQ's PRECONDITION_FAILED into a TopologyMismatch that says how to fix it."""
+
+    def __init__(self, topology: SubscriberTopology) -> None:
+        self.topology = topology
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, error: BaseException | None, tb: object) -> None:
+        if not isinstance(error, pika.exceptions.ChannelClosedByBroker):
+            return
+        if error.reply_code != 406:
+            return
+        raise TopologyMismatch(explain_precondition_failed(error.reply_text, self.topology)) from None
+
+
+def explain_precondition_failed(reply_text: str, topology: SubscriberTopology) -> str:
+    match = _INEQUIVALENT.search(reply_text)
+    if match is None:
+        what = "a queue or exchange"
+        argument = "its properties"
+    else:
+        what = f"{match['kind']} {match['name']!r}"
+        argument = f"argument {match['arg']!r}"
+    return (
+        f"{what} of subscriber {topology.name!r} already exists on RabbitMQ with a different "
+        f"{argument} than this subscriber declares (RabbitMQ said: {reply_text}). "
+        "To migrate: stop the subscriber's consumers, move or drain its events, delete the "
+        "queue (rabbitmqctl delete_queue NAME, or the management UI) and start the "
+        "subscriber again; or register it with the options it was created with."
+    )
+
+
+def describe_arguments(arguments: Mapping[str, Any]) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in sorted(arguments.items())) or "none"
