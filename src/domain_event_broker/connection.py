@@ -83,6 +83,8 @@ def _root_cause(error: BaseException) -> str:
             inner = seen.__cause__
         elif getattr(seen, "exception", None) is not None:
             inner = seen.exception  # type: ignore[attr-defined]
+        elif getattr(seen, "exceptions", None):
+            inner = seen.exceptions[-1]  # type: ignore[attr-defined]
         if inner is None:
             break
         seen = inner

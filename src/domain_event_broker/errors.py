@@ -36,7 +36,7 @@ class InvalidEvent(DomainEventBrokerError, ValueError):
     """A message body that is not a domain event (not JSON, or not an object)."""
 
 
-class Retry(Exception):  # noqa: N818 - public name kept from releases 2.x-3.x
+class Retry(Exception):
     """Raise in an event handler to handle the same event again after ``delay`` seconds.
 
     ``event.retries`` counts the earlier deliveries of the event to this

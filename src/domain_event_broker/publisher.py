@@ -93,9 +93,13 @@ class _ConfirmingConnection:
                 f"cannot reach RabbitMQ at {self.masked_url}: no answer within "
                 f"{connect_timeout:.0f} s; is RabbitMQ running and reachable?"
             )
-        if self._first_error is not None:
+        error = self._startup_error()
+        if error is not None:
             self.close()
-            raise self._first_error
+            raise error
+
+    def _startup_error(self) -> BaseException | None:
+        return self._first_error  # set by the I/O thread
 
     # Caller side (any thread) -------------------------------------------------
     def submit(self, pending: _PendingPublish) -> None:
@@ -176,7 +180,9 @@ class _ConfirmingConnection:
         self.ready = True
         self._backoff.reset()
         if self._outage_logged:
-            log.info("reconnected to RabbitMQ at %s; re-sending unconfirmed events", self.masked_url)
+            log.info(
+                "reconnected to RabbitMQ at %s; re-sending unconfirmed events", self.masked_url
+            )
             self._outage_logged = False
         self._first_attempt.set()
         self._flush()
@@ -276,7 +282,9 @@ class _ConfirmingConnection:
             self._delivery_tag += 1
             unconfirmed[self._delivery_tag] = pending
             try:
-                channel.basic_publish(exchange, pending.routing_key, pending.body, pending.properties)
+                channel.basic_publish(
+                    exchange, pending.routing_key, pending.body, pending.properties
+                )
             except pika.exceptions.AMQPError:
                 # The channel died under us; its close callback re-queues the rest.
                 return
@@ -319,7 +327,8 @@ class Publisher:
     One publisher holds one connection; it is safe to share between threads.
 
     >>> publisher = Publisher()  # doctest: +SKIP
-    >>> publisher.publish('{"routing_key": "user.registered", ...}', "user.registered")  # doctest: +SKIP
+    >>> publisher.publish(DomainEvent("user.registered").to_json(), "user.registered")
+    ... # doctest: +SKIP
     >>> publisher.disconnect()  # doctest: +SKIP
 
     ``connection_settings``: an AMQP URL, ``''`` for ``settings.BROKER`` or
@@ -419,7 +428,7 @@ class Publisher:
         for pending in messages:
             connection.submit(pending)
         failures: list[tuple[DomainEvent, BaseException]] = []
-        for pending, event in zip(messages, events):
+        for pending, event in zip(messages, events, strict=True):
             try:
                 connection.wait(
                     pending, deadline, f"event {event.uuid_string} ({event.routing_key})"
@@ -429,10 +438,10 @@ class Publisher:
         if len(failures) == 1 and len(messages) == 1:
             raise failures[0][1]
         if failures:
-            event, error = failures[0]
-            raise type(failures[0][1])(
+            first_error = failures[0][1]
+            raise type(first_error)(
                 f"{len(failures)} of {len(messages)} events were not confirmed; "
-                f"first: {error}"
+                f"first: {first_error}"
             )
 
     def disconnect(self) -> None:

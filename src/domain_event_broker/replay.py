@@ -84,21 +84,29 @@ def _replay(
         left: list[int] = []
         for _ in range(to_visit):
             frame, header, body = channel.basic_get(dead_letter_queue)
-            if frame is None:
+            if frame is None or header is None or body is None:
                 break
+            delivery_tag = int(frame.delivery_tag or 0)
             action = message_callback(frame=frame, header=header, body=body)
             if action == RETRY:
                 _republish(channel, retry_exchange, frame, header, body)
-                channel.basic_ack(frame.delivery_tag)
-                log.info("replayed event %s (%s) to %s", header.message_id, frame.routing_key, queue_name)
+                channel.basic_ack(delivery_tag)
+                log.info(
+                    "replayed event %s (%s) to %s", header.message_id, frame.routing_key, queue_name
+                )
             elif action == DISCARD:
-                channel.basic_ack(frame.delivery_tag)
-                log.info("discarded dead-lettered event %s (%s) of %s", header.message_id, frame.routing_key, queue_name)
+                channel.basic_ack(delivery_tag)
+                log.info(
+                    "discarded dead-lettered event %s (%s) of %s",
+                    header.message_id,
+                    frame.routing_key,
+                    queue_name,
+                )
             elif action == LEAVE:
                 # Held unacked until the end, so that the next basic_get moves on.
-                left.append(frame.delivery_tag)
+                left.append(delivery_tag)
             else:
-                channel.basic_nack(frame.delivery_tag, requeue=True)
+                channel.basic_nack(delivery_tag, requeue=True)
                 raise ValueError(
                     f"message_callback returned {action!r}; return RETRY, DISCARD or LEAVE"
                 )
@@ -130,8 +138,8 @@ def _republish(
     header: pika.BasicProperties,
     body: bytes,
 ) -> None:
-    headers = dict(header.headers or {})
-    routing_key = headers.get(ROUTING_KEY_HEADER) or frame.routing_key
+    headers: dict[str, Any] = dict(header.headers or {})
+    routing_key = str(headers.get(ROUTING_KEY_HEADER) or frame.routing_key)
     # A replayed event starts afresh: retry count and failure details go.
     for name in ATTEMPT_HEADERS:
         headers.pop(name, None)

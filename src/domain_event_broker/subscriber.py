@@ -20,6 +20,7 @@ are discarded, since RabbitMQ redelivers those events.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import queue
@@ -27,7 +28,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import FrameType
@@ -125,7 +126,7 @@ class _ConsumerCancelled(Exception):
     """RabbitMQ cancelled a consumer (its queue was deleted): declare again and resume."""
 
 
-def delivery_retries(headers: dict[str, Any] | None, subscriber_name: str) -> int:
+def delivery_retries(headers: Mapping[str, Any] | None, subscriber_name: str) -> int:
     """How many times a message was delivered to ``subscriber_name`` before.
 
     Our own header counts retries; RabbitMQ 4.x ignores ``x-death`` headers that
@@ -302,6 +303,11 @@ class Subscriber:
             self.masked_url,
         )
 
+    @property
+    def registered_names(self) -> list[str]:
+        """Names of the registered handlers (their queue names)."""
+        return [registration.topology.name for registration in self._registrations]
+
     def start_consuming(self, timeout: float | None = None) -> None:
         """Receive events until :meth:`stop_consuming`, a signal, or ``timeout`` seconds.
 
@@ -419,10 +425,8 @@ class Subscriber:
         self._consumer_tags = []
         self._generation += 1  # outcomes still on their way are stale now
         if connection is not None and connection.is_open:
-            try:
+            with contextlib.suppress(*_LOST):
                 connection.close()
-            except _LOST:
-                pass
 
     def _sleep(self, seconds: float, deadline: float | None) -> None:
         if deadline is not None:
@@ -457,7 +461,9 @@ class Subscriber:
                 connection.process_data_events(time_limit=0.05)
                 self._settle_completed()
         except _LOST as error:
-            log.warning("connection lost while stopping (%s); unacked events are redelivered", error)
+            log.warning(
+                "connection lost while stopping (%s); unacked events are redelivered", error
+            )
             return
         if self._unsettled:
             log.warning(
@@ -519,12 +525,7 @@ class Subscriber:
             channel.basic_ack(tag)
         elif outcome is _REQUEUE:
             channel.basic_nack(tag, requeue=True)
-        elif outcome.action == _RETRY:
-            if self._publish_copy(delivery, outcome):
-                channel.basic_ack(tag)
-            else:
-                channel.basic_nack(tag, requeue=True)
-        elif delivery.registration.topology.dead_letter:
+        elif outcome.action == _RETRY or delivery.registration.topology.dead_letter:
             if self._publish_copy(delivery, outcome):
                 channel.basic_ack(tag)
             else:
@@ -672,11 +673,13 @@ class Subscriber:
                 keeps,
             )
             return _Outcome(_DEAD_LETTER, exception_type=_qualified_name(error), reason=str(error))
-        log.debug("subscriber %s: handled event %s (%s)", name, event.uuid_string, event.routing_key)
+        log.debug(
+            "subscriber %s: handled event %s (%s)", name, event.uuid_string, event.routing_key
+        )
         return _ACK
 
     # Signals ---------------------------------------------------------------------------
-    def _install_signal_handlers(self) -> dict[int, Any] | None:
+    def _install_signal_handlers(self) -> dict[signal.Signals, Any] | None:
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
             return None
 
@@ -699,11 +702,15 @@ class Subscriber:
         return previous
 
     @staticmethod
-    def _restore_signal_handlers(previous: dict[int, Any] | None) -> None:
+    def _restore_signal_handlers(previous: dict[signal.Signals, Any] | None) -> None:
         for signum, handler in (previous or {}).items():
             signal.signal(signum, handler)
 
 
 def _qualified_name(error: BaseException) -> str:
     kind = type(error)
-    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    return (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )

@@ -93,9 +93,7 @@ class SubscriberTopology:
             validate_binding_key(key)
         if self.queue_type not in ("classic", "quorum"):
             raise ValueError(f"queue_type must be 'classic' or 'quorum', not {self.queue_type!r}")
-        if self.queue_type == "quorum" and (
-            self.exclusive or self.auto_delete or not self.durable
-        ):
+        if self.queue_type == "quorum" and (self.exclusive or self.auto_delete or not self.durable):
             raise ValueError(
                 "quorum queues are always durable and cannot be exclusive or auto-delete; "
                 f"register {self.name!r} with durable=True, exclusive=False, auto_delete=False"
@@ -235,10 +233,12 @@ def normalise_binding_keys(binding_keys: str | Sequence[str]) -> tuple[str, ...]
     return tuple(binding_keys)
 
 
-_INEQUIVALENT = re.compile(r"inequivalent arg '(?P<arg>[^']+)' for (?P<kind>queue|exchange) '(?P<name>[^']+)'")
+_INEQUIVALENT = re.compile(
+    r"inequivalent arg '(?P<arg>[^']+)' for (?P<kind>queue|exchange) '(?P<name>[^']+)'"
+)
 
 
-class _explain_mismatch:  # noqa: N801 - used as a context manager
+class _explain_mismatch:
     """Turn RabbitMQ's PRECONDITION_FAILED into a TopologyMismatch that says how to fix it."""
 
     def __init__(self, topology: SubscriberTopology) -> None:
@@ -252,7 +252,9 @@ class _explain_mismatch:  # noqa: N801 - used as a context manager
             return
         if error.reply_code != 406:
             return
-        raise TopologyMismatch(explain_precondition_failed(error.reply_text, self.topology)) from None
+        raise TopologyMismatch(
+            explain_precondition_failed(error.reply_text, self.topology)
+        ) from None
 
 
 def explain_precondition_failed(reply_text: str, topology: SubscriberTopology) -> str:

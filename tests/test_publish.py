@@ -1,0 +1,236 @@
+"""Publishing: what arrives on the broker, connection reuse, confirms, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import Any
+
+import pika
+import pytest
+
+from conftest import delete_queues, get_all, rabbitmqctl
+from domain_event_broker import (
+    BrokerUnavailable,
+    DomainEvent,
+    EventNotSerializable,
+    InvalidRoutingKey,
+    Publisher,
+    PublishError,
+    publish_domain_event,
+    settings,
+)
+from domain_event_broker.publisher import shared_publisher
+
+
+@pytest.fixture
+def bound_queue(broker_url: str, name: str) -> Any:
+    """A queue bound to the events exchange with ``<name>.#``, deleted afterwards."""
+    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
+        channel = connection.channel()
+        channel.exchange_declare("domain-events", exchange_type="topic", durable=True)
+        channel.queue_declare(name, durable=True)
+        channel.queue_bind(name, "domain-events", routing_key=f"{name}.#")
+    yield name
+    delete_queues(broker_url, name)
+
+
+def test_event_arrives_as_persistent_json_with_its_routing_key(
+    broker_url: str, bound_queue: str
+) -> None:
+    event = publish_domain_event(
+        f"{bound_queue}.registered",
+        {"user_id": 7},
+        domain_object_id="7",
+        connection_settings=broker_url,
+    )
+    [(method, properties, body)] = get_all(broker_url, bound_queue)
+    assert method.exchange == "domain-events"
+    assert method.routing_key == f"{bound_queue}.registered"
+    assert properties.delivery_mode == 2
+    assert json.loads(body) == event.event_data
+    assert DomainEvent.from_json(body) == event
+    assert properties.message_id == event.uuid_string
+
+
+def test_default_connection_settings_use_settings_broker(
+    broker_url: str, bound_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settings, "BROKER", broker_url)
+    publish_domain_event(f"{bound_queue}.registered", {})
+    assert len(get_all(broker_url, bound_queue)) == 1
+
+
+def test_no_broker_builds_the_event_and_sends_nothing(broker_url: str, bound_queue: str) -> None:
+    event = publish_domain_event(
+        f"{bound_queue}.registered", {"a": 1}, uuid_string="fixed", connection_settings=None
+    )
+    assert (event.routing_key, event.data, event.uuid_string) == (
+        f"{bound_queue}.registered",
+        {"a": 1},
+        "fixed",
+    )
+    assert get_all(broker_url, bound_queue) == []
+    Publisher(None).publish("{}", "a.b")  # a no-op, not an error
+
+
+def _publisher_connections(vhost: str) -> list[str]:
+    out = rabbitmqctl("list_connections", "-q", "vhost", "client_properties")
+    pid = f"pid={os.getpid()}"
+    return [
+        line
+        for line in out.splitlines()
+        if line.startswith(vhost + "\t") and "publisher" in line and pid in line
+    ]
+
+
+def test_one_connection_is_reused_by_every_publish_and_every_thread(
+    broker_url: str, vhost: str, bound_queue: str
+) -> None:
+    errors: list[BaseException] = []
+
+    def publish_some(thread: int) -> None:
+        try:
+            for number in range(50):
+                publish_domain_event(
+                    f"{bound_queue}.created",
+                    {"thread": thread, "n": number},
+                    connection_settings=broker_url,
+                )
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=publish_some, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    bodies = [json.loads(body)["data"] for _, _, body in get_all(broker_url, bound_queue)]
+    assert sorted((d["thread"], d["n"]) for d in bodies) == [
+        (t, n) for t in range(8) for n in range(50)
+    ]
+    assert len(_publisher_connections(vhost)) == 1
+
+
+def test_a_forked_child_publishes_on_a_connection_of_its_own(
+    broker_url: str, bound_queue: str
+) -> None:
+    publish_domain_event(f"{bound_queue}.parent", {"who": "parent"}, connection_settings=broker_url)
+    parent_publisher = shared_publisher(broker_url)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        try:
+            publish_domain_event(
+                f"{bound_queue}.child", {"who": "child"}, connection_settings=broker_url
+            )
+            os._exit(0 if shared_publisher(broker_url) is not parent_publisher else 3)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    publish_domain_event(f"{bound_queue}.parent", {"who": "parent"}, connection_settings=broker_url)
+    whos = sorted(json.loads(body)["data"]["who"] for _, _, body in get_all(broker_url, bound_queue))
+    assert whos == ["child", "parent", "parent"]
+
+
+def test_publisher_class_sends_a_serialised_message(broker_url: str, bound_queue: str) -> None:
+    publisher = Publisher(broker_url)
+    event = DomainEvent(f"{bound_queue}.registered", {"x": 1})
+    publisher.publish(event.to_json(), event.routing_key)
+    publisher.publish(event.to_json().encode(), event.routing_key)
+    publisher.disconnect()
+    bodies = [body for _, _, body in get_all(broker_url, bound_queue)]
+    assert [DomainEvent.from_json(body) for body in bodies] == [event, event]
+
+
+def test_publish_many_confirms_every_event(broker_url: str, bound_queue: str) -> None:
+    with Publisher(broker_url) as publisher:
+        events = publisher.publish_many(
+            DomainEvent(f"{bound_queue}.item", {"n": n}) for n in range(500)
+        )
+    assert len(events) == 500
+    received = [json.loads(body)["data"]["n"] for _, _, body in get_all(broker_url, bound_queue)]
+    assert received == list(range(500))
+
+
+def test_an_event_nobody_listens_to_is_not_an_error(broker_url: str, name: str) -> None:
+    publish_domain_event(f"{name}.unheard", {}, connection_settings=broker_url)
+
+
+def test_an_event_the_broker_refuses_raises_publish_error(
+    broker_url: str, channel: Any, name: str
+) -> None:
+    # A full queue that rejects publishes makes RabbitMQ nack the event.
+    channel.queue_declare(
+        name, durable=True, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
+    )
+    channel.queue_bind(name, "domain-events", routing_key=f"{name}.#")
+    try:
+        with pytest.raises(PublishError, match="refused"):
+            publish_domain_event(f"{name}.rejected", {}, connection_settings=broker_url)
+    finally:
+        channel.queue_delete(name)
+
+
+def test_unreachable_broker_fails_fast_naming_host_port_vhost_but_not_password() -> None:
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable) as raised:
+        publish_domain_event(
+            "user.registered",
+            {},
+            connection_settings="amqp://app:topsecret@127.0.0.1:5999/shop",
+        )
+    assert time.monotonic() - started < 15
+    message = str(raised.value)
+    assert "topsecret" not in message
+    assert "amqp://app:***@127.0.0.1:5999/shop" in message
+    assert "port 5999" in message and "vhost 'shop'" in message
+    assert "refused" in message
+
+
+def test_unknown_vhost_says_so(broker_url: str) -> None:
+    with pytest.raises(BrokerUnavailable, match="vhost"):
+        Publisher(broker_url.rsplit("/", 1)[0] + "/no-such-vhost")
+
+
+def test_wrong_password_says_so_without_printing_it() -> None:
+    with pytest.raises(BrokerUnavailable) as raised:
+        Publisher("amqp://guest:wrong-password@127.0.0.1:5672/%2F")
+    assert "wrong-password" not in str(raised.value)
+    assert "password" in str(raised.value)
+
+
+def test_bad_routing_key_is_refused_before_connecting() -> None:
+    # The URL is unreachable: an InvalidRoutingKey proves nothing was attempted.
+    with pytest.raises(InvalidRoutingKey):
+        publish_domain_event("user.*", {}, connection_settings="amqp://127.0.0.1:5999/%2F")
+    with pytest.raises(InvalidRoutingKey):
+        publish_domain_event("", {}, connection_settings="amqp://127.0.0.1:5999/%2F")
+
+
+def test_data_that_is_not_json_is_refused_before_connecting() -> None:
+    with pytest.raises(EventNotSerializable, match=r"data\['when'\]"):
+        publish_domain_event(
+            "user.registered", {"when": object()}, connection_settings="amqp://127.0.0.1:5999/%2F"
+        )
+
+
+def test_publisher_recovers_its_connection_after_the_broker_closed_it(
+    broker_url: str, vhost: str, bound_queue: str
+) -> None:
+    publish_domain_event(f"{bound_queue}.before", {}, connection_settings=broker_url)
+    rabbitmqctl("close_all_connections", "-p", vhost, "test: dropped on purpose")
+    publish_domain_event(f"{bound_queue}.after", {}, connection_settings=broker_url)
+    keys = [method.routing_key for method, _, _ in get_all(broker_url, bound_queue)]
+    assert keys == [f"{bound_queue}.before", f"{bound_queue}.after"]
+
+
+def test_raw_pika_message_properties_are_left_alone(broker_url: str, bound_queue: str) -> None:
+    properties = pika.BasicProperties(delivery_mode=2, headers={"trace": "abc"})
+    with Publisher(broker_url) as publisher:
+        publisher.publish("{}", f"{bound_queue}.raw", properties=properties)
+    [(_, received, _)] = get_all(broker_url, bound_queue)
+    assert received.headers == {"trace": "abc"}

@@ -1,0 +1,238 @@
+"""Delayed retries: per-delay wait queues, counting, max_retries, confirm before ack."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import pika
+import pytest
+
+from conftest import consume_until, get_all, queue_depth, rabbitmqctl
+from domain_event_broker import DomainEvent, Retry, Subscriber, publish_domain_event
+from domain_event_broker.topology import RETRIES_HEADER
+
+MakeSubscriber = Callable[..., Subscriber]
+
+
+def test_retried_event_comes_back_with_growing_delays_and_succeeds(
+    broker_url: str, vhost: str, name: str, make_subscriber: MakeSubscriber
+) -> None:
+    attempts: list[int] = []
+    handled: list[DomainEvent] = []
+
+    def flaky(event: DomainEvent) -> None:
+        attempts.append(event.retries)
+        if event.retries < 2:
+            raise Retry(0.2 * 2**event.retries)  # 0.2 s, then 0.4 s
+        handled.append(event)
+
+    subscriber = make_subscriber()
+    subscriber.register(flaky, name, [f"{name}.#"], dead_letter=True, max_retries=3)
+    sent = publish_domain_event(f"{name}.sync", {"id": 1}, connection_settings=broker_url)
+    elapsed = consume_until(subscriber, lambda: bool(handled), timeout=15)
+    assert attempts == [0, 1, 2]
+    assert handled == [sent]
+    assert elapsed >= 0.6, "the retries did not wait their delays"
+    assert queue_depth(broker_url, name) == 0
+    assert queue_depth(broker_url, f"{name}-dl") == 0
+    queues = rabbitmqctl("list_queues", "-q", "-p", vhost, "name", "arguments")
+    wait_queue = next(line for line in queues.splitlines() if line.startswith(f"{name}-delay-200\t"))
+    arguments = wait_queue.split("\t", 1)[1].replace(" ", "")
+    assert f'"x-dead-letter-exchange","{name}-retry"' in arguments
+    assert '"x-message-ttl",200' in arguments
+    assert '"x-expires",10200' in arguments
+
+
+def test_a_short_delay_does_not_wait_behind_a_long_one(
+    broker_url: str, name: str, make_subscriber: MakeSubscriber
+) -> None:
+    order: list[tuple[str, int]] = []
+
+    def handler(event: DomainEvent) -> None:
+        order.append((event.data["which"], event.retries))
+        if event.retries == 0:
+            raise Retry(event.data["delay"])
+
+    subscriber = make_subscriber()
+    subscriber.register(handler, name, [f"{name}.#"], max_retries=1)
+    publish_domain_event(f"{name}.x", {"which": "slow", "delay": 3.0}, connection_settings=broker_url)
+    publish_domain_event(f"{name}.x", {"which": "fast", "delay": 0.2}, connection_settings=broker_url)
+    consume_until(subscriber, lambda: len(order) >= 4, timeout=15)
+    assert order == [("slow", 0), ("fast", 0), ("fast", 1), ("slow", 1)]
+
+
+def test_retries_count_every_delivery_even_with_mixed_delays(
+    broker_url: str, name: str, make_subscriber: MakeSubscriber
+) -> None:
+    seen: list[int] = []
+    delays = [0.1, 0.3, 0.1, 0.2]
+
+    def handler(event: DomainEvent) -> None:
+        seen.append(event.retries)
+        if event.retries < len(delays):
+            raise Retry(delays[event.retries])
+
+    subscriber = make_subscriber()
+    subscriber.register(handler, name, [f"{name}.#"], max_retries=10)
+    publish_domain_event(f"{name}.x", {}, connection_settings=broker_url)
+    consume_until(subscriber, lambda: len(seen) >= 5, timeout=15, settle=0.5)
+    assert seen == [0, 1, 2, 3, 4]
+
+
+def test_over_max_retries_the_event_is_dead_lettered_and_logged(
+    broker_url: str, name: str, make_subscriber: MakeSubscriber, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[int] = []
+
+    def always_retry(event: DomainEvent) -> None:
+        calls.append(event.retries)
+        raise Retry(0.05)
+
+    subscriber = make_subscriber()
+    subscriber.register(always_retry, name, [f"{name}.#"], dead_letter=True, max_retries=2)
+    sent = publish_domain_event(f"{name}.x", {"k": "v"}, connection_settings=broker_url)
+    with caplog.at_level(logging.ERROR, logger="domain_event_broker"):
+        consume_until(
+            subscriber, lambda: queue_depth(broker_url, f"{name}-dl") == 1, timeout=15, settle=0.3
+        )
+    assert calls == [0, 1, 2]
+    [(method, properties, body)] = get_all(broker_url, f"{name}-dl")
+    assert DomainEvent.from_json(body) == sent
+    assert method.routing_key == f"{name}.x"
+    assert properties.headers["x-domain-event-failed-subscriber"] == name
+    assert "max_retries (2)" in properties.headers["x-domain-event-exception-message"]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(sent.uuid_string in line and "max_retries" in line for line in errors)
+
+
+def test_over_max_retries_without_dead_letter_queue_the_event_is_dropped_and_logged(
+    broker_url: str, name: str, make_subscriber: MakeSubscriber, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[int] = []
+
+    def always_retry(event: DomainEvent) -> None:
+        calls.append(event.retries)
+        raise Retry(0.05)
+
+    subscriber = make_subscriber()
+    subscriber.register(always_retry, name, [f"{name}.#"], max_retries=1)
+    sent = publish_domain_event(f"{name}.x", {}, connection_settings=broker_url)
+    with caplog.at_level(logging.ERROR, logger="domain_event_broker"):
+        consume_until(subscriber, lambda: len(calls) >= 2, timeout=15, settle=0.5)
+    assert calls == [0, 1]
+    assert queue_depth(broker_url, name) == 0
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(sent.uuid_string in line and "dropped" in line for line in errors)
+
+
+def test_max_retries_zero_means_the_first_retry_dead_letters(
+    broker_url: str, name: str, make_subscriber: MakeSubscriber
+) -> None:
+    calls: list[int] = []
+
+    def retry(event: DomainEvent) -> None:
+        calls.append(event.retries)
+        raise Retry(0.05)
+
+    subscriber = make_subscriber()
+    subscriber.register(retry, name, [f"{name}.#"], dead_letter=True)
+    publish_domain_event(f"{name}.x", {}, connection_settings=broker_url)
+    consume_until(subscriber, lambda: queue_depth(broker_url, f"{name}-dl") == 1, settle=0.3)
+    assert calls == [0]
+
+
+def test_a_waiting_retry_is_stored_in_its_wait_queue_not_lost_when_the_subscriber_stops(
+    broker_url: str, name: str, make_subscriber: MakeSubscriber
+) -> None:
+    calls: list[int] = []
+
+    def later(event: DomainEvent) -> None:
+        calls.append(event.retries)
+        raise Retry(60)
+
+    subscriber = make_subscriber()
+    subscriber.register(later, name, [f"{name}.#"], max_retries=3)
+    publish_domain_event(f"{name}.x", {}, connection_settings=broker_url)
+    consume_until(subscriber, lambda: bool(calls), settle=0.3)
+    assert queue_depth(broker_url, name) == 0
+    [(_, properties, _)] = get_all(broker_url, f"{name}-delay-60000")
+    assert properties.headers[RETRIES_HEADER] == 1
+
+
+def test_when_the_retry_copy_is_refused_the_original_is_not_acked(
+    broker_url: str, vhost: str, name: str, make_subscriber: MakeSubscriber
+) -> None:
+    # A policy makes the wait queue refuse every message: the broker nacks the
+    # delayed copy. The original must stay in the subscriber's queue.
+    policy = f"{name}-refuse"
+    rabbitmqctl(
+        "set_policy", "-p", vhost, "--apply-to", "queues", policy, f"^{name}-delay-",
+        '{"max-length": 0, "overflow": "reject-publish"}',
+    )
+    try:
+        calls: list[int] = []
+
+        def retry(event: DomainEvent) -> None:
+            calls.append(event.retries)
+            raise Retry(0.1)
+
+        subscriber = make_subscriber()
+        subscriber.register(retry, name, [f"{name}.#"], max_retries=5)
+        publish_domain_event(f"{name}.x", {}, connection_settings=broker_url)
+        consume_until(subscriber, lambda: len(calls) >= 2, settle=0.2)
+    finally:
+        rabbitmqctl("clear_policy", "-p", vhost, policy)
+    assert set(calls) == {0}, "the retry count advanced although no copy was stored"
+    assert queue_depth(broker_url, name) == 1
+
+
+def test_events_retried_by_the_old_library_are_counted_from_x_death(
+    broker_url: str, channel: pika.adapters.blocking_connection.BlockingChannel,
+    name: str, make_subscriber: MakeSubscriber
+) -> None:
+    seen: list[int] = []
+    subscriber = make_subscriber()
+    subscriber.register(lambda e: seen.append(e.retries), name, [f"{name}.#"], max_retries=5)
+    # As the old library left it: two wait queues, x-death entries with counts, no header of ours.
+    old_style = {
+        "x-death": [
+            {"queue": f"{name}-delay-1000", "reason": "expired", "count": 2,
+             "exchange": f"{name}-delay-1000", "routing-keys": [f"{name}.x"]},
+            {"queue": f"{name}-delay-5000", "reason": "expired", "count": 1,
+             "exchange": f"{name}-delay-5000", "routing-keys": [f"{name}.x"]},
+            {"queue": name, "reason": "rejected", "count": 1,
+             "exchange": "domain-events", "routing-keys": [f"{name}.x"]},
+        ]
+    }
+    channel.basic_publish(
+        f"{name}-retry",
+        f"{name}.x",
+        DomainEvent(f"{name}.x").to_json(),
+        pika.BasicProperties(delivery_mode=2, headers=old_style),
+    )
+    consume_until(subscriber, lambda: bool(seen), settle=0.2)
+    assert seen == [3]
+
+
+def test_an_old_style_retry_through_a_real_wait_queue_counts_one(
+    broker_url: str, channel: pika.adapters.blocking_connection.BlockingChannel,
+    name: str, make_subscriber: MakeSubscriber
+) -> None:
+    seen: list[int] = []
+    subscriber = make_subscriber()
+    subscriber.register(lambda e: seen.append(e.retries), name, [f"{name}.#"], max_retries=5)
+    # What the old library did on Retry(0.1): declare the wait queue, publish the body there.
+    wait = f"{name}-delay-100"
+    channel.queue_declare(
+        wait,
+        durable=True,
+        arguments={"x-dead-letter-exchange": f"{name}-retry", "x-message-ttl": 100,
+                   "x-expires": 10100},
+    )
+    channel.exchange_declare(wait, exchange_type="topic", durable=True, auto_delete=True)
+    channel.queue_bind(wait, wait, routing_key="#")
+    channel.basic_publish(wait, f"{name}.x", DomainEvent(f"{name}.x").to_json(),
+                          pika.BasicProperties(delivery_mode=2))
+    consume_until(subscriber, lambda: bool(seen), settle=0.2)
+    assert seen == [1]
