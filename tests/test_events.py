@@ -30,7 +30,9 @@ def test_round_trip_and_equality_by_event_data() -> None:
     assert again == event
     assert again.event_data == event.event_data
     assert again.retries == 0
-    assert DomainEvent("order.shipped", {"order": [1, 3]}, uuid_string="abc", timestamp=1.5) != event
+    assert (
+        DomainEvent("order.shipped", {"order": [1, 3]}, uuid_string="abc", timestamp=1.5) != event
+    )
 
 
 def test_from_json_accepts_a_body_written_by_the_old_library() -> None:

@@ -132,7 +132,9 @@ def test_a_forked_child_publishes_on_a_connection_of_its_own(
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     publish_domain_event(f"{bound_queue}.parent", {"who": "parent"}, connection_settings=broker_url)
-    whos = sorted(json.loads(body)["data"]["who"] for _, _, body in get_all(broker_url, bound_queue))
+    whos = sorted(
+        json.loads(body)["data"]["who"] for _, _, body in get_all(broker_url, bound_queue)
+    )
     assert whos == ["child", "parent", "parent"]
 
 

@@ -37,7 +37,9 @@ def test_retried_event_comes_back_with_growing_delays_and_succeeds(
     assert queue_depth(broker_url, name) == 0
     assert queue_depth(broker_url, f"{name}-dl") == 0
     queues = rabbitmqctl("list_queues", "-q", "-p", vhost, "name", "arguments")
-    wait_queue = next(line for line in queues.splitlines() if line.startswith(f"{name}-delay-200\t"))
+    wait_queue = next(
+        line for line in queues.splitlines() if line.startswith(f"{name}-delay-200\t")
+    )
     arguments = wait_queue.split("\t", 1)[1].replace(" ", "")
     assert f'"x-dead-letter-exchange","{name}-retry"' in arguments
     assert '"x-message-ttl",200' in arguments
@@ -56,8 +58,12 @@ def test_a_short_delay_does_not_wait_behind_a_long_one(
 
     subscriber = make_subscriber()
     subscriber.register(handler, name, [f"{name}.#"], max_retries=1)
-    publish_domain_event(f"{name}.x", {"which": "slow", "delay": 3.0}, connection_settings=broker_url)
-    publish_domain_event(f"{name}.x", {"which": "fast", "delay": 0.2}, connection_settings=broker_url)
+    publish_domain_event(
+        f"{name}.x", {"which": "slow", "delay": 3.0}, connection_settings=broker_url
+    )
+    publish_domain_event(
+        f"{name}.x", {"which": "fast", "delay": 0.2}, connection_settings=broker_url
+    )
     consume_until(subscriber, lambda: len(order) >= 4, timeout=15)
     assert order == [("slow", 0), ("fast", 0), ("fast", 1), ("slow", 1)]
 
@@ -167,7 +173,13 @@ def test_when_the_retry_copy_is_refused_the_original_is_not_acked(
     # delayed copy. The original must stay in the subscriber's queue.
     policy = f"{name}-refuse"
     rabbitmqctl(
-        "set_policy", "-p", vhost, "--apply-to", "queues", policy, f"^{name}-delay-",
+        "set_policy",
+        "-p",
+        vhost,
+        "--apply-to",
+        "queues",
+        policy,
+        f"^{name}-delay-",
         '{"max-length": 0, "overflow": "reject-publish"}',
     )
     try:
@@ -188,8 +200,10 @@ def test_when_the_retry_copy_is_refused_the_original_is_not_acked(
 
 
 def test_events_retried_by_the_old_library_are_counted_from_x_death(
-    broker_url: str, channel: pika.adapters.blocking_connection.BlockingChannel,
-    name: str, make_subscriber: MakeSubscriber
+    broker_url: str,
+    channel: pika.adapters.blocking_connection.BlockingChannel,
+    name: str,
+    make_subscriber: MakeSubscriber,
 ) -> None:
     seen: list[int] = []
     subscriber = make_subscriber()
@@ -197,12 +211,27 @@ def test_events_retried_by_the_old_library_are_counted_from_x_death(
     # As the old library left it: two wait queues, x-death entries with counts, no header of ours.
     old_style = {
         "x-death": [
-            {"queue": f"{name}-delay-1000", "reason": "expired", "count": 2,
-             "exchange": f"{name}-delay-1000", "routing-keys": [f"{name}.x"]},
-            {"queue": f"{name}-delay-5000", "reason": "expired", "count": 1,
-             "exchange": f"{name}-delay-5000", "routing-keys": [f"{name}.x"]},
-            {"queue": name, "reason": "rejected", "count": 1,
-             "exchange": "domain-events", "routing-keys": [f"{name}.x"]},
+            {
+                "queue": f"{name}-delay-1000",
+                "reason": "expired",
+                "count": 2,
+                "exchange": f"{name}-delay-1000",
+                "routing-keys": [f"{name}.x"],
+            },
+            {
+                "queue": f"{name}-delay-5000",
+                "reason": "expired",
+                "count": 1,
+                "exchange": f"{name}-delay-5000",
+                "routing-keys": [f"{name}.x"],
+            },
+            {
+                "queue": name,
+                "reason": "rejected",
+                "count": 1,
+                "exchange": "domain-events",
+                "routing-keys": [f"{name}.x"],
+            },
         ]
     }
     channel.basic_publish(
@@ -216,8 +245,10 @@ def test_events_retried_by_the_old_library_are_counted_from_x_death(
 
 
 def test_an_old_style_retry_through_a_real_wait_queue_counts_one(
-    broker_url: str, channel: pika.adapters.blocking_connection.BlockingChannel,
-    name: str, make_subscriber: MakeSubscriber
+    broker_url: str,
+    channel: pika.adapters.blocking_connection.BlockingChannel,
+    name: str,
+    make_subscriber: MakeSubscriber,
 ) -> None:
     seen: list[int] = []
     subscriber = make_subscriber()
@@ -227,12 +258,16 @@ def test_an_old_style_retry_through_a_real_wait_queue_counts_one(
     channel.queue_declare(
         wait,
         durable=True,
-        arguments={"x-dead-letter-exchange": f"{name}-retry", "x-message-ttl": 100,
-                   "x-expires": 10100},
+        arguments={
+            "x-dead-letter-exchange": f"{name}-retry",
+            "x-message-ttl": 100,
+            "x-expires": 10100,
+        },
     )
     channel.exchange_declare(wait, exchange_type="topic", durable=True, auto_delete=True)
     channel.queue_bind(wait, wait, routing_key="#")
-    channel.basic_publish(wait, f"{name}.x", DomainEvent(f"{name}.x").to_json(),
-                          pika.BasicProperties(delivery_mode=2))
+    channel.basic_publish(
+        wait, f"{name}.x", DomainEvent(f"{name}.x").to_json(), pika.BasicProperties(delivery_mode=2)
+    )
     consume_until(subscriber, lambda: bool(seen), settle=0.2)
     assert seen == [1]

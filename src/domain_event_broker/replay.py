@@ -7,8 +7,12 @@ subscribers of the same event never see it again.
 
 from __future__ import annotations
 
+import json
 import logging
+import select
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pika
@@ -16,9 +20,18 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from .connection import connect_blocking
+from .errors import InvalidEvent
+from .events import DomainEvent
 from .settings import resolve_url
 from .subscriber import copy_properties
-from .topology import ATTEMPT_HEADERS, ROUTING_KEY_HEADER
+from .topology import (
+    ATTEMPT_HEADERS,
+    EXCEPTION_MESSAGE_HEADER,
+    EXCEPTION_TYPE_HEADER,
+    FAILED_AT_HEADER,
+    FAILED_SUBSCRIBER_HEADER,
+    ROUTING_KEY_HEADER,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,3 +164,125 @@ def _republish(
         copy_properties(header, headers),
         mandatory=True,
     )
+
+
+def interactive_callback(
+    read_line: Callable[[float], str | None],
+    write: Callable[[str], object],
+    timeout: float = 30.0,
+) -> MessageCallback:
+    """A message callback that shows each event and asks (R)eplay, (D)iscard or (L)eave.
+
+    ``read_line(timeout)`` returns the answer, or ``None`` when none came in
+    time; then the event is left where it is.
+    """
+
+    def ask(frame: Any = None, header: Any = None, body: bytes = b"", **kwargs: Any) -> str:
+        try:
+            shown = json.dumps(json.loads(body), indent=4, sort_keys=True)
+        except ValueError:
+            shown = repr(body)
+        write("Please specify action for:")
+        write(shown)
+        failure = (header.headers or {}) if header is not None else {}
+        if EXCEPTION_TYPE_HEADER in failure:
+            write(
+                f"(failed in {failure.get(FAILED_SUBSCRIBER_HEADER)} at "
+                f"{failure.get(FAILED_AT_HEADER)}: {failure.get(EXCEPTION_TYPE_HEADER)}: "
+                f"{failure.get(EXCEPTION_MESSAGE_HEADER)})"
+            )
+        write("(R)eplay, (D)iscard or (L)eave?")
+        answer = read_line(timeout)
+        if answer is None:
+            write("Timed out. Message left in queue.")
+            return LEAVE
+        choice = answer.strip()[:1].upper()
+        if choice == "R":
+            write("Message is returned to worker queue.")
+            return RETRY
+        if choice == "D":
+            write("Message has been discarded.")
+            return DISCARD
+        write("Message left in queue.")
+        return LEAVE
+
+    return ask
+
+
+def read_stdin_line(timeout: float) -> str | None:
+    """One line from standard input, or ``None`` after ``timeout`` seconds (or at EOF)."""
+    ready, _, _ = select.select([sys.stdin], [], [], timeout)
+    if not ready:
+        return None
+    line = sys.stdin.readline()
+    return line if line else None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One event in a dead-letter queue, as an operator looks at it."""
+
+    routing_key: str
+    body: bytes
+    headers: dict[str, Any]
+
+    @property
+    def event(self) -> DomainEvent | None:
+        """The event, or ``None`` when the body is not an event (that may be why it failed)."""
+        try:
+            return DomainEvent.from_json(self.body)
+        except InvalidEvent:
+            return None
+
+    @property
+    def failed_subscriber(self) -> str | None:
+        return _optional_text(self.headers.get(FAILED_SUBSCRIBER_HEADER))
+
+    @property
+    def exception(self) -> str | None:
+        """``"Type: message"`` of the failure, when the dead letter records it."""
+        kind = _optional_text(self.headers.get(EXCEPTION_TYPE_HEADER))
+        if kind is None:
+            return None
+        return f"{kind}: {_optional_text(self.headers.get(EXCEPTION_MESSAGE_HEADER)) or ''}"
+
+    @property
+    def failed_at(self) -> str | None:
+        return _optional_text(self.headers.get(FAILED_AT_HEADER))
+
+
+def _optional_text(value: object) -> str | None:
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def list_dead_letters(
+    queue_name: str, connection_settings: str | None = "", limit: int = 100
+) -> list[DeadLetter]:
+    """Look at up to ``limit`` events in the dead-letter queue of ``queue_name``, in order.
+
+    Nothing is removed: the events are fetched without ack and go back when
+    the connection closes.
+    """
+    url = resolve_url(connection_settings)
+    if url is None:
+        return []
+    dead_letter_queue = f"{queue_name}-dl"
+    connection = connect_blocking(url, "replay")
+    try:
+        channel = connection.channel()
+        count = min(limit, _message_count(channel, dead_letter_queue))
+        letters = []
+        for _ in range(count):
+            frame, header, body = channel.basic_get(dead_letter_queue)
+            if frame is None or header is None or body is None:
+                break
+            headers = dict(header.headers or {})
+            letters.append(
+                DeadLetter(str(headers.get(ROUTING_KEY_HEADER) or frame.routing_key), body, headers)
+            )
+        return letters
+    finally:
+        if connection.is_open:
+            connection.close()

@@ -1,0 +1,220 @@
+"""The ``domain-events`` command: demo, publish, listen, status and dead letters.
+
+Every command takes ``--url`` (default: ``$DOMAIN_EVENT_BROKER`` or
+``settings.BROKER``). Run ``domain-events COMMAND --help`` for details.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import settings
+from .demo import run_demo
+from .errors import DomainEventBrokerError
+from .events import DomainEvent
+from .publisher import publish_domain_event
+from .replay import (
+    DISCARD,
+    RETRY,
+    interactive_callback,
+    list_dead_letters,
+    read_stdin_line,
+    replay_all,
+    replay_event,
+)
+from .settings import mask_url
+from .status import subscriber_status
+from .subscriber import Subscriber
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``domain-events``; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
+    url = args.url or os.environ.get("DOMAIN_EVENT_BROKER") or settings.BROKER
+    try:
+        status: int = args.run(args, url)
+        return status
+    except (ValueError, TypeError) as error:  # bad input, including InvalidRoutingKey
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except DomainEventBrokerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="domain-events", description="Publish, watch and repair domain events on RabbitMQ."
+    )
+    parser.add_argument(
+        "--url",
+        help="AMQP URL of the broker (default: $DOMAIN_EVENT_BROKER, else the local broker)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="publish, subscribe, retry, dead-letter and replay")
+    demo.set_defaults(run=_demo)
+
+    publish = commands.add_parser("publish", help="publish one event")
+    publish.add_argument("routing_key", help="e.g. user.registered")
+    publish.add_argument("data", nargs="?", default="{}", help="the event data as JSON")
+    publish.add_argument("--domain-object-id")
+    publish.set_defaults(run=_publish)
+
+    listen = commands.add_parser(
+        "listen", help="print events as they happen (a temporary queue of its own)"
+    )
+    listen.add_argument("binding_keys", nargs="+", help="e.g. 'user.*' or '#'")
+    listen.add_argument("--count", type=int, help="stop after this many events")
+    listen.add_argument("--timeout", type=float, help="stop after this many seconds")
+    listen.set_defaults(run=_listen)
+
+    status = commands.add_parser("status", help="backlog, consumers and dead letters")
+    status.add_argument("names", nargs="+", help="subscriber names")
+    status.set_defaults(run=_status)
+
+    dead = commands.add_parser("dead-letters", help="look at, replay or discard dead letters")
+    actions = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = actions.add_parser("list", help="show dead-lettered events (removes nothing)")
+    show.add_argument("name", help="subscriber name")
+    show.add_argument("--limit", type=int, default=20)
+    show.add_argument("--json", action="store_true", help="full events as JSON lines")
+    show.set_defaults(run=_list_dead_letters)
+    for verb, help_text in (
+        ("replay", "move dead letters back to the subscriber"),
+        ("discard", "delete dead letters"),
+    ):
+        action = actions.add_parser(verb, help=help_text)
+        action.add_argument("names", nargs="+", help="subscriber names")
+        action.add_argument("--all", action="store_true", help="every event, not only the first")
+        if verb == "replay":
+            action.add_argument(
+                "--interactive",
+                action="store_true",
+                help="ask for each event: replay/discard/leave",
+            )
+        action.set_defaults(run=_replay, verb=verb)
+    return parser
+
+
+def _demo(args: argparse.Namespace, url: str) -> int:
+    return run_demo(url)
+
+
+def _publish(args: argparse.Namespace, url: str) -> int:
+    try:
+        data = json.loads(args.data)
+    except ValueError as error:
+        raise ValueError(f"the event data must be JSON: {error}") from None
+    event = publish_domain_event(
+        args.routing_key, data, domain_object_id=args.domain_object_id, connection_settings=url
+    )
+    print(json.dumps(event.event_data))
+    return 0
+
+
+def _listen(args: argparse.Namespace, url: str) -> int:
+    seen = 0
+    subscriber = Subscriber(url)
+
+    def show(event: DomainEvent) -> None:
+        nonlocal seen
+        print(json.dumps(event.event_data), flush=True)
+        seen += 1
+        if args.count is not None and seen >= args.count:
+            subscriber.stop_consuming()
+
+    name = f"domain-events-listen-{socket.gethostname()}-{os.getpid()}"
+    # Exclusive and auto-delete: the queue goes away with this command, so it
+    # cannot keep collecting events after we stop watching.
+    subscriber.register(
+        show, name, args.binding_keys, durable=False, exclusive=True, auto_delete=True
+    )
+    print(f"listening on {mask_url(url)} for {', '.join(args.binding_keys)}", file=sys.stderr)
+    subscriber.start_consuming(timeout=args.timeout)
+    return 0
+
+
+def _status(args: argparse.Namespace, url: str) -> int:
+    rows = [("subscriber", "waiting", "consumers", "dead letters")]
+    missing = False
+    for name in args.names:
+        state = subscriber_status(name, url)
+        missing |= state.waiting is None
+        rows.append(
+            (
+                name,
+                _count(state.waiting, "no such queue"),
+                _count(state.consumers, "-"),
+                _count(state.dead_letters, "no dead-letter queue"),
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    return 1 if missing else 0
+
+
+def _count(value: int | None, otherwise: str) -> str:
+    return otherwise if value is None else str(value)
+
+
+def _list_dead_letters(args: argparse.Namespace, url: str) -> int:
+    letters = list_dead_letters(args.name, url, limit=args.limit)
+    if not letters:
+        print(f"no dead letters for {args.name}")
+    for number, letter in enumerate(letters, 1):
+        event = letter.event
+        if args.json:
+            record: dict[str, Any] = {
+                "routing_key": letter.routing_key,
+                "event": event.event_data if event else None,
+                "body": None if event else letter.body.decode("utf-8", "replace"),
+                "failed_subscriber": letter.failed_subscriber,
+                "exception": letter.exception,
+                "failed_at": letter.failed_at,
+            }
+            print(json.dumps(record))
+            continue
+        what = f"event {event.uuid_string}" if event else "not an event"
+        print(f"{number}. {letter.routing_key} ({what})")
+        print(
+            f"   failed at {letter.failed_at or '?'}: {letter.exception or 'reason not recorded'}"
+        )
+        print(f"   data: {json.dumps(event.data) if event else letter.body[:200]!r}")
+    return 0
+
+
+def _replay(args: argparse.Namespace, url: str) -> int:
+    if args.verb == "discard":
+        callback: Any = lambda **kwargs: DISCARD  # noqa: E731
+    elif getattr(args, "interactive", False):
+        callback = interactive_callback(read_stdin_line, print)
+    else:
+        callback = lambda **kwargs: RETRY  # noqa: E731
+    for name in args.names:
+        replay = replay_all if args.all else replay_event
+        left = replay(name, callback, connection_settings=url)
+        print(f"{left} dead-lettered events remaining for {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""How a subscriber is doing, read from the broker: backlog, consumers, dead letters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pika.exceptions
+
+from .connection import connect_blocking
+from .settings import resolve_url
+
+
+@dataclass(frozen=True)
+class SubscriberStatus:
+    """A subscriber's queues as RabbitMQ sees them (``None``: the queue does not exist)."""
+
+    name: str
+    waiting: int | None
+    consumers: int | None
+    dead_letters: int | None
+
+
+def subscriber_status(name: str, connection_settings: str | None = "") -> SubscriberStatus:
+    """Backlog, consumer count and dead-letter count of subscriber ``name``.
+
+    >>> subscriber_status("welcome-mailer")  # doctest: +SKIP
+    SubscriberStatus(name='welcome-mailer', waiting=0, consumers=2, dead_letters=1)
+    """
+    url = resolve_url(connection_settings)
+    if url is None:
+        return SubscriberStatus(name, None, None, None)
+    connection = connect_blocking(url, "status")
+    try:
+        waiting, consumers = _counts(connection, name)
+        dead_letters, _ = _counts(connection, f"{name}-dl")
+        return SubscriberStatus(name, waiting, consumers, dead_letters)
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+def _counts(connection: pika.BlockingConnection, queue: str) -> tuple[int | None, int | None]:
+    # A passive declare of a missing queue closes the channel: one channel per look.
+    channel = connection.channel()
+    try:
+        method = channel.queue_declare(queue, passive=True).method
+    except pika.exceptions.ChannelClosedByBroker as error:
+        if error.reply_code == 404:
+            return None, None
+        raise
+    channel.close()
+    return int(method.message_count), int(method.consumer_count)

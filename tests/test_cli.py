@@ -1,0 +1,150 @@
+"""The domain-events command, run as a user runs it: a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from conftest import consume_until, get_all, queue_depth, rabbitmqctl
+from domain_event_broker import DomainEvent, Subscriber, publish_domain_event
+
+MakeSubscriber = Callable[..., Subscriber]
+
+
+def domain_events(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "domain_event_broker.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_demo_runs_the_whole_story_and_cleans_up(broker_url: str, vhost: str) -> None:
+    started = time.monotonic()
+    result = domain_events("--url", broker_url, "demo")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert time.monotonic() - started < 30
+    out = result.stdout
+    assert "Retry(0.5)" in out and "Retry(1.0)" in out
+    assert "raises ValueError" in out
+    assert "dead letter: {'order_id': 4" in out
+    assert "Done: 4 orders published, 4 mails sent, 2 delayed retries" in out
+    assert "guest:***@" in out and "guest:guest@" not in out
+    assert "demo-order-mailer" not in rabbitmqctl("list_queues", "-q", "-p", vhost, "name")
+
+
+def test_demo_against_an_unreachable_broker_says_so() -> None:
+    result = domain_events("--url", "amqp://guest:pw@127.0.0.1:5999/%2F", "demo")
+    assert result.returncode == 1
+    assert "cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:5999/%2F" in result.stdout
+    assert ":pw@" not in result.stdout + result.stderr
+
+
+def test_publish_then_listen(broker_url: str, name: str) -> None:
+    listener = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "domain_event_broker.cli",
+            "--url",
+            broker_url,
+            "listen",
+            f"{name}.*",
+            "--count",
+            "1",
+            "--timeout",
+            "30",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert listener.stderr is not None
+    assert "listening on" in listener.stderr.readline()  # its queue is bound now
+    published = domain_events("--url", broker_url, "publish", f"{name}.registered", '{"id": 7}')
+    assert published.returncode == 0, published.stderr
+    sent = json.loads(published.stdout)
+    out, _ = listener.communicate(timeout=30)
+    assert listener.returncode == 0
+    assert json.loads(out) == sent
+    assert sent["data"] == {"id": 7}
+
+
+def test_publish_refuses_bad_input_with_a_clear_message(broker_url: str) -> None:
+    result = domain_events("--url", broker_url, "publish", "user.*", "{}")
+    assert result.returncode == 2
+    assert "wildcard" in result.stderr
+    result = domain_events("--url", broker_url, "publish", "user.registered", "{not json")
+    assert result.returncode == 2
+    assert "must be JSON" in result.stderr
+
+
+def test_status_and_dead_letters_list_replay_discard(
+    broker_url: str, name: str, make_subscriber: MakeSubscriber
+) -> None:
+    subscriber = make_subscriber()
+    subscriber.register(lambda e: 1 / 0, name, [f"{name}.#"], dead_letter=True)
+    for n in range(3):
+        publish_domain_event(f"{name}.x", {"n": n}, connection_settings=broker_url)
+    consume_until(subscriber, lambda: queue_depth(broker_url, f"{name}-dl") == 3, settle=0.2)
+
+    status = domain_events("--url", broker_url, "status", name)
+    assert status.returncode == 0
+    [row] = [line.split() for line in status.stdout.splitlines() if line.startswith(name)]
+    assert row == [name, "0", "0", "3"]
+    missing = domain_events("--url", broker_url, "status", f"{name}-nobody")
+    assert missing.returncode == 1 and "no such queue" in missing.stdout
+
+    listing = domain_events("--url", broker_url, "dead-letters", "list", name, "--json")
+    records = [json.loads(line) for line in listing.stdout.splitlines()]
+    assert [r["event"]["data"]["n"] for r in records] == [0, 1, 2]
+    assert all(r["exception"].startswith("ZeroDivisionError") for r in records)
+    assert queue_depth(broker_url, f"{name}-dl") == 3, "list must not remove anything"
+
+    replayed = domain_events("--url", broker_url, "dead-letters", "replay", name)
+    assert "2 dead-lettered events remaining" in replayed.stdout
+    assert queue_depth(broker_url, name) == 1
+    discarded = domain_events("--url", broker_url, "dead-letters", "discard", name, "--all")
+    assert "0 dead-lettered events remaining" in discarded.stdout
+    assert queue_depth(broker_url, f"{name}-dl") == 0
+
+
+def test_interactive_replay_asks_and_leaves_the_event_without_an_answer(
+    broker_url: str, name: str, make_subscriber: MakeSubscriber
+) -> None:
+    subscriber = make_subscriber()
+    subscriber.register(lambda e: 1 / 0, name, [f"{name}.#"], dead_letter=True)
+    for n in range(3):
+        publish_domain_event(f"{name}.x", {"n": n}, connection_settings=broker_url)
+    consume_until(subscriber, lambda: queue_depth(broker_url, f"{name}-dl") == 3, settle=0.2)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "domain_event_broker.cli",
+            "--url",
+            broker_url,
+            "dead-letters",
+            "replay",
+            name,
+            "--all",
+            "--interactive",
+        ],
+        input="r\nd\n",  # replay the first, discard the second, then end of input
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("(R)eplay, (D)iscard or (L)eave?") == 3
+    assert '"n": 0' in result.stdout  # shown as indented JSON
+    assert "ZeroDivisionError" in result.stdout
+    assert "1 dead-lettered events remaining" in result.stdout
+    [(_, _, body)] = get_all(broker_url, name)
+    assert DomainEvent.from_json(body).data == {"n": 0}
+    assert queue_depth(broker_url, f"{name}-dl") == 1
