@@ -236,3 +236,20 @@ def test_raw_pika_message_properties_are_left_alone(broker_url: str, bound_queue
         publisher.publish("{}", f"{bound_queue}.raw", properties=properties)
     [(_, received, _)] = get_all(broker_url, bound_queue)
     assert received.headers == {"trace": "abc"}
+
+
+def test_several_node_urls_fail_over_to_a_node_that_answers(
+    broker_url: str, vhost: str, bound_queue: str
+) -> None:
+    down_node = f"amqp://guest:guest@127.0.0.1:5999/{vhost}"
+    with Publisher(f"{down_node},{broker_url}") as publisher:
+        publisher.publish_event(DomainEvent(f"{bound_queue}.x", {}))
+    assert len(get_all(broker_url, bound_queue)) == 1
+
+
+def test_an_unreachable_cluster_names_every_node() -> None:
+    with pytest.raises(BrokerUnavailable) as raised:
+        Publisher("amqp://u:pw1@127.0.0.1:5998/%2F,amqp://u:pw2@127.0.0.1:5999/%2F")
+    message = str(raised.value)
+    assert "port 5998" in message and "port 5999" in message
+    assert "pw1" not in message and "pw2" not in message

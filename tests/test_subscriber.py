@@ -239,3 +239,14 @@ def test_exclusive_auto_delete_queue_goes_away_with_its_subscriber(
     subscriber.start_consuming(timeout=0.2)
     queues = rabbitmqctl("list_queues", "-q", "-p", vhost, "name")
     assert name not in queues.split()
+
+
+def test_subscriber_fails_over_to_a_node_that_answers(
+    broker_url: str, vhost: str, name: str, make_subscriber: MakeSubscriber
+) -> None:
+    received: list[DomainEvent] = []
+    subscriber = make_subscriber(f"amqp://guest:guest@127.0.0.1:5999/{vhost},{broker_url}")
+    subscriber.register(received.append, name, [f"{name}.#"])
+    sent = publish_domain_event(f"{name}.x", {}, connection_settings=broker_url)
+    consume_until(subscriber, lambda: bool(received))
+    assert received == [sent]

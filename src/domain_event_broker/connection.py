@@ -13,7 +13,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingConnection
 
 from .errors import BrokerUnavailable
-from .settings import describe_url, mask_url
+from .settings import describe_url, mask_url, split_urls
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,13 @@ CONNECTION_LOST = (
 )
 
 
+def cluster_parameters(url: str, role: str) -> list[pika.URLParameters]:
+    """pika parameters for each node URL in ``url`` (comma-separated for a cluster)."""
+    return [connection_parameters(node_url, role) for node_url in split_urls(url)]
+
+
 def connection_parameters(url: str, role: str) -> pika.URLParameters:
-    """pika parameters for ``url``, with bounded time-outs and a connection name.
+    """pika parameters for one node ``url``, with bounded time-outs and a connection name.
 
     Query options in the URL (``?heartbeat=30&socket_timeout=10``) win over ours.
     """
@@ -58,7 +63,7 @@ def connection_parameters(url: str, role: str) -> pika.URLParameters:
 def explain_connection_error(url: str, error: BaseException) -> BrokerUnavailable:
     """A :class:`BrokerUnavailable` that says where we tried to connect and what to check."""
     masked = mask_url(url)
-    where = describe_url(url)
+    where = "; ".join(describe_url(node_url) for node_url in split_urls(url))
     if isinstance(error, pika.exceptions.ProbableAuthenticationError):
         reason = "the broker refused the user name or password; check the credentials in the URL"
     elif isinstance(error, pika.exceptions.ProbableAccessDeniedError):
@@ -97,8 +102,14 @@ def _root_cause(error: BaseException) -> str:
 
 
 def connect_blocking(url: str, role: str) -> BlockingConnection:
-    """Open a blocking connection, or raise :class:`BrokerUnavailable` within bounded time."""
-    parameters = connection_parameters(url, role)
+    """Open a blocking connection, or raise :class:`BrokerUnavailable` within bounded time.
+
+    With several node URLs, each is tried in turn (starting at a random one, so
+    that clients spread over the cluster).
+    """
+    parameters = cluster_parameters(url, role)
+    start = random.randrange(len(parameters))
+    parameters = parameters[start:] + parameters[:start]
     try:
         return BlockingConnection(parameters)
     except (pika.exceptions.AMQPError, OSError) as error:

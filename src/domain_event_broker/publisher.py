@@ -27,7 +27,7 @@ import pika.exceptions
 import pika.spec
 from pika.adapters.select_connection import IOLoop, SelectConnection
 
-from .connection import Backoff, connection_parameters, explain_connection_error
+from .connection import Backoff, cluster_parameters, explain_connection_error
 from .errors import BrokerUnavailable, PublishError, TopologyMismatch
 from .events import DomainEvent, validate_routing_key
 from .settings import mask_url, resolve_url
@@ -68,7 +68,9 @@ class _ConfirmingConnection:
         self.masked_url = mask_url(url)
         self.exchange = exchange
         self.exchange_type = exchange_type
-        self._parameters = connection_parameters(url, "publisher")
+        self._nodes = cluster_parameters(url, "publisher")
+        self._node = 0  # index into _nodes of the node to connect to next
+        self._first_attempts_left = len(self._nodes)
         self._ioloop = IOLoop()
         self._outbox: deque[_PendingPublish] = deque()
         self._unconfirmed: dict[int, _PendingPublish] = {}
@@ -150,7 +152,7 @@ class _ConfirmingConnection:
         if self.closing:
             return
         self._connection = SelectConnection(
-            self._parameters,
+            self._nodes[self._node],
             on_open_callback=self._on_connection_open,
             on_open_error_callback=self._on_connection_open_error,
             on_close_callback=self._on_connection_closed,
@@ -189,7 +191,12 @@ class _ConfirmingConnection:
 
     def _on_connection_open_error(self, _connection: object, error: BaseException) -> None:
         self._connection = None
+        self._node = (self._node + 1) % len(self._nodes)
         if not self._first_attempt.is_set():
+            self._first_attempts_left -= 1
+            if self._first_attempts_left > 0:
+                self._connect()  # try the cluster's next node before giving up
+                return
             self._first_error = explain_connection_error(self.url, error)
             self._first_attempt.set()
             self._ioloop.stop()
@@ -205,6 +212,7 @@ class _ConfirmingConnection:
         if self.closing:
             self._ioloop.stop()
             return
+        self._node = (self._node + 1) % len(self._nodes)
         self._log_outage(reason)
         self._schedule_reconnect()
 

@@ -16,7 +16,9 @@ DEFAULT = object()
 #: Default settings are for a local installation of RabbitMQ.
 BROKER = "amqp://guest:guest@localhost:5672/%2F"
 
-_PASSWORD_IN_URL = re.compile(r"^(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*:)(?P<password>[^@/]*)@")
+_PASSWORD_IN_URL = re.compile(
+    r"^(?P<head>\s*[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*:)(?P<password>[^@/]*)@"
+)
 
 
 def resolve_url(connection_settings: object) -> str | None:
@@ -45,7 +47,19 @@ def mask_url(url: str | None) -> str:
     """
     if url is None:
         return "<no broker>"
-    return _PASSWORD_IN_URL.sub(r"\g<head>***@", url)
+    return ",".join(_PASSWORD_IN_URL.sub(r"\g<head>***@", part) for part in url.split(","))
+
+
+def split_urls(url: str) -> list[str]:
+    """The URLs of a cluster's nodes: ``connection_settings`` may list several, comma-separated.
+
+    >>> split_urls("amqp://rabbit-1/%2F, amqp://rabbit-2/%2F")
+    ['amqp://rabbit-1/%2F', 'amqp://rabbit-2/%2F']
+    """
+    urls = [part.strip() for part in url.split(",") if part.strip()]
+    if not urls:
+        raise ValueError("connection_settings holds no AMQP URL")
+    return urls
 
 
 def describe_url(url: str) -> str:
