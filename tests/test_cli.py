@@ -8,8 +8,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from conftest import consume_until, get_all, queue_depth, rabbitmqctl
 from domain_event_broker import DomainEvent, Subscriber, publish_domain_event
+from support import consume_until, get_all, queue_depth, rabbitmqctl
 
 MakeSubscriber = Callable[..., Subscriber]
 

@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 import pika
 import pytest
 
-from conftest import consume_until, get_all, queue_depth
 from domain_event_broker import DomainEvent, Subscriber, publish_domain_event
+from support import consume_until, get_all, queue_depth
 
 MakeSubscriber = Callable[..., Subscriber]
 

@@ -11,7 +11,6 @@ from typing import Any
 import pika
 import pytest
 
-from conftest import delete_queues, get_all, rabbitmqctl
 from domain_event_broker import (
     BrokerUnavailable,
     DomainEvent,
@@ -23,6 +22,7 @@ from domain_event_broker import (
     settings,
 )
 from domain_event_broker.publisher import shared_publisher
+from support import delete_queues, get_all, rabbitmqctl
 
 
 @pytest.fixture

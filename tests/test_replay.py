@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from conftest import consume_until, get_all, queue_depth
 from domain_event_broker import (
     DISCARD,
     LEAVE,
@@ -18,6 +17,7 @@ from domain_event_broker import (
     replay_all,
     replay_event,
 )
+from support import consume_until, get_all, queue_depth
 
 MakeSubscriber = Callable[..., Subscriber]
 

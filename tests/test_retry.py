@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pika
 import pytest
 
-from conftest import consume_until, get_all, queue_depth, rabbitmqctl
 from domain_event_broker import DomainEvent, Retry, Subscriber, publish_domain_event
 from domain_event_broker.topology import RETRIES_HEADER
+from support import consume_until, get_all, queue_depth, rabbitmqctl
 
 MakeSubscriber = Callable[..., Subscriber]
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import consume_until, queue_depth, rabbitmqctl
 from domain_event_broker import DomainEvent, InvalidRoutingKey, Subscriber, publish_domain_event
+from support import consume_until, queue_depth, rabbitmqctl
 
 MakeSubscriber = Callable[..., Subscriber]
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import pika
 import pytest
 
-from conftest import consume_until, delete_queues, rabbitmqctl
 from domain_event_broker import DomainEvent, Subscriber, TopologyMismatch, publish_domain_event
+from support import consume_until, delete_queues, rabbitmqctl
 
 MakeSubscriber = Callable[..., Subscriber]
 

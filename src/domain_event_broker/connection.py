@@ -119,12 +119,12 @@ def connect_blocking(url: str, role: str) -> BlockingConnection:
 class Backoff:
     """Capped exponential backoff with full jitter, for reconnect loops.
 
-    >>> backoff = Backoff(initial=0.1, maximum=5.0)
+    >>> backoff = Backoff(initial=0.1, maximum=3.0)
     >>> 0 <= backoff.next_delay() <= 0.1
     True
     """
 
-    def __init__(self, initial: float = 0.1, maximum: float = 5.0, factor: float = 2.0) -> None:
+    def __init__(self, initial: float = 0.1, maximum: float = 3.0, factor: float = 2.0) -> None:
         self.initial = initial
         self.maximum = maximum
         self.factor = factor

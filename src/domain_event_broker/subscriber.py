@@ -241,6 +241,7 @@ class Subscriber:
         self._draining = False
         self._consuming = False
         self._stop_requested = threading.Event()
+        self._outage_started: float | None = None
         if self.connection_settings is not None:
             self._ensure_connection()
 
@@ -334,6 +335,7 @@ class Subscriber:
                     self._ensure_connection()
                     self._start_consumers()
                     backoff.reset()
+                    self._log_recovery()
                     self._consume_until(deadline)
                     self._drain()
                     break
@@ -410,13 +412,25 @@ class Subscriber:
         raise _ConsumerCancelled(f"RabbitMQ cancelled consumer {frame.method.consumer_tag}")
 
     def _forget_connection(self, error: BaseException) -> None:
-        log.warning(
-            "lost the connection to RabbitMQ at %s (%s: %s); reconnecting with backoff",
-            self.masked_url,
-            type(error).__name__,
-            error,
-        )
+        if self._outage_started is None:  # once per outage, not per failed attempt
+            self._outage_started = time.monotonic()
+            log.warning(
+                "lost the connection to RabbitMQ at %s (%s: %s); reconnecting with backoff",
+                self.masked_url,
+                type(error).__name__,
+                error,
+            )
         self._close_connection()
+
+    def _log_recovery(self) -> None:
+        if self._outage_started is not None:
+            log.warning(
+                "reconnected to RabbitMQ at %s after %.1f s; consuming %s again",
+                self.masked_url,
+                time.monotonic() - self._outage_started,
+                ", ".join(self.registered_names),
+            )
+            self._outage_started = None
 
     def _close_connection(self) -> None:
         connection, self._connection = self._connection, None
