@@ -20,8 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from domain_event_broker import DomainEvent, Publisher, Subscriber, publish_domain_event
-from support import consume_until, queue_depth, rabbitmqctl
+from domain_event_broker import (
+    BrokerUnavailable,
+    DomainEvent,
+    Publisher,
+    Subscriber,
+    publish_domain_event,
+)
+from support import TcpProxy, consume_until, queue_depth, rabbitmqctl
 
 MakeSubscriber = Callable[..., Subscriber]
 SUBSCRIBER_PROCESS = Path(__file__).with_name("subscriber_process.py")
@@ -128,9 +134,12 @@ def test_connections_closed_twice_mid_stream_lose_nothing(
     assert result.refused == 0
     assert result.lost == 0
     assert result.accepted == result.published
-    lost_lines = [r for r in caplog.records if "lost the connection" in r.getMessage()]
-    assert lost_lines, "the faults did not hit the clients"
-    assert all("guest:***@" in r.getMessage() for r in lost_lines)
+    subscriber_lines = [
+        r.getMessage() for r in caplog.records if r.name == "domain_event_broker.subscriber"
+    ]
+    assert any("lost the connection" in line for line in subscriber_lines)
+    assert any("reconnected" in line for line in subscriber_lines)
+    assert all("guest:***@" in line for line in subscriber_lines)
 
 
 def test_broker_stopped_for_seconds_mid_stream_loses_nothing(
@@ -279,3 +288,57 @@ def test_a_second_sigterm_stops_at_once_and_the_event_is_redelivered(
     assert worker.returncode != 0
     assert f"done {event.uuid_string}" not in journal.read_text()
     assert queue_depth(broker_url, name) == 1
+
+
+@pytest.fixture
+def proxy() -> Iterator[TcpProxy]:
+    tcp_proxy = TcpProxy()
+    tcp_proxy.start()
+    yield tcp_proxy
+    tcp_proxy.stop()
+
+
+def test_publish_rides_out_a_short_outage_and_raises_clearly_after_publish_timeout(
+    broker_url: str, vhost: str, name: str, proxy: TcpProxy, make_subscriber: MakeSubscriber
+) -> None:
+    received: list[int] = []
+    subscriber = make_subscriber()
+    subscriber.register(lambda e: received.append(e.data["n"]), name, [f"{name}.#"])
+    subscriber.stop_consuming()
+    publisher = Publisher(f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}", publish_timeout=2.0)
+    publisher.publish_event(DomainEvent(f"{name}.x", {"n": 1}))
+
+    # A short outage (shorter than publish_timeout) is ridden out.
+    proxy.stop()
+    threading.Timer(0.8, proxy.start).start()
+    publisher.publish_event(DomainEvent(f"{name}.x", {"n": 2}))
+
+    # A long one ends in a clear error after publish_timeout.
+    proxy.stop()
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable) as raised:
+        publisher.publish_event(DomainEvent(f"{name}.x", {"n": 3}))
+    assert 1.9 < time.monotonic() - started < 4
+    assert "could not reconnect in time" in str(raised.value)
+    assert ":guest@" not in str(raised.value)
+
+    # Back up: the publisher recovers by itself.
+    proxy.start()
+    publisher.publish_event(DomainEvent(f"{name}.x", {"n": 4}))
+    publisher.disconnect()
+    restarted = make_subscriber()
+    restarted.register(lambda e: received.append(e.data["n"]), name, [f"{name}.#"])
+    consume_until(restarted, lambda: 4 in received, settle=0.3)
+    assert sorted(received) == [1, 2, 4]
+
+
+def test_start_consuming_keeps_its_deadline_across_reconnects(
+    vhost: str, name: str, proxy: TcpProxy, make_subscriber: MakeSubscriber
+) -> None:
+    subscriber = make_subscriber(f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}")
+    subscriber.register(print, name, [f"{name}.#"])
+    proxy.stop()
+    threading.Timer(1.0, proxy.start).start()
+    started = time.monotonic()
+    subscriber.start_consuming(timeout=3.0)
+    assert 2.9 < time.monotonic() - started < 5
