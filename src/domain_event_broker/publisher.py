@@ -85,6 +85,8 @@ class _ConfirmingConnection:
         self._outage_logged = False
         self.ready = False
         self.closing = False
+        #: Why the broker blocks this connection (a memory or disk alarm), if it does.
+        self.blocked_reason: str | None = None
         self._thread = threading.Thread(
             target=self._run, name=f"domain-event-publisher-{exchange}", daemon=True
         )
@@ -123,6 +125,12 @@ class _ConfirmingConnection:
                     f"reconnect in time to publish {what}; it may not have been stored. "
                     "Is RabbitMQ running? Raise publish_timeout to ride out longer outages."
                 )
+            if self.blocked_reason is not None:
+                raise PublishError(
+                    f"RabbitMQ at {self.masked_url} is blocking publishers "
+                    f"({self.blocked_reason}: a memory or disk alarm), so {what} was not "
+                    "confirmed in time; free memory or disk on the broker"
+                )
             raise PublishError(
                 f"RabbitMQ at {self.masked_url} did not confirm {what} in time; "
                 "it may or may not have been stored"
@@ -160,7 +168,22 @@ class _ConfirmingConnection:
         )
 
     def _on_connection_open(self, connection: SelectConnection) -> None:
+        self.blocked_reason = None
+        connection.add_on_connection_blocked_callback(self._on_blocked)
+        connection.add_on_connection_unblocked_callback(self._on_unblocked)
         connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_blocked(self, _connection: object, frame: Any) -> None:
+        self.blocked_reason = str(getattr(frame.method, "reason", "") or "resource alarm")
+        log.warning(
+            "RabbitMQ at %s blocks publishing (%s); events wait until it resumes",
+            self.masked_url,
+            self.blocked_reason,
+        )
+
+    def _on_unblocked(self, _connection: object, _frame: object) -> None:
+        self.blocked_reason = None
+        log.warning("RabbitMQ at %s accepts events again", self.masked_url)
 
     def _on_channel_open(self, channel: Any) -> None:
         self._channel = channel

@@ -24,6 +24,7 @@ from domain_event_broker import (
     BrokerUnavailable,
     DomainEvent,
     Publisher,
+    PublishError,
     Subscriber,
     publish_domain_event,
 )
@@ -342,3 +343,22 @@ def test_start_consuming_keeps_its_deadline_across_reconnects(
     started = time.monotonic()
     subscriber.start_consuming(timeout=3.0)
     assert 2.9 < time.monotonic() - started < 5
+
+
+def test_a_broker_blocking_publishers_gives_a_clear_error_and_publishing_resumes(
+    broker_url: str, name: str
+) -> None:
+    watermark = rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().").strip()
+    publisher = Publisher(broker_url, publish_timeout=2.0)
+    publisher.publish_event(DomainEvent(f"{name}.before"))
+    rabbitmqctl("set_vm_memory_high_watermark", "0.000001")  # a memory alarm, now
+    try:
+        time.sleep(1.0)
+        with pytest.raises(PublishError, match=r"blocking publishers .*memory"):
+            publisher.publish_event(DomainEvent(f"{name}.during"))
+    finally:
+        rabbitmqctl("set_vm_memory_high_watermark", watermark)
+    started = time.monotonic()
+    publisher.publish_event(DomainEvent(f"{name}.after"))
+    assert time.monotonic() - started < 5
+    publisher.disconnect()
