@@ -7,6 +7,8 @@ that fails half-way cannot leave a queue behind that collects later events.
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,7 +26,16 @@ RABBITMQ_HOST = "127.0.0.1"
 @pytest.fixture(scope="session")
 def vhost() -> Iterator[str]:
     name = f"deb-test-{uuid.uuid4().hex[:8]}"
-    rabbitmqctl("add_vhost", name)
+    for attempt in range(3):
+        try:
+            rabbitmqctl("add_vhost", name)
+            break
+        except subprocess.CalledProcessError:
+            # The broker may be restarting (a fault test elsewhere on this machine).
+            if attempt == 2:
+                raise
+            rabbitmqctl("await_startup")
+            time.sleep(1)
     rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
     yield name
     close_shared_publishers()

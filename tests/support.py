@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 import threading
 import time
@@ -96,8 +97,6 @@ class TcpProxy:
     """
 
     def __init__(self, target_port: int = 5672) -> None:
-        import socket
-
         self.target_port = target_port
         probe = socket.socket()
         probe.bind(("127.0.0.1", 0))
@@ -108,8 +107,6 @@ class TcpProxy:
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        import socket
-
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
@@ -118,8 +115,6 @@ class TcpProxy:
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
     def stop(self) -> None:
-        import socket
-
         listener, self._listener = self._listener, None
         if listener is not None:
             # close() alone does not wake a thread blocked in accept(); shutdown() does.
@@ -134,8 +129,6 @@ class TcpProxy:
             sock.close()
 
     def _accept(self, listener: Any) -> None:
-        import socket
-
         while True:
             try:
                 client, _ = listener.accept()
@@ -155,6 +148,9 @@ class TcpProxy:
         except OSError:
             pass
         finally:
+            # shutdown() first: close() leaves the connection open while the other
+            # pipe thread is still blocked in recv() on the same socket.
             for sock in (source, sink):
                 with contextlib.suppress(OSError):
-                    sock.close()
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()

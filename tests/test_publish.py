@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 from typing import Any
@@ -82,7 +83,9 @@ def _publisher_connections(vhost: str) -> list[str]:
     return [
         line
         for line in out.splitlines()
-        if line.startswith(vhost + "\t") and "publisher" in line and pid in line
+        if line.startswith(vhost + "\t")
+        and f'"connection_name","domain-event-broker publisher {socket.gethostname()} {pid}"'
+        in line
     ]
 
 

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import pika
@@ -531,6 +531,21 @@ os.register_at_fork(after_in_child=_forget_shared_publishers_after_fork)
 atexit.register(close_shared_publishers)
 
 
+EventSink = Callable[[DomainEvent], object]
+_event_sink: EventSink | None = None
+
+
+def redirect_events(sink: EventSink | None) -> EventSink | None:
+    """Hand every :func:`publish_domain_event` to ``sink`` instead of RabbitMQ; return the old one.
+
+    For tests: :class:`domain_event_broker.testing.InMemoryBroker` uses it.
+    Events are still validated and serialised first. ``None`` restores RabbitMQ.
+    """
+    global _event_sink
+    previous, _event_sink = _event_sink, sink
+    return previous
+
+
 def publish_domain_event(
     routing_key: str,
     data: Any,
@@ -562,6 +577,9 @@ def publish_domain_event(
         timestamp=timestamp,
     )
     pending = _pending_event(event)  # serialise first: a bad event fails before any I/O
+    if _event_sink is not None:
+        _event_sink(event)
+        return event
     url = resolve_url(connection_settings)
     if url is None:
         log.debug("no broker configured: event %s (%s) not sent", event.uuid_string, routing_key)

@@ -1,0 +1,216 @@
+"""An in-memory broker for your own tests: same routing, retries and dead letters, no RabbitMQ.
+
+>>> from domain_event_broker import Retry, publish_domain_event
+>>> from domain_event_broker.testing import InMemoryBroker
+>>> mails = []
+>>> def send_welcome_mail(event):
+...     mails.append(event.data["user_id"])
+>>> with InMemoryBroker() as broker:
+...     broker.register(send_welcome_mail, "welcome-mailer", ["user.registered"], dead_letter=True)
+...     _ = publish_domain_event("user.registered", {"user_id": 7})  # your code under test
+...     delivered = broker.run()
+>>> mails
+[7]
+
+Inside ``with InMemoryBroker()``, :func:`publish_domain_event` hands events to
+the in-memory broker instead of RabbitMQ. :meth:`InMemoryBroker.run` delivers
+everything, retries included, on a virtual clock: a ``Retry(30)`` does not make
+your test wait 30 seconds. The behaviour (``*`` and ``#`` routing,
+``event.retries``, ``max_retries``, dead-lettering, replay to one subscriber
+only) is checked by one test suite run against both this broker and RabbitMQ.
+
+A pytest fixture is one line in your ``conftest.py``::
+
+    @pytest.fixture
+    def broker():
+        with InMemoryBroker() as broker:
+            yield broker
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from .errors import Retry
+from .events import DomainEvent, topic_matches, validate_routing_key
+from .publisher import EventSink, redirect_events
+from .topology import SubscriberTopology, normalise_binding_keys
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[DomainEvent], object]
+
+
+@dataclass
+class DeadLetter:
+    """A failed event in an in-memory dead-letter queue, with why it failed."""
+
+    event: DomainEvent
+    exception: BaseException
+
+
+@dataclass
+class _Subscription:
+    handler: Handler
+    topology: SubscriberTopology
+    max_retries: int
+    queue: deque[tuple[str, int]] = field(default_factory=deque)  # (event json, retries)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+class InMemoryBroker:
+    """Routes events between registered handlers in this process, synchronously."""
+
+    def __init__(self) -> None:
+        self._subscriptions: dict[str, _Subscription] = {}
+        self._waiting: list[
+            tuple[float, int, str, str, int]
+        ] = []  # (due, seq, name, json, retries)
+        self._sequence = itertools.count()
+        self._previous_sink: EventSink | None = None
+        #: Virtual seconds since the broker was made; retries advance it.
+        self.clock = 0.0
+        #: Every event published while the broker was installed, in order.
+        self.published: list[DomainEvent] = []
+
+    # Installing ------------------------------------------------------------------
+    def __enter__(self) -> InMemoryBroker:
+        self._previous_sink = redirect_events(self.publish)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        redirect_events(self._previous_sink)
+
+    # The API of Subscriber and publish_domain_event --------------------------------
+    def register(
+        self,
+        handler: Handler,
+        name: str,
+        binding_keys: str | Sequence[str] = (),
+        dead_letter: bool = False,
+        durable: bool = True,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        max_retries: int = 0,
+        **options: Any,
+    ) -> None:
+        """Register like :meth:`Subscriber.register` (same validation of name and keys)."""
+        topology = SubscriberTopology(
+            name=name,
+            binding_keys=normalise_binding_keys(binding_keys),
+            dead_letter=dead_letter,
+            durable=durable,
+            exclusive=exclusive,
+            auto_delete=auto_delete,
+        )
+        if name in self._subscriptions:
+            raise ValueError(f"a handler named {name!r} is already registered")
+        self._subscriptions[name] = _Subscription(handler, topology, max_retries)
+
+    def publish(self, event: DomainEvent) -> DomainEvent:
+        """Route ``event`` to every subscription whose binding keys match."""
+        validate_routing_key(event.routing_key)
+        body = event.to_json()
+        self.published.append(event)
+        for subscription in self._subscriptions.values():
+            if any(
+                topic_matches(key, event.routing_key) for key in subscription.topology.binding_keys
+            ):
+                subscription.queue.append((body, 0))
+        return event
+
+    def publish_domain_event(
+        self, routing_key: str, data: Any = None, **fields: Any
+    ) -> DomainEvent:
+        """Like :func:`publish_domain_event`, straight into this broker."""
+        return self.publish(DomainEvent(routing_key, data, **fields))
+
+    # Running ------------------------------------------------------------------------
+    def run(self, max_deliveries: int = 10_000) -> int:
+        """Deliver until nothing is left, retries included; return how many were delivered.
+
+        Waiting retries come back in order of their due time; the virtual clock
+        jumps ahead to each.
+        """
+        delivered = 0
+        while delivered < max_deliveries:
+            subscription = next((s for s in self._subscriptions.values() if s.queue), None)
+            if subscription is None:
+                if not self._waiting:
+                    return delivered
+                due, _, name, body, retries = heapq.heappop(self._waiting)
+                self.clock = max(self.clock, due)
+                self._subscriptions[name].queue.append((body, retries))
+                continue
+            body, retries = subscription.queue.popleft()
+            self._deliver(subscription, body, retries)
+            delivered += 1
+        raise RuntimeError(f"still delivering after {max_deliveries} deliveries: a retry loop?")
+
+    def _deliver(self, subscription: _Subscription, body: str, retries: int) -> None:
+        name = subscription.topology.name
+        event = DomainEvent.from_json(body)  # a copy: handlers may change what they get
+        event.retries = retries
+        try:
+            subscription.handler(event)
+        except Retry as retry:
+            if retries < subscription.max_retries:
+                heapq.heappush(
+                    self._waiting,
+                    (self.clock + retry.delay, next(self._sequence), name, body, retries + 1),
+                )
+                return
+            self._dead_letter(subscription, event, retry)
+        except Exception as error:
+            self._dead_letter(subscription, event, error)
+
+    def _dead_letter(
+        self, subscription: _Subscription, event: DomainEvent, error: BaseException
+    ) -> None:
+        log.error(
+            "in-memory subscriber %s: event %s (%s) failed: %r",
+            subscription.topology.name,
+            event.uuid_string,
+            event.routing_key,
+            error,
+        )
+        if subscription.topology.dead_letter:
+            subscription.dead_letters.append(DeadLetter(event, error))
+
+    # Looking and replaying -------------------------------------------------------------
+    def waiting(self, name: str) -> list[DomainEvent]:
+        """Events in subscriber ``name``'s queue, not yet delivered."""
+        return [DomainEvent.from_json(body) for body, _ in self._subscription(name).queue]
+
+    def dead_letters(self, name: str) -> list[DeadLetter]:
+        """The dead letters of subscriber ``name`` (it must have ``dead_letter=True``)."""
+        subscription = self._subscription(name)
+        if not subscription.topology.dead_letter:
+            raise ValueError(f"subscriber {name!r} has no dead-letter queue")
+        return list(subscription.dead_letters)
+
+    def replay_all(self, name: str) -> int:
+        """Put every dead letter of ``name`` back into its queue (only its); return 0 left."""
+        subscription = self._subscription(name)
+        for letter in subscription.dead_letters:
+            subscription.queue.append((letter.event.to_json(), 0))
+        subscription.dead_letters.clear()
+        return 0
+
+    def _subscription(self, name: str) -> _Subscription:
+        try:
+            return self._subscriptions[name]
+        except KeyError:
+            raise ValueError(f"no subscriber named {name!r} is registered") from None

@@ -1,0 +1,172 @@
+"""One behaviour suite, run against RabbitMQ and against the in-memory test broker.
+
+Whatever passes here on ``memory`` is what users' own tests can rely on from
+``domain_event_broker.testing.InMemoryBroker``: it behaves as RabbitMQ does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import pytest
+
+from domain_event_broker import DomainEvent, Retry, Subscriber, publish_domain_event, replay
+from domain_event_broker.testing import InMemoryBroker
+from support import consume_until
+
+
+class Backend(Protocol):
+    def register(
+        self,
+        handler: Callable[[DomainEvent], object],
+        name: str,
+        binding_keys: list[str],
+        **options: Any,
+    ) -> None: ...
+    def publish(self, routing_key: str, data: dict[str, Any]) -> DomainEvent: ...
+    def run_until(self, done: Callable[[], bool]) -> None: ...
+    def dead_letters(self, name: str) -> list[DomainEvent]: ...
+    def replay_all(self, name: str) -> None: ...
+
+
+class MemoryBackend:
+    def __init__(self) -> None:
+        self.broker = InMemoryBroker()
+
+    def register(
+        self,
+        handler: Callable[[DomainEvent], object],
+        name: str,
+        binding_keys: list[str],
+        **options: Any,
+    ) -> None:
+        self.broker.register(handler, name, binding_keys, **options)
+
+    def publish(self, routing_key: str, data: dict[str, Any]) -> DomainEvent:
+        with self.broker:
+            return publish_domain_event(routing_key, data)  # as the code under test would
+
+    def run_until(self, done: Callable[[], bool]) -> None:
+        self.broker.run()
+        assert done()
+
+    def dead_letters(self, name: str) -> list[DomainEvent]:
+        return [letter.event for letter in self.broker.dead_letters(name)]
+
+    def replay_all(self, name: str) -> None:
+        self.broker.replay_all(name)
+
+
+class RabbitBackend:
+    def __init__(self, broker_url: str, make_subscriber: Callable[..., Subscriber]) -> None:
+        self.broker_url = broker_url
+        self.subscriber = make_subscriber()
+
+    def register(
+        self,
+        handler: Callable[[DomainEvent], object],
+        name: str,
+        binding_keys: list[str],
+        **options: Any,
+    ) -> None:
+        self.subscriber.register(handler, name, binding_keys, **options)
+
+    def publish(self, routing_key: str, data: dict[str, Any]) -> DomainEvent:
+        return publish_domain_event(routing_key, data, connection_settings=self.broker_url)
+
+    def run_until(self, done: Callable[[], bool]) -> None:
+        consume_until(self.subscriber, done, timeout=20, settle=0.3)
+
+    def dead_letters(self, name: str) -> list[DomainEvent]:
+        letters = replay.list_dead_letters(name, self.broker_url)
+        return [letter.event for letter in letters if letter.event is not None]
+
+    def replay_all(self, name: str) -> None:
+        replay.replay_all(name, connection_settings=self.broker_url)
+
+
+@pytest.fixture(params=["memory", "rabbitmq"])
+def backend(
+    request: pytest.FixtureRequest, broker_url: str, make_subscriber: Callable[..., Subscriber]
+) -> Iterator[Backend]:
+    if request.param == "memory":
+        yield MemoryBackend()
+    else:
+        yield RabbitBackend(broker_url, make_subscriber)
+
+
+def test_wildcards_route_like_a_topic_exchange(backend: Backend, name: str) -> None:
+    one_word: list[str] = []
+    any_words: list[str] = []
+    backend.register(lambda e: one_word.append(e.routing_key), f"{name}-a", [f"{name}.user.*"])
+    backend.register(lambda e: any_words.append(e.routing_key), f"{name}-b", [f"{name}.#"])
+    keys = [f"{name}.user.registered", f"{name}.user.registered.eu", f"{name}.order.paid"]
+    for key in keys:
+        backend.publish(key, {})
+    backend.run_until(lambda: len(any_words) == 3)
+    assert one_word == [f"{name}.user.registered"]
+    assert any_words == keys
+
+
+def test_retries_count_up_and_the_event_succeeds(backend: Backend, name: str) -> None:
+    seen: list[int] = []
+
+    def flaky(event: DomainEvent) -> None:
+        seen.append(event.retries)
+        if event.retries < 2:
+            raise Retry(0.1)
+
+    backend.register(flaky, name, [f"{name}.#"], dead_letter=True, max_retries=3)
+    backend.publish(f"{name}.x", {"n": 1})
+    backend.run_until(lambda: len(seen) == 3)
+    assert seen == [0, 1, 2]
+    assert backend.dead_letters(name) == []
+
+
+def test_over_max_retries_the_event_is_dead_lettered(backend: Backend, name: str) -> None:
+    seen: list[int] = []
+
+    def always_retry(event: DomainEvent) -> None:
+        seen.append(event.retries)
+        raise Retry(0.1)
+
+    backend.register(always_retry, name, [f"{name}.#"], dead_letter=True, max_retries=2)
+    sent = backend.publish(f"{name}.x", {"n": 1})
+    backend.run_until(lambda: len(backend.dead_letters(name)) == 1)
+    assert seen == [0, 1, 2]
+    assert backend.dead_letters(name) == [sent]
+
+
+def test_a_crash_dead_letters_at_once(backend: Backend, name: str) -> None:
+    calls: list[DomainEvent] = []
+
+    def crash(event: DomainEvent) -> None:
+        calls.append(event)
+        raise RuntimeError("bug")
+
+    backend.register(crash, name, [f"{name}.#"], dead_letter=True, max_retries=5)
+    sent = backend.publish(f"{name}.x", {"n": 1})
+    backend.run_until(lambda: len(backend.dead_letters(name)) == 1)
+    assert calls == [sent]
+    assert backend.dead_letters(name) == [sent]
+
+
+def test_replay_goes_back_to_that_subscriber_only(backend: Backend, name: str) -> None:
+    failing: list[int] = []
+    bystander: list[DomainEvent] = []
+
+    def fails_once(event: DomainEvent) -> None:
+        failing.append(event.retries)
+        if len(failing) == 1:
+            raise RuntimeError("first time fails")
+
+    backend.register(fails_once, name, [f"{name}.#"], dead_letter=True, max_retries=3)
+    backend.register(bystander.append, f"{name}-other", [f"{name}.#"])
+    sent = backend.publish(f"{name}.x", {"n": 1})
+    backend.run_until(lambda: len(backend.dead_letters(name)) == 1 and len(bystander) == 1)
+    backend.replay_all(name)
+    backend.run_until(lambda: len(failing) == 2)
+    assert failing == [0, 0], "a replayed event starts with retries == 0"
+    assert bystander == [sent], "the replay reached another subscriber"
+    assert backend.dead_letters(name) == []
