@@ -8,7 +8,13 @@ import time
 
 import pytest
 
-from domain_event_broker import DomainEvent, EventNotSerializable, InvalidEvent, InvalidRoutingKey
+from domain_event_broker import (
+    DomainEvent,
+    EventNotSerializable,
+    InvalidEvent,
+    InvalidRoutingKey,
+    settings,
+)
 from domain_event_broker.events import topic_matches, validate_binding_key, validate_routing_key
 from domain_event_broker.settings import mask_url
 
@@ -125,3 +131,13 @@ def test_url_password_is_masked() -> None:
     assert mask_url("amqp://app:s3cret@rabbit:5672/%2F") == "amqp://app:***@rabbit:5672/%2F"
     assert mask_url("amqps://app:p%40ss@rabbit/vh") == "amqps://app:***@rabbit/vh"
     assert mask_url("amqp://rabbit/") == "amqp://rabbit/"
+
+
+def test_the_old_import_paths_still_work() -> None:
+    from domain_event_broker import Publisher, Retry, Subscriber, publish_domain_event, transport
+    from domain_event_broker.replay import retry_event
+
+    assert transport.Publisher is Publisher and transport.Subscriber is Subscriber
+    assert transport.Retry is Retry and transport.publish_domain_event is publish_domain_event
+    assert retry_event(body=b"{}") == "retry"
+    assert settings.DEFAULT is not None and settings.BROKER.startswith("amqp://")
