@@ -7,10 +7,10 @@ from types import ModuleType
 
 import pytest
 
-from domain_event_broker import connection, events, settings, testing
+from domain_event_broker import connection, events, observability, settings, testing
 
 
-@pytest.mark.parametrize("module", [connection, events, settings, testing])
+@pytest.mark.parametrize("module", [connection, events, observability, settings, testing])
 def test_docstring_examples(module: ModuleType) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0

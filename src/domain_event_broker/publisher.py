@@ -27,9 +27,11 @@ import pika.exceptions
 import pika.spec
 from pika.adapters.select_connection import IOLoop, SelectConnection
 
+from . import observability
 from .connection import Backoff, cluster_parameters, explain_connection_error
 from .errors import BrokerUnavailable, PublishError, TopologyMismatch
 from .events import DomainEvent, validate_routing_key
+from .observability import Occurrence
 from .settings import mask_url, resolve_url
 from .topology import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_TYPE
 
@@ -430,6 +432,10 @@ class Publisher:
         connection.wait(
             pending, time.monotonic() + self.publish_timeout, f"an event for {routing_key!r}"
         )
+        if observability.listening():
+            observability.notify(
+                Occurrence("published", routing_key, pending.properties.message_id)
+            )
 
     def publish_event(self, event: DomainEvent) -> None:
         """Publish a :class:`DomainEvent`; return once the broker confirmed it."""
@@ -459,6 +465,7 @@ class Publisher:
         for pending in messages:
             connection.submit(pending)
         failures: list[tuple[DomainEvent, BaseException]] = []
+        listening = observability.listening()
         for pending, event in zip(messages, events, strict=True):
             try:
                 connection.wait(
@@ -466,6 +473,11 @@ class Publisher:
                 )
             except (PublishError, BrokerUnavailable, TopologyMismatch) as error:
                 failures.append((event, error))
+            else:
+                if listening:
+                    observability.notify(
+                        Occurrence("published", event.routing_key, event.uuid_string)
+                    )
         if len(failures) == 1 and len(messages) == 1:
             raise failures[0][1]
         if failures:

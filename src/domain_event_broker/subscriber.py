@@ -38,9 +38,11 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from . import observability
 from .connection import CONNECTION_LOST, Backoff, connect_blocking
 from .errors import InvalidEvent, Retry
 from .events import DomainEvent
+from .observability import Occurrence
 from .settings import mask_url, resolve_url
 from .topology import (
     DEFAULT_EXCHANGE,
@@ -83,6 +85,7 @@ class _Delivery:
     __slots__ = (
         "body",
         "delivery_tag",
+        "event_id",
         "generation",
         "properties",
         "registration",
@@ -106,6 +109,7 @@ class _Delivery:
         self.properties = properties
         self.body = body
         self.retries = 0
+        self.event_id: str | None = properties.message_id
 
 
 @dataclass(frozen=True)
@@ -627,9 +631,29 @@ class Subscriber:
                 return
             if delivery.generation != self._generation:
                 continue  # its channel is gone; RabbitMQ redelivers the event
-            outcome = _REQUEUE if self._draining else self._handle(delivery)
+            if self._draining:
+                outcome = _REQUEUE
+            elif observability.listening():
+                started = time.perf_counter()
+                outcome = self._handle(delivery)
+                self._report(delivery, outcome, time.perf_counter() - started)
+            else:
+                outcome = self._handle(delivery)
             self._completions.append((delivery, outcome))
             self._wake()
+
+    @staticmethod
+    def _report(delivery: _Delivery, outcome: _Outcome, seconds: float) -> None:
+        topology = delivery.registration.topology
+        if outcome is _ACK:
+            kind = "handled"
+        elif outcome.action == _RETRY:
+            kind = "retried"
+        else:
+            kind = "dead_lettered" if topology.dead_letter else "dropped"
+        observability.notify(
+            Occurrence(kind, delivery.routing_key, delivery.event_id, topology.name, seconds)
+        )
 
     def _handle(self, delivery: _Delivery) -> _Outcome:
         registration = delivery.registration
@@ -652,6 +676,7 @@ class Subscriber:
             )
             return _Outcome(_DEAD_LETTER, exception_type=_qualified_name(error), reason=str(error))
         event.retries = delivery.retries = delivery_retries(delivery.properties.headers, name)
+        delivery.event_id = event.uuid_string
         try:
             registration.handler(event)
         except Retry as retry:
