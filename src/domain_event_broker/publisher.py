@@ -8,7 +8,10 @@ are pipelined. A publish returns once RabbitMQ has confirmed the event.
 
 When the connection drops, the I/O thread reconnects with capped, jittered
 backoff and re-sends every event not yet confirmed; callers keep waiting until
-their ``publish_timeout``.
+their ``publish_timeout``. An event the broker refuses (``basic.nack``) is
+re-sent on a fresh channel for up to :data:`NACK_GRACE` seconds before the
+caller gets the refusal: a quorum queue refuses events while it elects a new
+leader after a node loss.
 """
 
 from __future__ import annotations
@@ -39,6 +42,12 @@ log = logging.getLogger(__name__)
 
 #: Seconds a publish may wait for the broker's confirm, riding out reconnects.
 PUBLISH_TIMEOUT = 30.0
+#: Seconds a refused (nacked) event is re-sent, each time on a fresh channel,
+#: before the refusal is final. A quorum queue whose leader's node was lost
+#: nacks events until a new leader is elected, and RabbitMQ 3.10 keeps nacking
+#: on a channel that first published to it meanwhile; a fresh channel then
+#: succeeds. A full ``reject-publish`` queue is still refused after this grace.
+NACK_GRACE = 5.0
 
 _PERSISTENT_JSON = pika.BasicProperties(delivery_mode=2, content_type="application/json")
 
@@ -46,7 +55,7 @@ _PERSISTENT_JSON = pika.BasicProperties(delivery_mode=2, content_type="applicati
 class _PendingPublish:
     """One message on its way: handed over by a caller, settled by the I/O thread."""
 
-    __slots__ = ("abandoned", "body", "done", "error", "properties", "routing_key")
+    __slots__ = ("abandoned", "body", "done", "error", "first_nacked", "properties", "routing_key")
 
     def __init__(self, body: bytes, routing_key: str, properties: pika.BasicProperties) -> None:
         self.body = body
@@ -56,6 +65,8 @@ class _PendingPublish:
         self.error: BaseException | None = None
         # Set by a caller that gave up waiting, so it is not sent later behind its back.
         self.abandoned = False
+        # When the broker first refused it (basic.nack), for NACK_GRACE.
+        self.first_nacked: float | None = None
 
 
 class _ConfirmingConnection:
@@ -326,20 +337,46 @@ class _ConfirmingConnection:
         method = frame.method
         accepted = isinstance(method, pika.spec.Basic.Ack)
         unconfirmed = self._unconfirmed
+        resend: list[_PendingPublish] = []
         if method.multiple:
             last = method.delivery_tag
             while unconfirmed:
                 tag = next(iter(unconfirmed))
                 if tag > last:
                     break
-                self._settle(unconfirmed.pop(tag), accepted)
+                self._settle(unconfirmed.pop(tag), accepted, resend)
         else:
             pending = unconfirmed.pop(method.delivery_tag, None)
             if pending is not None:
-                self._settle(pending, accepted)
+                self._settle(pending, accepted, resend)
+        if resend:
+            self._resend_on_fresh_channel(resend)
 
-    def _settle(self, pending: _PendingPublish, accepted: bool) -> None:
+    def _resend_on_fresh_channel(self, resend: list[_PendingPublish]) -> None:
+        log.warning(
+            "RabbitMQ at %s refused %d event(s) (basic.nack); re-sending on a fresh channel "
+            "(a quorum queue refuses events while it elects a new leader)",
+            self.masked_url,
+            len(resend),
+        )
+        self._outbox.extendleft(reversed(resend))
+        channel = self._channel
+        if channel is not None and channel.is_open and self.ready:
+            # Not ready: nothing is sent until the channel is reopened (by its
+            # close callback, which also re-queues the other unconfirmed events).
+            self.ready = False
+            channel.close()
+
+    def _settle(
+        self, pending: _PendingPublish, accepted: bool, resend: list[_PendingPublish]
+    ) -> None:
         if not accepted:
+            now = time.monotonic()
+            if pending.first_nacked is None:
+                pending.first_nacked = now
+            if now - pending.first_nacked < NACK_GRACE and not pending.abandoned:
+                resend.append(pending)
+                return
             pending.error = PublishError(
                 f"RabbitMQ at {self.masked_url} refused an event for {pending.routing_key!r} "
                 "(basic.nack: an internal error or a queue limit); it was not stored"
