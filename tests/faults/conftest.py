@@ -10,7 +10,7 @@ _FIGURES: list[str] = []
 
 
 @pytest.fixture
-def report() -> Callable[[str], None]:
+def report_figures() -> Callable[[str], None]:
     """Record one line of figures for the summary at the end of the test run."""
     return _FIGURES.append
 

@@ -221,14 +221,13 @@ FAULTS: dict[str, Callable[[RabbitCluster, Node], None]] = {
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("fault", FAULTS)
 def test_losing_the_quorum_leader_node_loses_no_event(
-    whole_cluster: RabbitCluster, fault: str, capsys: pytest.CaptureFixture[str]
+    whole_cluster: RabbitCluster, fault: str, report_figures: Callable[[str], None]
 ) -> None:
     report = stream_through_node_loss(
         whole_cluster, lambda leader: FAULTS[fault](whole_cluster, leader)
     )
     case = f"cluster, queue leader's node {fault}"
-    with capsys.disabled():
-        print(f"\n{report.line(case)}")
+    report_figures(report.line(case))
     assert report.refused == 0, f"publishes failed during the failover: {report.refusals}"
     assert report.lost == 0
     assert report.dead_lettered == 0

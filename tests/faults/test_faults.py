@@ -121,7 +121,7 @@ def test_connections_closed_twice_mid_stream_lose_nothing(
     vhost: str,
     name: str,
     make_subscriber: MakeSubscriber,
-    report: Callable[[str], None],
+    report_figures: Callable[[str], None],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     def close_twice() -> None:
@@ -131,7 +131,7 @@ def test_connections_closed_twice_mid_stream_lose_nothing(
 
     with caplog.at_level(logging.WARNING, logger="domain_event_broker"):
         result = stream_with_fault(broker_url, name, make_subscriber, close_twice)
-    report(result.line("close_all_connections x2"))
+    report_figures(result.line("close_all_connections x2"))
     assert result.refused == 0
     assert result.lost == 0
     assert result.accepted == result.published
@@ -144,7 +144,10 @@ def test_connections_closed_twice_mid_stream_lose_nothing(
 
 
 def test_broker_stopped_for_seconds_mid_stream_loses_nothing(
-    broker_url: str, name: str, make_subscriber: MakeSubscriber, report: Callable[[str], None]
+    broker_url: str,
+    name: str,
+    make_subscriber: MakeSubscriber,
+    report_figures: Callable[[str], None],
 ) -> None:
     def restart_app() -> None:
         rabbitmqctl("stop_app")
@@ -155,7 +158,7 @@ def test_broker_stopped_for_seconds_mid_stream_loses_nothing(
             rabbitmqctl("await_startup")
 
     result = stream_with_fault(broker_url, name, make_subscriber, restart_app)
-    report(result.line("stop_app 3 s / start_app"))
+    report_figures(result.line("stop_app 3 s / start_app"))
     assert result.refused == 0
     assert result.lost == 0
 
