@@ -603,16 +603,28 @@ class Subscriber:
                     )
         except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as error:
             log.error(
-                "subscriber %s: could not store the %s copy of message %s (%s): %s; "
+                "subscriber %s: could not store the %s copy of event %s (%s): %s; "
                 "returning it to the queue",
                 topology.name,
                 outcome.action,
-                delivery.properties.message_id,
+                delivery.event_id,
                 delivery.routing_key,
                 error,
             )
+            if isinstance(error, pika.exceptions.NackError):
+                # RabbitMQ 3.10 keeps refusing on a channel that first published to
+                # a quorum queue while it elected a new leader; a fresh one works.
+                self._reopen_publish_channel()
             return False
         return True
+
+    def _reopen_publish_channel(self) -> None:
+        connection, channel = self._connection, self._publish_channel
+        assert connection is not None
+        if channel is not None and channel.is_open:
+            channel.close()
+        self._publish_channel = connection.channel()
+        self._publish_channel.confirm_delivery()
 
     # Worker threads ----------------------------------------------------------------
     def _start_workers(self, tasks: queue.SimpleQueue[_Delivery | None]) -> None:
