@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -194,3 +195,16 @@ def test_two_relay_processes_at_once_deliver_every_event_once(
     assert pending(pg_engine) == 0
     counts = [int(output.split("relayed ")[1].split()[0]) for output in outputs]
     assert sum(counts) == 1000
+
+
+def test_example_script_runs(broker_url: str, tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[2] / "examples" / "sqlalchemy_outbox.py"
+    env = {**os.environ, "DOMAIN_EVENT_BROKER": broker_url}
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'example.sqlite3'}"
+    result = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "relay: relayed 3 events" in result.stdout
+    assert result.stdout.count("mail sent for order-") == 3
+    assert "3 mails for 3 orders" in result.stdout

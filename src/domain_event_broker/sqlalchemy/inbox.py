@@ -27,8 +27,8 @@ def process_once(
 
     The record is written in the session's transaction. Call it before the
     handler's own writes: the record commits or rolls back with them, so a
-    redelivered event is handled
-    once, and a handler that failed is handled again.
+    redelivered event is handled once, and a handler that failed is handled
+    again.
 
     >>> with Session(engine) as session, session.begin():  # doctest: +SKIP
     ...     if process_once(session, "welcome-mailer", event):
