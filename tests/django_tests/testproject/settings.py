@@ -8,7 +8,35 @@ import os
 
 SECRET_KEY = "test-only"
 USE_TZ = True
-INSTALLED_APPS = ["domain_event_broker.django", "testproject.shop"]
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "domain_event_broker.django",
+    "testproject.shop",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+ROOT_URLCONF = "testproject.urls"
+ALLOWED_HOSTS = ["testserver"]
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.postgresql",
