@@ -128,6 +128,16 @@ def test_callback_decides_replay_discard_or_leave(
     ] == [2]
 
 
+def test_events_left_in_place_are_counted_as_remaining(
+    broker_url: str, name: str, make_subscriber: MakeSubscriber
+) -> None:
+    _dead_letter(broker_url, name, make_subscriber, 4)
+    decisions = iter([RETRY, DISCARD, LEAVE, LEAVE])
+    left = replay_all(name, lambda **kwargs: next(decisions), connection_settings=broker_url)
+    assert left == 2
+    assert queue_depth(broker_url, f"{name}-dl") == 2
+
+
 def test_an_unknown_decision_leaves_the_event_and_raises(
     broker_url: str, name: str, make_subscriber: MakeSubscriber
 ) -> None:

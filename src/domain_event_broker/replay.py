@@ -123,9 +123,12 @@ def _replay(
                 raise ValueError(
                     f"message_callback returned {action!r}; return RETRY, DISCARD or LEAVE"
                 )
+        # Count before giving the left events back: the broker requeues them
+        # asynchronously, and a count taken right after the nack can miss them.
+        remaining = _message_count(channel, dead_letter_queue) + len(left)
         for delivery_tag in left:
             channel.basic_nack(delivery_tag, requeue=True)
-        return _message_count(channel, dead_letter_queue)
+        return remaining
     finally:
         if connection.is_open:
             connection.close()

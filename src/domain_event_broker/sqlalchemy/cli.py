@@ -1,0 +1,112 @@
+"""``domain-events-relay``: publish a SQLAlchemy outbox table to RabbitMQ.
+
+The database URL comes from ``--database-url`` or ``$DATABASE_URL``, the broker
+from ``--url``, ``$DOMAIN_EVENT_BROKER`` or ``settings.BROKER``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+
+from .. import settings
+from ..errors import DomainEventBrokerError
+from ..outbox.relay import (
+    BATCH_SIZE,
+    MAX_BACKOFF,
+    POLL_INTERVAL,
+    RETENTION,
+    OutboxRelay,
+    stop_on_signals,
+)
+from ..settings import mask_url
+from .outbox import SQLAlchemyOutboxStore
+from .tables import metadata
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``domain-events-relay``; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("pika").setLevel(logging.DEBUG if args.verbose else logging.CRITICAL)
+    database_url = args.database_url or os.environ.get("DATABASE_URL")
+    if not database_url:
+        print("error: give --database-url or set DATABASE_URL", file=sys.stderr)
+        return 2
+    url = args.url or os.environ.get("DOMAIN_EVENT_BROKER") or settings.BROKER
+    store = SQLAlchemyOutboxStore(database_url)
+    if args.create_table:
+        metadata.create_all(store.engine)
+    days = args.retention_days
+    relay = OutboxRelay(
+        store,
+        url,
+        batch_size=args.batch_size,
+        poll_interval=args.poll_interval,
+        retention=None if days < 0 else timedelta(days=days),
+        max_backoff=args.max_backoff,
+    )
+    restore_signals = stop_on_signals(relay)
+    print(f"relaying the outbox of {store.description} to {mask_url(url)}", flush=True)
+    try:
+        stats = relay.run(once=args.once, timeout=args.timeout)
+    except DomainEventBrokerError as error:
+        print(f"error: {error}; {relay.stats.summary()}", file=sys.stderr)
+        return 1
+    finally:
+        restore_signals()
+        relay.close()
+    print(stats.summary(), flush=True)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="domain-events-relay",
+        description=(
+            "Publish the events in the outbox table (domain_event_outbox), oldest first, with "
+            "publisher confirms; keep polling until SIGTERM/SIGINT, or with --once until none "
+            "is pending. Several relays may run at once on PostgreSQL and MySQL."
+        ),
+    )
+    parser.add_argument("--database-url", help="SQLAlchemy database URL (default: $DATABASE_URL)")
+    parser.add_argument(
+        "--url", help="AMQP URL of the broker (default: $DOMAIN_EVENT_BROKER, else the local one)"
+    )
+    parser.add_argument("--once", action="store_true", help="exit when nothing is pending")
+    parser.add_argument("--timeout", type=float, help="stop after this many seconds")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=POLL_INTERVAL,
+        help="seconds between looks when nothing is pending",
+    )
+    parser.add_argument(
+        "--retention-days",
+        type=float,
+        default=RETENTION / timedelta(days=1),
+        help="delete sent rows after this many days (0: at once; -1: never)",
+    )
+    parser.add_argument(
+        "--max-backoff",
+        type=float,
+        default=MAX_BACKOFF,
+        help="longest pause between attempts while the broker is unreachable",
+    )
+    parser.add_argument(
+        "--create-table", action="store_true", help="create the outbox and inbox tables if missing"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every event")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

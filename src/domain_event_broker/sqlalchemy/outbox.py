@@ -1,0 +1,124 @@
+"""The SQLAlchemy outbox: add events to the session's transaction; relay them to RabbitMQ."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, delete, func, select, update
+from sqlalchemy.orm import Session
+
+from ..events import DomainEvent
+from ..outbox.relay import OutboxRelay, RelayStats
+from ..outbox.store import PendingEvent, PublishBatch, outbox_entry
+from .tables import outbox_table, utc_now
+
+log = logging.getLogger(__name__)
+
+
+def add_event(
+    session: Session | Connection,
+    routing_key: str,
+    data: Any = None,
+    domain_object_id: str | None = None,
+    uuid_string: str | None = None,
+    timestamp: float | None = None,
+    *,
+    table: Table = outbox_table,
+) -> DomainEvent:
+    """Write a domain event to the outbox in the session's current transaction.
+
+    It is published by the relay once the transaction commits, and never if
+    it rolls back. A bad event (routing key, data that is not JSON) raises
+    here, before anything is written.
+
+    >>> with Session(engine) as session, session.begin():  # doctest: +SKIP
+    ...     session.add(Order(id=7))
+    ...     add_event(session, "order.placed", {"order_id": 7})
+
+    Returns the event (its ``uuid_string`` identifies it on the wire).
+    """
+    entry = outbox_entry(routing_key, data, domain_object_id, uuid_string, timestamp)
+    session.execute(
+        table.insert().values(
+            routing_key=entry.routing_key,
+            uuid_string=entry.uuid_string,
+            payload=entry.payload,
+            created_at=utc_now(),
+        )
+    )
+    log.debug("event %s (%s) added to the outbox", entry.uuid_string, entry.routing_key)
+    return entry.event
+
+
+class SQLAlchemyOutboxStore:
+    """The outbox table of one database, as the relay sees it.
+
+    Rows are locked with ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL
+    and MySQL 8; SQLite has no row locks, so run one relay there.
+    """
+
+    def __init__(self, engine: Engine | str, *, table: Table = outbox_table) -> None:
+        self._owns_engine = isinstance(engine, str)
+        self.engine = create_engine(engine) if isinstance(engine, str) else engine
+        self.table = table
+        self.description = f"database {self.engine.url.render_as_string(hide_password=True)}"
+
+    def relay_batch(self, limit: int, publish: PublishBatch) -> int:
+        table = self.table
+        with self.engine.begin() as connection:
+            rows = connection.execute(
+                select(table.c.id, table.c.payload)
+                .where(table.c.sent_at.is_(None))
+                .order_by(table.c.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not rows:
+                return 0
+            pending = [PendingEvent(id=row.id, payload=row.payload) for row in rows]
+            publish(pending)
+            connection.execute(
+                update(table)
+                .where(table.c.id.in_([row.id for row in pending]))
+                .values(sent_at=utc_now())
+            )
+        return len(pending)
+
+    def delete_sent_before(self, cutoff: datetime) -> int:
+        with self.engine.begin() as connection:
+            result = connection.execute(delete(self.table).where(self.table.c.sent_at < cutoff))
+        return int(result.rowcount)
+
+    def count_pending(self) -> int:
+        with self.engine.connect() as connection:
+            count = connection.execute(
+                select(func.count()).select_from(self.table).where(self.table.c.sent_at.is_(None))
+            ).scalar_one()
+        return int(count)
+
+    def close(self) -> None:
+        if self._owns_engine:
+            self.engine.dispose()
+
+
+def relay_events(
+    engine: Engine | str,
+    connection_settings: str | None = "",
+    *,
+    once: bool = False,
+    timeout: float | None = None,
+    table: Table = outbox_table,
+    **options: Any,
+) -> RelayStats:
+    """Publish the outbox rows of ``engine`` (an Engine or a database URL).
+
+    Runs until ``timeout`` seconds passed or, with ``once``, nothing is
+    pending. ``options`` go to :class:`~domain_event_broker.outbox.OutboxRelay`
+    (``batch_size``, ``poll_interval``, ``retention``, ...). The command
+    ``domain-events-relay`` runs this.
+    """
+    store = SQLAlchemyOutboxStore(engine, table=table)
+    with OutboxRelay(store, connection_settings, **options) as relay:
+        return relay.run(once=once, timeout=timeout)

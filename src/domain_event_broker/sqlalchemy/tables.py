@@ -1,0 +1,63 @@
+"""The outbox and inbox tables for SQLAlchemy, the same as the Django models'.
+
+Create them with ``metadata.create_all(engine)``, or let Alembic see them::
+
+    # env.py
+    from domain_event_broker.sqlalchemy import metadata as domain_event_metadata
+    target_metadata = [Base.metadata, domain_event_metadata]
+
+Or copy them into your own metadata: ``outbox_table.to_metadata(Base.metadata)``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from ..outbox.store import INBOX_TABLE, OUTBOX_TABLE
+
+metadata = MetaData()
+
+# SQLite numbers rows only for an INTEGER PRIMARY KEY.
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+#: Events written in the business transaction; ``sent_at`` is NULL until the relay sent them.
+outbox_table = Table(
+    OUTBOX_TABLE,
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("routing_key", String(255), nullable=False),
+    Column("uuid_string", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, default=utc_now),
+    Column("sent_at", DateTime(timezone=True), nullable=True),
+    Index("domain_event_outbox_pending", "sent_at", "id"),
+)
+
+#: Which subscriber handled which event (for idempotent handlers).
+inbox_table = Table(
+    INBOX_TABLE,
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("subscriber", String(255), nullable=False),
+    Column("uuid_string", String(64), nullable=False),
+    Column("processed_at", DateTime(timezone=True), nullable=False, default=utc_now),
+    UniqueConstraint("subscriber", "uuid_string", name="domain_event_inbox_once"),
+)
