@@ -20,7 +20,7 @@ import django
 import pika
 import pytest
 
-from conftest import delete_queues, get_all
+from support import delete_queues, get_all
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

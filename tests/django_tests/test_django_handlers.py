@@ -17,7 +17,6 @@ from django.db.transaction import TransactionManagementError
 from testproject.shop.handlers import COUNTER, RECORDER
 from testproject.shop.models import HandledEvent
 
-from conftest import consume_until, queue_depth
 from django_tests.conftest import bodies
 from django_tests.project import manage, run_manage
 from domain_event_broker import DomainEvent, Subscriber, publish_domain_event
@@ -25,6 +24,7 @@ from domain_event_broker.django import idempotent, process_once, publish_on_comm
 from domain_event_broker.django.models import OutboxEvent, ProcessedEvent
 from domain_event_broker.django.registry import autodiscover_handlers
 from pg_database import PG_HOST, PG_PORT, PG_USER
+from support import consume_until, queue_depth
 
 MakeSubscriber = Callable[..., Subscriber]
 

@@ -13,13 +13,13 @@ from django.db import connections, transaction
 from django.utils import timezone
 from testproject.shop.models import Order
 
-from conftest import queue_depth, rabbitmqctl
 from django_tests.conftest import ALIASES, bodies
 from django_tests.project import manage
 from domain_event_broker.django import publish_on_commit
 from domain_event_broker.django.models import OutboxEvent
 from domain_event_broker.django.outbox import DjangoOutboxStore, relay_outbox
 from domain_event_broker.outbox import OutboxRelay
+from support import queue_depth, rabbitmqctl
 
 
 def pending(alias: str = "default") -> int:

@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 from django.core.management import call_command
 
-from conftest import consume_until, get_all, queue_depth
 from django_tests.project import run_manage
 from domain_event_broker import DomainEvent, Subscriber, publish_domain_event
+from support import consume_until, get_all, queue_depth
 
 MakeSubscriber = Callable[..., Subscriber]
 

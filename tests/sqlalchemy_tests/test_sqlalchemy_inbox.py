@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from conftest import consume_until, delete_queues, queue_depth
 from domain_event_broker import DomainEvent, Subscriber
 from domain_event_broker.sqlalchemy import add_event, idempotent, outbox_table, process_once
 from pg_database import PG_HOST, PG_PORT, PG_USER
 from sqlalchemy_tests.conftest import handled_events
 from sqlalchemy_tests.test_sqlalchemy_outbox import RELAY_COMMAND, pending, wait_for
+from support import consume_until, delete_queues, queue_depth
 
 MakeSubscriber = Callable[..., Subscriber]
 

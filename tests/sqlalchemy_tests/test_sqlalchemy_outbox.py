@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
-from conftest import delete_queues, get_all, queue_depth
 from domain_event_broker import EventNotSerializable, InvalidRoutingKey
 from domain_event_broker.sqlalchemy import add_event, outbox_table, relay_events
 from sqlalchemy_tests.conftest import orders
+from support import delete_queues, get_all, queue_depth
 
 RELAY_COMMAND = str(Path(sys.executable).parent / "domain-events-relay")
 
