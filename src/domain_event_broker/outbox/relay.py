@@ -15,7 +15,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from argparse import ArgumentParser
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from types import FrameType
@@ -291,3 +292,39 @@ def stop_on_signals(relay: OutboxRelay) -> Callable[[], None]:
             signal.signal(signum, handler)
 
     return restore
+
+
+def add_relay_arguments(parser: ArgumentParser) -> None:
+    """The relay's options, shared by ``relay_domain_events`` and ``domain-events-relay``."""
+    parser.add_argument("--once", action="store_true", help="exit when nothing is pending")
+    parser.add_argument("--timeout", type=float, help="stop after this many seconds")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=POLL_INTERVAL,
+        help="seconds between looks when nothing is pending",
+    )
+    parser.add_argument(
+        "--retention-days",
+        type=float,
+        default=RETENTION / timedelta(days=1),
+        help="delete sent rows after this many days (0: at once; -1: never)",
+    )
+    parser.add_argument(
+        "--max-backoff",
+        type=float,
+        default=MAX_BACKOFF,
+        help="longest pause between attempts while the broker is unreachable",
+    )
+
+
+def relay_options(parsed: Mapping[str, Any]) -> dict[str, Any]:
+    """:class:`OutboxRelay` keyword arguments from options parsed by :func:`add_relay_arguments`."""
+    days = parsed["retention_days"]
+    return {
+        "batch_size": parsed["batch_size"],
+        "poll_interval": parsed["poll_interval"],
+        "retention": None if days < 0 else timedelta(days=days),
+        "max_backoff": parsed["max_backoff"],
+    }

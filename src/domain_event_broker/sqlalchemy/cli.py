@@ -11,18 +11,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from datetime import timedelta
 
 from .. import settings
 from ..errors import DomainEventBrokerError
-from ..outbox.relay import (
-    BATCH_SIZE,
-    MAX_BACKOFF,
-    POLL_INTERVAL,
-    RETENTION,
-    OutboxRelay,
-    stop_on_signals,
-)
+from ..outbox.relay import OutboxRelay, add_relay_arguments, relay_options, stop_on_signals
 from ..settings import mask_url
 from .outbox import SQLAlchemyOutboxStore
 from .tables import metadata
@@ -44,15 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = SQLAlchemyOutboxStore(database_url)
     if args.create_table:
         metadata.create_all(store.engine)
-    days = args.retention_days
-    relay = OutboxRelay(
-        store,
-        url,
-        batch_size=args.batch_size,
-        poll_interval=args.poll_interval,
-        retention=None if days < 0 else timedelta(days=days),
-        max_backoff=args.max_backoff,
-    )
+    relay = OutboxRelay(store, url, **relay_options(vars(args)))
     restore_signals = stop_on_signals(relay)
     print(f"relaying the outbox of {store.description} to {mask_url(url)}", flush=True)
     try:
@@ -80,27 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--url", help="AMQP URL of the broker (default: $DOMAIN_EVENT_BROKER, else the local one)"
     )
-    parser.add_argument("--once", action="store_true", help="exit when nothing is pending")
-    parser.add_argument("--timeout", type=float, help="stop after this many seconds")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.add_argument(
-        "--poll-interval",
-        type=float,
-        default=POLL_INTERVAL,
-        help="seconds between looks when nothing is pending",
-    )
-    parser.add_argument(
-        "--retention-days",
-        type=float,
-        default=RETENTION / timedelta(days=1),
-        help="delete sent rows after this many days (0: at once; -1: never)",
-    )
-    parser.add_argument(
-        "--max-backoff",
-        type=float,
-        default=MAX_BACKOFF,
-        help="longest pause between attempts while the broker is unreachable",
-    )
+    add_relay_arguments(parser)
     parser.add_argument(
         "--create-table", action="store_true", help="create the outbox and inbox tables if missing"
     )
