@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pika
@@ -37,10 +38,9 @@ def forget(broker: Broker, name: str) -> None:
 
 
 # In-process drains ------------------------------------------------------------------------------
-def ours_drain(broker: Broker, name: str, count: int, **options: Any) -> float:
+def ours_drain(url: str, name: str, count: int, **options: Any) -> float:
     """A Subscriber with a no-op handler; ``options`` go to ``Subscriber(...)``."""
-    broker.fill(name, ROUTING_KEY, count)
-    subscriber = Subscriber(broker.url, handle_signals=False, **options)
+    subscriber = Subscriber(url, handle_signals=False, **options)
     counter = itertools.count(1)
     finished = [0.0]
 
@@ -57,10 +57,9 @@ def ours_drain(broker: Broker, name: str, count: int, **options: Any) -> float:
     return count / (finished[0] - started)
 
 
-def pika_drain(broker: Broker, name: str, count: int, prefetch_count: int = 100) -> float:
+def pika_drain(url: str, name: str, count: int, prefetch_count: int = 100) -> float:
     """Raw pika, ``prefetch_count`` 100, acking each message."""
-    broker.fill(name, ROUTING_KEY, count)
-    with broker.connection() as connection:
+    with pika.BlockingConnection(pika.URLParameters(url)) as connection:
         channel = connection.channel()
         channel.basic_qos(prefetch_count=prefetch_count)
         handled = 0
@@ -80,10 +79,9 @@ def pika_drain(broker: Broker, name: str, count: int, prefetch_count: int = 100)
     return count / (finished - started)
 
 
-def ours_retry(broker: Broker, name: str, count: int) -> float:
+def ours_retry(url: str, name: str, count: int) -> float:
     """Every event raises ``Retry(0)`` once, then is handled: ``count`` events through it."""
-    broker.fill(name, ROUTING_KEY, count)
-    subscriber = Subscriber(broker.url, handle_signals=False)
+    subscriber = Subscriber(url, handle_signals=False)
     counter = itertools.count(1)
     finished = [0.0]
 
@@ -102,11 +100,10 @@ def ours_retry(broker: Broker, name: str, count: int) -> float:
     return count / (finished[0] - started)
 
 
-def pika_retry(broker: Broker, name: str, count: int) -> float:
+def pika_retry(url: str, name: str, count: int) -> float:
     """Raw pika doing the same steps: publish a confirmed copy to the wait queue, then ack."""
-    broker.fill(name, ROUTING_KEY, count)
     topology = SubscriberTopology(name, (ROUTING_KEY,))
-    with broker.connection() as connection:
+    with pika.BlockingConnection(pika.URLParameters(url)) as connection:
         publish = connection.channel()
         publish.confirm_delivery()
         topology.declare_wait_queue(publish, 0, time.monotonic())
@@ -139,18 +136,30 @@ def pika_retry(broker: Broker, name: str, count: int) -> float:
     return count / (finished - started)
 
 
+def filled(
+    broker: Broker, name: str, count: int, drain: Callable[..., float], **options: Any
+) -> Callable[[], float]:
+    """A variant that puts ``count`` events in the backlog (not timed), then drains them."""
+
+    def variant() -> float:
+        broker.fill(name, ROUTING_KEY, count)
+        return drain(broker.url, name, count, **options)
+
+    return variant
+
+
 # Cases --------------------------------------------------------------------------------------------
 def case_consume(context: Context) -> list[Row]:
     broker = context.broker
-    count = context.size(20000, 4000)
+    count = context.size(10000, 2000)
     name = unique("consume")
     declare(broker, name)
     try:
         samples = interleave(
             context,
             {
-                "Subscriber default": lambda: ours_drain(broker, name, count),
-                "pika prefetch 100": lambda: pika_drain(broker, name, count),
+                "Subscriber default": filled(broker, name, count, ours_drain),
+                "pika prefetch 100": filled(broker, name, count, pika_drain),
             },
         )
     finally:
@@ -174,15 +183,15 @@ def case_consume(context: Context) -> list[Row]:
 
 def case_retry(context: Context) -> list[Row]:
     broker = context.broker
-    count = context.size(3000, 600)
+    count = context.size(1500, 300)
     name = unique("retry")
     declare(broker, name)
     try:
         samples = interleave(
             context,
             {
-                "Retry(0) once each": lambda: ours_retry(broker, name, count),
-                "pika same steps": lambda: pika_retry(broker, name, count),
+                "Retry(0) once each": filled(broker, name, count, ours_retry),
+                "pika same steps": filled(broker, name, count, pika_retry),
             },
         )
     finally:
@@ -201,7 +210,7 @@ def case_retry(context: Context) -> list[Row]:
 
 
 def _drain_processes(broker: Broker, name: str, count: int, processes: int, role: str) -> float:
-    arguments = {"url": broker.url, "queue": name, "routing_key": ROUTING_KEY, "idle": 0.5}
+    arguments = {"url": broker.url, "queue": name, "routing_key": ROUTING_KEY, "idle": 0.3}
     with children([(role, arguments)] * processes) as started:
         broker.fill(name, ROUTING_KEY, count)
         for child in started:
@@ -218,7 +227,7 @@ def _drain_processes(broker: Broker, name: str, count: int, processes: int, role
 
 def case_scaling(context: Context) -> list[Row]:
     broker = context.broker
-    count = context.size(20000, 4000)
+    count = context.size(10000, 2000)
     name = unique("scale")
     declare(broker, name)
     variants = {}
@@ -252,18 +261,16 @@ def case_scaling(context: Context) -> list[Row]:
 def case_defaults(context: Context) -> list[Row]:
     """Sweep prefetch_count and workers (no-op and 1 ms handlers) to choose the defaults."""
     broker = context.broker
-    count = context.size(20000, 4000)
+    count = context.size(10000, 2000)
     name = unique("defaults")
     declare(broker, name)
-    variants = {"pika prefetch 100": lambda: pika_drain(broker, name, count)}
+    variants = {"pika prefetch 100": filled(broker, name, count, pika_drain)}
     for prefetch in (1, 10, 32, 64, 100, 250, 1000):
-        variants[f"prefetch {prefetch}"] = lambda prefetch=prefetch: ours_drain(
-            broker, name, count, prefetch_count=prefetch
+        variants[f"prefetch {prefetch}"] = filled(
+            broker, name, count, ours_drain, prefetch_count=prefetch
         )
     for workers in (2, 4):
-        variants[f"workers {workers}"] = lambda workers=workers: ours_drain(
-            broker, name, count, workers=workers
-        )
+        variants[f"workers {workers}"] = filled(broker, name, count, ours_drain, workers=workers)
     try:
         samples = interleave(context, variants)
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import platform
 import socket
@@ -68,18 +69,45 @@ def rabbitmqctl(*args: str) -> str:
     return result.stdout
 
 
-def wait_for_broker(timeout: float = 120.0) -> None:
-    """Wait until RabbitMQ runs (others on this machine may restart it briefly)."""
+def wait_for_broker(timeout: float = 300.0) -> None:
+    """Wait until RabbitMQ runs without a resource alarm.
+
+    Others on this machine may restart it or raise an alarm for a while.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        check = subprocess.run(
-            ["rabbitmq-diagnostics", "-q", "check_running"], capture_output=True, check=False
-        )
-        if check.returncode == 0:
+        failed = None
+        for check in ("check_running", "check_local_alarms"):
+            result = subprocess.run(
+                ["rabbitmq-diagnostics", "-q", check], capture_output=True, check=False
+            )
+            if result.returncode != 0:
+                failed = check
+                break
+        if failed is None:
             return
         if time.monotonic() > deadline:
-            raise RuntimeError("RabbitMQ is not running (rabbitmq-diagnostics check_running)")
+            raise RuntimeError(f"RabbitMQ is not ready: rabbitmq-diagnostics {failed} fails")
         time.sleep(1.0)
+
+
+class DisturbanceMonitor(logging.Handler):
+    """Notices what spoils a measurement: a warning or error from pika or from our library.
+
+    A broker restart, a resource alarm (``Connection.Blocked``) or a lost
+    connection all log one; nothing does in an undisturbed run.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.reason: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.reason is None and record.name.startswith(("pika", "domain_event_broker")):
+            self.reason = f"{record.name}: {record.getMessage()}"[:300]
+
+    def reset(self) -> None:
+        self.reason = None
 
 
 class Broker:

@@ -101,7 +101,7 @@ def raw(url: str, name: str, count: int) -> tuple[float, float]:
 
 def case_latency(context: Context) -> list[Row]:
     url = context.broker.url
-    count = context.size(2000, 400)
+    count = context.size(1000, 300)
     name = unique("latency")
     declare(context.broker, name)
     results: dict[str, list[tuple[float, float]]] = {"ours": [], "pika": []}

@@ -172,7 +172,7 @@ def aio_pika_window(url: str, count: int, window: int = WINDOW) -> float:
 # Cases --------------------------------------------------------------------------------------------
 def case_publish_loop(context: Context) -> list[Row]:
     url = context.broker.url
-    count = context.size(3000, 600)
+    count = context.size(1500, 300)
     sink = _Sink(context)
 
     def run(function):  # type: ignore[no-untyped-def]
@@ -209,7 +209,7 @@ def case_publish_loop(context: Context) -> list[Row]:
 
 def case_publish_many(context: Context) -> list[Row]:
     url = context.broker.url
-    count = context.size(20000, 4000)
+    count = context.size(10000, 2000)
     sink = _Sink(context)
 
     def run(function):  # type: ignore[no-untyped-def]
@@ -257,8 +257,8 @@ def case_publish_many(context: Context) -> list[Row]:
 
 def case_publish_threads(context: Context) -> list[Row]:
     url = context.broker.url
-    count = context.size(8000, 1600)
-    loop_count = context.size(3000, 600)
+    count = context.size(4000, 800)
+    loop_count = context.size(1500, 300)
     sink = _Sink(context)
 
     def variant(function, size):  # type: ignore[no-untyped-def]
