@@ -288,6 +288,7 @@ class _ConfirmingConnection:
             except pika.exceptions.AMQPError:
                 # The channel died under us; its close callback re-queues the rest.
                 return
+        _coalesce_output(self._connection)
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
@@ -319,6 +320,21 @@ class _ConfirmingConnection:
         for pending in waiting:
             pending.error = error
             pending.done.set()
+
+
+def _coalesce_output(connection: SelectConnection | None) -> None:
+    """Join the frames waiting to be sent, so that they go out in one ``send()``.
+
+    pika queues each frame (three per message) on its own and its I/O loop
+    sends them one system call each; joined, a flush of one event or of a
+    thousand costs one. Best effort: when pika's transport looks different
+    (another pika release), the frames are left as they are.
+    """
+    buffers = getattr(getattr(connection, "_transport", None), "_tx_buffers", None)
+    if isinstance(buffers, deque) and len(buffers) > 1:
+        joined = b"".join(buffers)
+        buffers.clear()
+        buffers.append(joined)
 
 
 class Publisher:
