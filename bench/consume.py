@@ -38,13 +38,18 @@ def forget(broker: Broker, name: str) -> None:
 
 
 # In-process drains ------------------------------------------------------------------------------
-def ours_drain(url: str, name: str, count: int, **options: Any) -> float:
-    """A Subscriber with a no-op handler; ``options`` go to ``Subscriber(...)``."""
+def ours_drain(
+    url: str, name: str, count: int, handler_seconds: float = 0.0, **options: Any
+) -> float:
+    """A Subscriber with a no-op handler (or one that sleeps ``handler_seconds``, as
+    if waiting for I/O); ``options`` go to ``Subscriber(...)``."""
     subscriber = Subscriber(url, handle_signals=False, **options)
     counter = itertools.count(1)
     finished = [0.0]
 
     def handler(_event: DomainEvent) -> None:
+        if handler_seconds:
+            time.sleep(handler_seconds)
         if next(counter) == count:
             finished[0] = time.perf_counter()
             subscriber.stop_consuming()
@@ -264,6 +269,7 @@ def case_defaults(context: Context) -> list[Row]:
     count = context.size(10000, 2000)
     name = unique("defaults")
     declare(broker, name)
+    slow = count // 10  # events for the handlers that wait 1 ms each
     variants = {"pika prefetch 100": filled(broker, name, count, pika_drain)}
     for prefetch in (1, 10, 32, 64, 100, 250, 1000):
         variants[f"prefetch {prefetch}"] = filled(
@@ -271,6 +277,10 @@ def case_defaults(context: Context) -> list[Row]:
         )
     for workers in (2, 4):
         variants[f"workers {workers}"] = filled(broker, name, count, ours_drain, workers=workers)
+    for workers in (1, 4, 16):
+        variants[f"workers {workers}, 1 ms handler"] = filled(
+            broker, name, slow, ours_drain, handler_seconds=0.001, workers=workers
+        )
     try:
         samples = interleave(context, variants)
     finally:
@@ -283,7 +293,8 @@ def case_defaults(context: Context) -> list[Row]:
             "events/s",
             Series(f"Subscriber {label}", values),
             baseline,
-            note="no-op handler; the other setting at its default",
+            note="the other setting at its default"
+            + ("; the handler sleeps 1 ms (waits for I/O)" if "1 ms" in label else ""),
         )
         for label, values in samples.items()
     ]
