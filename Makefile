@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-CODE := src tests examples
+BENCH_INSTALLED := $(VENV)/.installed-bench
+CODE := src tests examples bench
 
 .PHONY: install demo test unit lint typecheck format bench bench-quick clean
 
@@ -15,6 +16,10 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 install: $(INSTALLED)
+
+$(BENCH_INSTALLED): $(INSTALLED) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
 
 demo: $(INSTALLED)
 	$(BIN)/domain-events demo
@@ -32,6 +37,14 @@ typecheck: $(INSTALLED)
 format: $(INSTALLED)
 	$(BIN)/ruff check --fix $(CODE)
 	$(BIN)/ruff format $(CODE)
+
+# Benchmarks against the local RabbitMQ, each figure beside raw pika / aio-pika
+# measured in the same run (a vhost of its own; results in bench/results/).
+bench: $(BENCH_INSTALLED)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-quick: $(BENCH_INSTALLED)
+	$(BIN)/python -m bench.run --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache

@@ -19,16 +19,17 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import select
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import pika
 import pika.exceptions
 import pika.spec
-from pika.adapters.select_connection import IOLoop, SelectConnection
+from pika.adapters.select_connection import IOLoop, PollPoller, SelectConnection
 
 from . import observability
 from .connection import Backoff, cluster_parameters, explain_connection_error
@@ -55,18 +56,42 @@ _PERSISTENT_JSON = pika.BasicProperties(delivery_mode=2, content_type="applicati
 class _PendingPublish:
     """One message on its way: handed over by a caller, settled by the I/O thread."""
 
-    __slots__ = ("abandoned", "body", "done", "error", "first_nacked", "properties", "routing_key")
+    __slots__ = (
+        "_done",
+        "abandoned",
+        "body",
+        "error",
+        "first_nacked",
+        "properties",
+        "routing_key",
+        "settled",
+    )
 
     def __init__(self, body: bytes, routing_key: str, properties: pika.BasicProperties) -> None:
         self.body = body
         self.routing_key = routing_key
         self.properties = properties
-        self.done = threading.Event()
+        # Held until settled: a bare lock costs a tenth of a threading.Event.
+        self._done = threading.Lock()
+        self._done.acquire()
+        self.settled = False
         self.error: BaseException | None = None
         # Set by a caller that gave up waiting, so it is not sent later behind its back.
         self.abandoned = False
         # When the broker first refused it (basic.nack), for NACK_GRACE.
         self.first_nacked: float | None = None
+
+    def settle(self) -> None:
+        """Wake the caller: confirmed, or failed with ``error`` (any thread, idempotent)."""
+        self.settled = True
+        try:  # noqa: SIM105 - contextlib.suppress costs more, once per event
+            self._done.release()
+        except RuntimeError:
+            pass  # settled already
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until settled; only its one caller waits."""
+        return self.settled or self._done.acquire(True, timeout)
 
 
 class _ConfirmingConnection:
@@ -85,8 +110,14 @@ class _ConfirmingConnection:
         self._node = 0  # index into _nodes of the node to connect to next
         self._first_attempts_left = len(self._nodes)
         self._ioloop = IOLoop()
+        # Held by whoever runs pika code: the I/O thread, except while it sleeps
+        # in poll(); then a caller may publish itself instead of waking it.
+        self._pika_lock = threading.Lock()
+        _release_while_polling(self._ioloop, self._pika_lock)
         self._outbox: deque[_PendingPublish] = deque()
-        self._unconfirmed: dict[int, _PendingPublish] = {}
+        # Ordered: confirms settle the oldest first (popping a dict's first key slows
+        # down as deleted entries pile up in front).
+        self._unconfirmed: OrderedDict[int, _PendingPublish] = OrderedDict()
         self._delivery_tag = 0
         self._flush_lock = threading.Lock()
         self._flush_scheduled = False
@@ -119,18 +150,28 @@ class _ConfirmingConnection:
         return self._first_error  # set by the I/O thread
 
     # Caller side (any thread) -------------------------------------------------
-    def submit(self, pending: _PendingPublish) -> None:
+    def submit(self, pendings: Iterable[_PendingPublish]) -> None:
         if self.closing:
             raise PublishError(f"the publisher for {self.masked_url} is closed")
         with self._flush_lock:
-            self._outbox.append(pending)
+            self._outbox.extend(pendings)
             if self._flush_scheduled:
                 return
             self._flush_scheduled = True
+        if self._pika_lock.acquire(blocking=False):
+            # The I/O thread sleeps in poll(): publish and send from this thread,
+            # sparing a hand-over (a wake-up and a GIL switch) per publish.
+            try:
+                self._flush()
+                sent = _send_now(self._connection)
+            finally:
+                self._pika_lock.release()
+            if sent:
+                return
         self._ioloop.add_callback_threadsafe(self._flush)
 
     def wait(self, pending: _PendingPublish, deadline: float, what: str) -> None:
-        if not pending.done.wait(max(0.0, deadline - time.monotonic())):
+        if not pending.wait(max(0.0, deadline - time.monotonic())):
             pending.abandoned = True
             if not self.ready:
                 raise BrokerUnavailable(
@@ -162,12 +203,13 @@ class _ConfirmingConnection:
 
     # I/O thread -----------------------------------------------------------------
     def _run(self) -> None:
-        self._connect()
-        try:
-            self._ioloop.start()
-        finally:
-            self.ready = False
-            self._ioloop.close()
+        with self._pika_lock:
+            self._connect()
+            try:
+                self._ioloop.start()
+            finally:
+                self.ready = False
+                self._ioloop.close()
 
     def _connect(self) -> None:
         if self.closing:
@@ -332,6 +374,7 @@ class _ConfirmingConnection:
             except pika.exceptions.AMQPError:
                 # The channel died under us; its close callback re-queues the rest.
                 return
+        _coalesce_output(self._connection)
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
@@ -381,14 +424,83 @@ class _ConfirmingConnection:
                 f"RabbitMQ at {self.masked_url} refused an event for {pending.routing_key!r} "
                 "(basic.nack: an internal error or a queue limit); it was not stored"
             )
-        pending.done.set()
+        pending.settle()
 
     def _fail_waiting(self, error: BaseException) -> None:
         waiting = list(self._outbox)
         self._outbox.clear()
         for pending in waiting:
             pending.error = error
-            pending.done.set()
+            pending.settle()
+
+
+def _coalesce_output(connection: SelectConnection | None) -> None:
+    """Join the frames waiting to be sent, so that they go out in one ``send()``.
+
+    pika queues each frame (three per message) on its own and its I/O loop
+    sends them one system call each; joined, a flush of one event or of a
+    thousand costs one. Best effort: when pika's transport looks different
+    (another pika release), the frames are left as they are.
+    """
+    buffers = getattr(getattr(connection, "_transport", None), "_tx_buffers", None)
+    if isinstance(buffers, deque) and len(buffers) > 1:
+        joined = b"".join(buffers)
+        buffers.clear()
+        buffers.append(joined)
+
+
+def _send_now(connection: SelectConnection | None) -> bool:
+    """Send what the transport holds now; False when some is left for the I/O loop."""
+    transport = getattr(connection, "_transport", None)
+    buffers = getattr(transport, "_tx_buffers", None)
+    send = getattr(transport, "_on_socket_writable", None)
+    if not buffers:
+        return True
+    if not callable(send):
+        return False
+    send()  # what the I/O loop calls when the socket is writable
+    return not buffers
+
+
+class _ReleasingPoll:
+    """A ``select.poll`` object that releases a lock while it waits for I/O."""
+
+    __slots__ = ("_lock", "_poll")
+
+    def __init__(self, poll: Any, lock: threading.Lock) -> None:
+        self._poll = poll
+        self._lock = lock
+
+    def poll(self, *args: Any) -> Any:
+        self._lock.release()
+        try:
+            return self._poll.poll(*args)
+        finally:
+            self._lock.acquire()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._poll, name)
+
+
+def _release_while_polling(ioloop: IOLoop, lock: threading.Lock) -> None:
+    """Make ``ioloop`` release ``lock`` while it sleeps in poll().
+
+    It uses ``select.poll``: unlike epoll, registering a writer from a caller
+    thread does not wake a poll() in progress, so a caller publishing on its
+    own does not wake the I/O thread. Best effort: when pika's poller looks
+    different, the lock is never released and every publish is handed to the
+    I/O thread as before.
+    """
+    poller = getattr(ioloop, "_poller", None)
+    if not isinstance(poller, PollPoller) or getattr(poller, "_poll", True) is not None:
+        return
+    poll = getattr(select, "poll", None)
+    if poll is None:
+        return
+    # PollPoller itself would create select.poll(); its EPollPoller subclass, epoll.
+    poller._create_poller = lambda: _ReleasingPoll(poll(), lock)  # type: ignore[attr-defined]
+    if type(poller) is not PollPoller:
+        poller.POLL_TIMEOUT_MULT = PollPoller.POLL_TIMEOUT_MULT  # type: ignore[misc]  # ms
 
 
 class Publisher:
@@ -465,7 +577,7 @@ class Publisher:
         body = message.encode("utf-8") if isinstance(message, str) else message
         pending = _PendingPublish(body, routing_key, properties or _PERSISTENT_JSON)
         connection = self._confirming_connection()
-        connection.submit(pending)
+        connection.submit((pending,))
         connection.wait(
             pending, time.monotonic() + self.publish_timeout, f"an event for {routing_key!r}"
         )
@@ -499,8 +611,7 @@ class Publisher:
     ) -> None:
         connection = self._confirming_connection()
         deadline = time.monotonic() + self.publish_timeout
-        for pending in messages:
-            connection.submit(pending)
+        connection.submit(messages)
         failures: list[tuple[DomainEvent, BaseException]] = []
         listening = observability.listening()
         for pending, event in zip(messages, events, strict=True):

@@ -238,6 +238,10 @@ class Subscriber:
         # Bumped on every (re)connect: outcomes of older deliveries are stale.
         self._generation = 0
         self._unsettled = 0
+        # Delivery tags on the consume channel, oldest first, and those settled
+        # or due for an ack: handled events are acked with one multiple ack.
+        self._in_flight: deque[int] = deque()
+        self._done: set[int] = set()
         self._completions: deque[tuple[_Delivery, _Outcome]] = deque()
         self._wake_lock = threading.Lock()
         self._wake_scheduled = False
@@ -383,6 +387,8 @@ class Subscriber:
         self._connection = connection
         self._generation += 1
         self._unsettled = 0
+        self._in_flight.clear()
+        self._done.clear()
         with self._wake_lock:
             self._wake_scheduled = False
         for registration in self._registrations:
@@ -500,6 +506,7 @@ class Subscriber:
         body: bytes,
     ) -> None:
         self._unsettled += 1
+        self._in_flight.append(method.delivery_tag)
         self._tasks.put(
             _Delivery(
                 registration,
@@ -528,12 +535,43 @@ class Subscriber:
             self._wake_scheduled = False
         completions = self._completions
         generation = self._generation
+        acks: list[int] = []
         while completions:
             delivery, outcome = completions.popleft()
             if delivery.generation != generation:
                 continue  # its channel is gone; RabbitMQ redelivers the event
             self._unsettled -= 1
-            self._settle(delivery, outcome)
+            if outcome is _ACK:
+                acks.append(delivery.delivery_tag)
+            else:
+                self._settle(delivery, outcome)
+                self._done.add(delivery.delivery_tag)
+        if acks:
+            self._ack(acks)
+
+    def _ack(self, tags: list[int]) -> None:
+        """Ack handled deliveries now, with one ``multiple`` ack where they are in order.
+
+        The multiple ack ends at the newest of ``tags`` in the longest run of
+        oldest deliveries that are all handled or settled already (RabbitMQ
+        refuses a multiple ack whose own tag is settled); others are acked one by one.
+        """
+        channel = self._consume_channel
+        assert channel is not None
+        in_flight, done = self._in_flight, self._done
+        done.update(tags)
+        acking = set(tags)
+        last = 0
+        while in_flight and in_flight[0] in done:
+            tag = in_flight.popleft()
+            done.discard(tag)
+            if tag in acking:
+                last = tag
+        if last:
+            channel.basic_ack(last, multiple=True)
+        for tag in tags:
+            if tag > last:
+                channel.basic_ack(tag)
 
     def _settle(self, delivery: _Delivery, outcome: _Outcome) -> None:
         channel = self._consume_channel

@@ -1,0 +1,145 @@
+"""Latency from publish to handler at a steady 500 events/s.
+
+This process publishes (each event carries the time of its publish call); a
+child process consumes and notes, per event, how long ago that was. Ours:
+``publish_domain_event`` to a default ``Subscriber``; raw pika: a confirmed
+``basic_publish`` to a prefetch-100 consumer that parses the JSON body.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import pika
+
+from domain_event_broker import publish_domain_event
+from domain_event_broker.publisher import close_shared_publishers
+
+from .consume import declare, forget
+from .harness import (
+    EXCHANGE,
+    PERSISTENT,
+    Context,
+    Row,
+    Series,
+    children,
+    event_data,
+    interleave,
+    now,
+    unique,
+)
+
+ROUTING_KEY = "bench.latency"
+Variant = Callable[[], float]
+RATE = 500.0
+WARM_UP = 100
+
+
+def _paced(count: int, publish: Callable[[float], None]) -> None:
+    interval = 1.0 / RATE
+    due = now()
+    for _ in range(count):
+        due += interval
+        publish(now())
+        delay = due - now()
+        if delay > 0:
+            time.sleep(delay)
+
+
+def _percentiles(latencies: list[float]) -> tuple[float, float]:
+    ordered = sorted(latencies[WARM_UP:])
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
+    return pick(0.50), pick(0.99)
+
+
+def ours(url: str, name: str, count: int) -> tuple[float, float]:
+    total = WARM_UP + count
+    arguments = {"url": url, "queue": name, "routing_key": ROUTING_KEY, "count": total}
+    with children([("subscriber-latency", arguments)]) as (child,):
+        child.ready()
+
+        def publish(sent: float) -> None:
+            publish_domain_event(
+                ROUTING_KEY, event_data(ROUTING_KEY, t=sent), connection_settings=url
+            )
+
+        publish(now())  # connects: one of the warm-up events
+        time.sleep(0.3)  # the child starts its consumer
+        _paced(total - 1, publish)
+        latencies = child.result()["latencies"]
+    return _percentiles(latencies)
+
+
+def raw(url: str, name: str, count: int) -> tuple[float, float]:
+    total = WARM_UP + count
+    arguments = {"url": url, "queue": name, "routing_key": ROUTING_KEY, "count": total}
+    with children([("pika-latency", arguments)]) as (child,):
+        child.ready()
+        with pika.BlockingConnection(pika.URLParameters(url)) as connection:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            time.sleep(0.3)
+            template = {
+                "routing_key": ROUTING_KEY,
+                "data": event_data(ROUTING_KEY),
+                "domain_object_id": None,
+                "uuid_string": "00000000-0000-0000-0000-000000000000",
+                "timestamp": time.time(),
+            }
+
+            def publish(sent: float) -> None:
+                template["data"] = {**template["data"], "t": sent}  # type: ignore[dict-item]
+                body = json.dumps(template).encode()
+                channel.basic_publish(EXCHANGE, ROUTING_KEY, body, PERSISTENT)
+
+            _paced(total, publish)
+        latencies = child.result()["latencies"]
+    return _percentiles(latencies)
+
+
+def case_latency(context: Context) -> list[Row]:
+    url = context.broker.url
+    count = context.size(1000, 300)
+    name = unique("latency")
+    declare(context.broker, name)
+    results: dict[str, list[tuple[float, float]]] = {"ours": [], "pika": []}
+
+    def run(key: str, function: Callable[[str, str, int], tuple[float, float]]) -> Variant:
+        def variant() -> float:
+            context.broker.purge(name)
+            p50, p99 = function(url, name, count)
+            results[key].append((p50, p99))
+            context.log(f"      p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+            return p50
+
+        return variant
+
+    try:
+        variants = {
+            "publish_domain_event -> Subscriber, p50": run("ours", ours),
+            "pika -> pika, p50": run("pika", raw),
+        }
+        interleave(context, variants, unit="ms")
+    finally:
+        close_shared_publishers()
+        forget(context.broker, name)
+    return [
+        Row(
+            "latency",
+            f"publish -> handler {label} at {RATE:.0f}/s",
+            "ms",
+            Series("publish_domain_event -> Subscriber", [pair[index] for pair in results["ours"]]),
+            Series("pika confirmed -> pika consumer", [pair[index] for pair in results["pika"]]),
+            "ratio<=",
+            1.3,
+            note=f"{count} events a round after {WARM_UP} warm-up ones; consumer in a child process"
+            if index == 0
+            else "",
+        )
+        for index, label in ((0, "p50"), (1, "p99"))
+    ]
+
+
+CASES = {"latency": case_latency}
