@@ -31,8 +31,6 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-KINDS = ("published", "handled", "retried", "dead_lettered", "dropped")
-
 
 @dataclass(frozen=True)
 class Occurrence:

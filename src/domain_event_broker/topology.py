@@ -15,7 +15,7 @@ arguments (``PRECONDITION_FAILED``). For a subscriber named ``N``:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -272,7 +272,3 @@ def explain_precondition_failed(reply_text: str, topology: SubscriberTopology) -
         "queue (rabbitmqctl delete_queue NAME, or the management UI) and start the "
         "subscriber again; or register it with the options it was created with."
     )
-
-
-def describe_arguments(arguments: Mapping[str, Any]) -> str:
-    return ", ".join(f"{key}={value!r}" for key, value in sorted(arguments.items())) or "none"
