@@ -316,7 +316,14 @@ class _ConfirmingConnection:
             )
         else:
             log.warning("channel to RabbitMQ at %s closed (%s); reopening", self.masked_url, reason)
-        self._ioloop.call_later(self._backoff.next_delay(), self._reopen_channel)
+        self._call_later(self._backoff.next_delay(), self._reopen_channel)
+
+    def _call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        self._ioloop.call_later(delay, callback)
+        if threading.current_thread() is not self._thread:
+            # Scheduled from a caller publishing on its own thread: a new timer does
+            # not wake the I/O thread's poll(), a thread-safe callback does.
+            self._ioloop.add_callback_threadsafe(lambda: None)
 
     def _reopen_channel(self) -> None:
         connection = self._connection
@@ -324,7 +331,7 @@ class _ConfirmingConnection:
             connection.channel(on_open_callback=self._on_channel_open)
 
     def _schedule_reconnect(self) -> None:
-        self._ioloop.call_later(self._backoff.next_delay(), self._connect)
+        self._call_later(self._backoff.next_delay(), self._connect)
 
     def _log_outage(self, reason: BaseException) -> None:
         if not self._outage_logged:
