@@ -97,8 +97,10 @@ class _PendingPublish:
 class _ConfirmingConnection:
     """A connection and confirm-mode channel driven by an I/O thread of its own.
 
-    Only the I/O thread touches pika objects; other threads use :meth:`submit`
-    and wait on each message's ``done`` event.
+    Pika objects are touched only by whoever holds ``_pika_lock``: the I/O
+    thread, or a caller publishing itself while the I/O thread sleeps in
+    ``poll()``. Confirms are settled by the I/O thread; callers :meth:`submit`
+    messages and :meth:`wait` for each to be settled.
     """
 
     def __init__(self, url: str, exchange: str, exchange_type: str, connect_timeout: float) -> None:
@@ -355,7 +357,7 @@ class _ConfirmingConnection:
             return
         # Sent but not confirmed: the broker may or may not have them, so send
         # them again, first, in their original order (at-least-once).
-        resend = [self._unconfirmed[tag] for tag in sorted(self._unconfirmed)]
+        resend = list(self._unconfirmed.values())  # ordered by delivery tag
         self._unconfirmed.clear()
         self._outbox.extendleft(reversed(resend))
 

@@ -576,10 +576,8 @@ class Subscriber:
     def _settle(self, delivery: _Delivery, outcome: _Outcome) -> None:
         channel = self._consume_channel
         assert channel is not None
-        tag = delivery.delivery_tag
-        if outcome is _ACK:
-            channel.basic_ack(tag)
-        elif outcome is _REQUEUE:
+        tag = delivery.delivery_tag  # acks of handled events go through _ack()
+        if outcome is _REQUEUE:
             channel.basic_nack(tag, requeue=True)
         elif outcome.action == _RETRY or delivery.registration.topology.dead_letter:
             if self._publish_copy(delivery, outcome):
@@ -607,38 +605,30 @@ class Subscriber:
             headers[EXCEPTION_MESSAGE_HEADER] = outcome.reason[:2000]
             headers[FAILED_AT_HEADER] = datetime.now(timezone.utc).isoformat()
             exchange = topology.dead_letter_exchange
+
+        def store(exchange: str, routing_key: str) -> None:
+            channel.basic_publish(
+                exchange,
+                routing_key,
+                delivery.body,
+                copy_properties(delivery.properties, headers),
+                mandatory=True,
+            )
+
         try:
             try:
-                channel.basic_publish(
-                    exchange,
-                    delivery.routing_key,
-                    delivery.body,
-                    copy_properties(delivery.properties, headers),
-                    mandatory=True,
-                )
+                store(exchange, delivery.routing_key)
             except pika.exceptions.UnroutableError:
                 if outcome.action == _RETRY:
                     # The wait queue was deleted behind our back: declare it again.
                     topology.forget_declarations()
                     topology.declare_wait_queue(channel, delay_ms, time.monotonic())
-                    channel.basic_publish(
-                        exchange,
-                        delivery.routing_key,
-                        delivery.body,
-                        copy_properties(delivery.properties, headers),
-                        mandatory=True,
-                    )
+                    store(exchange, delivery.routing_key)
                 else:
                     # The dead-letter exchange has no binding for this key (binding
                     # keys changed?): put it straight into the dead-letter queue.
                     headers[ROUTING_KEY_HEADER] = delivery.routing_key
-                    channel.basic_publish(
-                        "",
-                        topology.dead_letter_queue,
-                        delivery.body,
-                        copy_properties(delivery.properties, headers),
-                        mandatory=True,
-                    )
+                    store("", topology.dead_letter_queue)
         except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as error:
             log.error(
                 "subscriber %s: could not store the %s copy of event %s (%s): %s; "
@@ -708,11 +698,6 @@ class Subscriber:
     def _handle(self, delivery: _Delivery) -> _Outcome:
         registration = delivery.registration
         name = registration.topology.name
-        keeps = (
-            f"moved to dead-letter queue {registration.topology.dead_letter_queue}"
-            if registration.topology.dead_letter
-            else "dropped (register with dead_letter=True to keep failed events)"
-        )
         try:
             event = DomainEvent.from_json(delivery.body)
         except InvalidEvent as error:
@@ -722,7 +707,7 @@ class Subscriber:
                 delivery.properties.message_id,
                 delivery.routing_key,
                 error,
-                keeps,
+                _fate_of_failed(registration.topology),
             )
             return _Outcome(_DEAD_LETTER, exception_type=_qualified_name(error), reason=str(error))
         event.retries = delivery.retries = delivery_retries(delivery.properties.headers, name)
@@ -748,7 +733,7 @@ class Subscriber:
                 event.uuid_string,
                 event.routing_key,
                 reason,
-                keeps,
+                _fate_of_failed(registration.topology),
             )
             return _Outcome(_DEAD_LETTER, exception_type=_qualified_name(retry), reason=reason)
         except Exception as error:
@@ -759,7 +744,7 @@ class Subscriber:
                 event.routing_key,
                 type(error).__name__,
                 error,
-                keeps,
+                _fate_of_failed(registration.topology),
             )
             return _Outcome(_DEAD_LETTER, exception_type=_qualified_name(error), reason=str(error))
         log.debug(
@@ -794,6 +779,13 @@ class Subscriber:
     def _restore_signal_handlers(previous: dict[signal.Signals, Any] | None) -> None:
         for signum, handler in (previous or {}).items():
             signal.signal(signum, handler)
+
+
+def _fate_of_failed(topology: SubscriberTopology) -> str:
+    """What happens to a failed event, for the log line that reports the failure."""
+    if topology.dead_letter:
+        return f"moved to dead-letter queue {topology.dead_letter_queue}"
+    return "dropped (register with dead_letter=True to keep failed events)"
 
 
 def _qualified_name(error: BaseException) -> str:

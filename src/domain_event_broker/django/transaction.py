@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, transaction
 
-from ..events import DomainEvent, validate_routing_key
+from ..events import DomainEvent
 from ..outbox.store import outbox_entry
 from ..publisher import publish_domain_event
 from ..settings import DEFAULT, resolve_url
@@ -52,14 +52,8 @@ def publish_on_commit(
         return _write_to_outbox(
             routing_key, data, domain_object_id, uuid_string, timestamp, connection_settings, using
         )
-    event = DomainEvent(
-        routing_key=validate_routing_key(routing_key),
-        data=data,
-        domain_object_id=domain_object_id,
-        uuid_string=uuid_string,
-        timestamp=timestamp,
-    )
-    event.to_json()  # raises EventNotSerializable now, not after the commit
+    # Validated and serialised now: a bad event raises here, not after the commit.
+    event = outbox_entry(routing_key, data, domain_object_id, uuid_string, timestamp).event
 
     def publish() -> None:
         try:

@@ -48,9 +48,15 @@ class OutboxEntry:
     """A validated event, ready to be written as an outbox row."""
 
     event: DomainEvent
-    routing_key: str
-    uuid_string: str
     payload: str
+
+    @property
+    def routing_key(self) -> str:
+        return self.event.routing_key
+
+    @property
+    def uuid_string(self) -> str:
+        return self.event.uuid_string
 
 
 def outbox_entry(
@@ -74,7 +80,7 @@ def outbox_entry(
         uuid_string=uuid_string,
         timestamp=timestamp,
     )
-    return OutboxEntry(event, event.routing_key, event.uuid_string, event.to_json())
+    return OutboxEntry(event, event.to_json())
 
 
 #: Called by a store with the rows it locked; returns once the broker confirmed
