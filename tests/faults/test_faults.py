@@ -328,6 +328,8 @@ def test_publish_rides_out_a_short_outage_and_raises_clearly_after_publish_timeo
 
     # Back up: the publisher recovers by itself.
     proxy.start()
+    # The next reconnect attempt may be a full backoff (up to 3 s) away.
+    publisher.publish_timeout = 10.0
     publisher.publish_event(DomainEvent(f"{name}.x", {"n": 4}))
     publisher.disconnect()
     restarted = make_subscriber()
