@@ -17,9 +17,9 @@ leader after a node loss.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
-import select
 import threading
 import time
 from collections import OrderedDict, deque
@@ -29,7 +29,7 @@ from typing import Any
 import pika
 import pika.exceptions
 import pika.spec
-from pika.adapters.select_connection import IOLoop, PollPoller, SelectConnection
+from pika.adapters.select_connection import IOLoop, SelectConnection
 
 from . import observability
 from .connection import Backoff, cluster_parameters, explain_connection_error
@@ -84,10 +84,8 @@ class _PendingPublish:
     def settle(self) -> None:
         """Wake the caller: confirmed, or failed with ``error`` (any thread, idempotent)."""
         self.settled = True
-        try:  # noqa: SIM105 - contextlib.suppress costs more, once per event
+        with contextlib.suppress(RuntimeError):  # settled already
             self._done.release()
-        except RuntimeError:
-            pass  # settled already
 
     def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds until settled; only its one caller waits."""
@@ -97,10 +95,9 @@ class _PendingPublish:
 class _ConfirmingConnection:
     """A connection and confirm-mode channel driven by an I/O thread of its own.
 
-    Pika objects are touched only by whoever holds ``_pika_lock``: the I/O
-    thread, or a caller publishing itself while the I/O thread sleeps in
-    ``poll()``. Confirms are settled by the I/O thread; callers :meth:`submit`
-    messages and :meth:`wait` for each to be settled.
+    Only the I/O thread touches pika objects (pika is not thread-safe: a
+    socket error handled on a caller's thread once killed the I/O thread);
+    callers :meth:`submit` messages and :meth:`wait` for each to be settled.
     """
 
     def __init__(self, url: str, exchange: str, exchange_type: str, connect_timeout: float) -> None:
@@ -112,10 +109,6 @@ class _ConfirmingConnection:
         self._node = 0  # index into _nodes of the node to connect to next
         self._first_attempts_left = len(self._nodes)
         self._ioloop = IOLoop()
-        # Held by whoever runs pika code: the I/O thread, except while it sleeps
-        # in poll(); then a caller may publish itself instead of waking it.
-        self._pika_lock = threading.Lock()
-        _release_while_polling(self._ioloop, self._pika_lock)
         self._outbox: deque[_PendingPublish] = deque()
         # Ordered: confirms settle the oldest first (popping a dict's first key slows
         # down as deleted entries pile up in front).
@@ -160,16 +153,6 @@ class _ConfirmingConnection:
             if self._flush_scheduled:
                 return
             self._flush_scheduled = True
-        if self._pika_lock.acquire(blocking=False):
-            # The I/O thread sleeps in poll(): publish and send from this thread,
-            # sparing a hand-over (a wake-up and a GIL switch) per publish.
-            try:
-                self._flush()
-                sent = _send_now(self._connection)
-            finally:
-                self._pika_lock.release()
-            if sent:
-                return
         self._ioloop.add_callback_threadsafe(self._flush)
 
     def wait(self, pending: _PendingPublish, deadline: float, what: str) -> None:
@@ -205,13 +188,12 @@ class _ConfirmingConnection:
 
     # I/O thread -----------------------------------------------------------------
     def _run(self) -> None:
-        with self._pika_lock:
-            self._connect()
-            try:
-                self._ioloop.start()
-            finally:
-                self.ready = False
-                self._ioloop.close()
+        self._connect()
+        try:
+            self._ioloop.start()
+        finally:
+            self.ready = False
+            self._ioloop.close()
 
     def _connect(self) -> None:
         if self.closing:
@@ -318,14 +300,7 @@ class _ConfirmingConnection:
             )
         else:
             log.warning("channel to RabbitMQ at %s closed (%s); reopening", self.masked_url, reason)
-        self._call_later(self._backoff.next_delay(), self._reopen_channel)
-
-    def _call_later(self, delay: float, callback: Callable[[], None]) -> None:
-        self._ioloop.call_later(delay, callback)
-        if threading.current_thread() is not self._thread:
-            # Scheduled from a caller publishing on its own thread: a new timer does
-            # not wake the I/O thread's poll(), a thread-safe callback does.
-            self._ioloop.add_callback_threadsafe(lambda: None)
+        self._ioloop.call_later(self._backoff.next_delay(), self._reopen_channel)
 
     def _reopen_channel(self) -> None:
         connection = self._connection
@@ -333,7 +308,7 @@ class _ConfirmingConnection:
             connection.channel(on_open_callback=self._on_channel_open)
 
     def _schedule_reconnect(self) -> None:
-        self._call_later(self._backoff.next_delay(), self._connect)
+        self._ioloop.call_later(self._backoff.next_delay(), self._connect)
 
     def _log_outage(self, reason: BaseException) -> None:
         if not self._outage_logged:
@@ -456,60 +431,6 @@ def _coalesce_output(connection: SelectConnection | None) -> None:
         joined = b"".join(buffers)
         buffers.clear()
         buffers.append(joined)
-
-
-def _send_now(connection: SelectConnection | None) -> bool:
-    """Send what the transport holds now; False when some is left for the I/O loop."""
-    transport = getattr(connection, "_transport", None)
-    buffers = getattr(transport, "_tx_buffers", None)
-    send = getattr(transport, "_on_socket_writable", None)
-    if not buffers:
-        return True
-    if not callable(send):
-        return False
-    send()  # what the I/O loop calls when the socket is writable
-    return not buffers
-
-
-class _ReleasingPoll:
-    """A ``select.poll`` object that releases a lock while it waits for I/O."""
-
-    __slots__ = ("_lock", "_poll")
-
-    def __init__(self, poll: Any, lock: threading.Lock) -> None:
-        self._poll = poll
-        self._lock = lock
-
-    def poll(self, *args: Any) -> Any:
-        self._lock.release()
-        try:
-            return self._poll.poll(*args)
-        finally:
-            self._lock.acquire()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._poll, name)
-
-
-def _release_while_polling(ioloop: IOLoop, lock: threading.Lock) -> None:
-    """Make ``ioloop`` release ``lock`` while it sleeps in poll().
-
-    It uses ``select.poll``: unlike epoll, registering a writer from a caller
-    thread does not wake a poll() in progress, so a caller publishing on its
-    own does not wake the I/O thread. Best effort: when pika's poller looks
-    different, the lock is never released and every publish is handed to the
-    I/O thread as before.
-    """
-    poller = getattr(ioloop, "_poller", None)
-    if not isinstance(poller, PollPoller) or getattr(poller, "_poll", True) is not None:
-        return
-    poll = getattr(select, "poll", None)
-    if poll is None:
-        return
-    # PollPoller itself would create select.poll(); its EPollPoller subclass, epoll.
-    poller._create_poller = lambda: _ReleasingPoll(poll(), lock)  # type: ignore[attr-defined]
-    if type(poller) is not PollPoller:
-        poller.POLL_TIMEOUT_MULT = PollPoller.POLL_TIMEOUT_MULT  # type: ignore[misc]  # ms
 
 
 class Publisher:
