@@ -141,6 +141,11 @@ class _ConfirmingConnection:
             self.close()
             raise error
 
+    @property
+    def usable(self) -> bool:
+        """Not closed, and its I/O thread runs (a crashed one is replaced, not waited on)."""
+        return not self.closing and self._thread.is_alive()
+
     def _startup_error(self) -> BaseException | None:
         return self._first_error  # set by the I/O thread
 
@@ -469,7 +474,7 @@ class Publisher:
 
     def _confirming_connection(self) -> _ConfirmingConnection:
         connection = self._connection
-        if connection is not None and self._pid == os.getpid() and not connection.closing:
+        if connection is not None and self._pid == os.getpid() and connection.usable:
             return connection
         with self._lock:
             if self._pid != os.getpid():
@@ -477,7 +482,7 @@ class Publisher:
                 # (absent) I/O thread: start afresh.
                 self._connection = None
                 self._pid = os.getpid()
-            if self._connection is None or self._connection.closing:
+            if self._connection is None or not self._connection.usable:
                 assert self.connection_settings is not None
                 self._connection = _ConfirmingConnection(
                     self.connection_settings,
