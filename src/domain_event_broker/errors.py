@@ -7,6 +7,11 @@ for a delayed retry.
 
 from __future__ import annotations
 
+import math
+
+#: The longest retry delay: RabbitMQ takes a message TTL of at most 2**32 - 1 ms.
+MAX_RETRY_DELAY = (2**32 - 1) // 1000
+
 
 class DomainEventBrokerError(Exception):
     """Base class of the errors raised by domain-event-broker."""
@@ -49,6 +54,17 @@ class Retry(Exception):
 
     def __init__(self, delay: float = 10.0) -> None:
         super().__init__(delay)
-        if delay < 0:
-            raise ValueError(f"Retry delay must be >= 0 seconds, got {delay}")
-        self.delay = float(delay)
+        # Checked here, in the handler, so that no delay can reach the broker
+        # (or the I/O thread) as a TTL it refuses.
+        try:
+            seconds = float(delay)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"Retry delay must be a number of seconds, not {type(delay).__name__}"
+            ) from None
+        if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_RETRY_DELAY:
+            raise ValueError(
+                f"Retry delay must be a finite number of seconds from 0 to {MAX_RETRY_DELAY} "
+                f"(RabbitMQ's longest message TTL), got {delay!r}"
+            )
+        self.delay = seconds

@@ -74,6 +74,11 @@ class DomainEvent:
                 raise InvalidEvent(f"message body is not UTF-8 text: {error}") from None
         try:
             fields = json.loads(json_data)
+        except RecursionError:
+            # A body of deeply nested brackets: not an event, and no reason to crash.
+            raise InvalidEvent(
+                f"message body is nested too deeply to be an event: {_excerpt(json_data)}"
+            ) from None
         except ValueError as error:
             raise InvalidEvent(
                 f"message body is not JSON ({error}): {_excerpt(json_data)}"

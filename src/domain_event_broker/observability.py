@@ -23,11 +23,15 @@ raised into the library.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .events import DomainEvent
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,93 @@ def notify(occurrence: Occurrence) -> None:
                 occurrence.event_id,
                 occurrence.routing_key,
             )
+
+
+@dataclass(frozen=True)
+class Handling:
+    """One call of a handler, as a middleware sees it."""
+
+    subscriber: str
+    event: DomainEvent
+    #: The delivery's AMQP headers (where a trace context travels).
+    headers: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: ``middleware(handling, call_next)``: run code before and after ``call_next()``
+#: (which calls the handler, or the next middleware), or around its exception.
+Middleware = Callable[[Handling, Callable[[], object]], object]
+AsyncMiddleware = Callable[[Handling, Callable[[], Awaitable[object]]], Awaitable[object]]
+_middlewares: tuple[Middleware, ...] = ()
+
+
+def add_middleware(middleware: Middleware) -> Callable[[], None]:
+    """Wrap every handler call in ``middleware``; returns a function that removes it.
+
+    >>> def log_event_id(handling, call_next):
+    ...     with logging_context(event_id=handling.event.uuid_string):  # doctest: +SKIP
+    ...         return call_next()
+    """
+    global _middlewares
+    with _lock:
+        _middlewares = (*_middlewares, middleware)
+
+    def remove() -> None:
+        global _middlewares
+        with _lock:
+            _middlewares = tuple(known for known in _middlewares if known is not middleware)
+
+    return remove
+
+
+def call_handler(handler: Callable[[DomainEvent], object], handling: Handling) -> object:
+    """Call ``handler(handling.event)`` inside every middleware, the first added outermost."""
+    call: Callable[[], object] = functools.partial(handler, handling.event)
+    for middleware in reversed(_middlewares):
+        call = functools.partial(middleware, handling, call)
+    return call()
+
+
+async def call_async_handler(
+    handler: Callable[[DomainEvent], Awaitable[object]], handling: Handling
+) -> object:
+    """Await ``handler(handling.event)`` (middleware for asyncio handlers: to be added)."""
+    return await handler(handling.event)
+
+
+#: ``injector(routing_key, message_id)`` returns headers to add to an outgoing
+#: message (a trace context), called on the publishing caller's thread.
+HeaderInjector = Callable[[str, "str | None"], "Mapping[str, Any] | None"]
+_injectors: tuple[HeaderInjector, ...] = ()
+
+
+def add_header_injector(injector: HeaderInjector) -> Callable[[], None]:
+    """Add headers from ``injector`` to every published message; returns a remover."""
+    global _injectors
+    with _lock:
+        _injectors = (*_injectors, injector)
+
+    def remove() -> None:
+        global _injectors
+        with _lock:
+            _injectors = tuple(known for known in _injectors if known is not injector)
+
+    return remove
+
+
+def outgoing_headers(routing_key: str, message_id: str | None) -> dict[str, Any] | None:
+    """Headers every injector adds to a message now (``None`` when there are none)."""
+    if not _injectors:
+        return None
+    headers: dict[str, Any] = {}
+    for injector in _injectors:
+        try:
+            added = injector(routing_key, message_id)
+        except Exception:
+            log.exception("header injector %r failed on %s", injector, routing_key)
+            continue
+        if added:
+            headers.update(added)
+    return headers or None
 
 
 class Metrics:

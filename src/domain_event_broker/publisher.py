@@ -35,6 +35,7 @@ from . import observability
 from .connection import Backoff, cluster_parameters, explain_connection_error
 from .errors import BrokerUnavailable, PublishError, TopologyMismatch
 from .events import DomainEvent, validate_routing_key
+from .messages import OutgoingMessage, PublishOutcome
 from .observability import Occurrence
 from .settings import mask_url, resolve_url
 from .topology import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_TYPE
@@ -541,6 +542,39 @@ class Publisher:
             self._publish_pending(messages, batch)
         return batch
 
+    def publish_batch(self, messages: Iterable[OutgoingMessage]) -> list[PublishOutcome]:
+        """Publish messages with pipelined confirms; report what became of each, in order.
+
+        Unlike :meth:`publish_many` this does not raise when some are refused or
+        not confirmed in time: each :class:`PublishOutcome` says so, and the
+        others are unaffected. With no broker configured nothing is sent and
+        every outcome is an error.
+        """
+        batch = list(messages)
+        if self.connection_settings is None:
+            error = PublishError("no broker configured (connection_settings=None): not sent")
+            return [PublishOutcome(message, error) for message in batch]
+        pendings = [_pending_message(message) for message in batch]
+        connection = self._confirming_connection()
+        deadline = time.monotonic() + self.publish_timeout
+        connection.submit(pendings)
+        outcomes = []
+        listening = observability.listening()
+        for pending, message in zip(pendings, batch, strict=True):
+            try:
+                connection.wait(
+                    pending, deadline, f"event {message.message_id} ({message.routing_key})"
+                )
+            except (PublishError, BrokerUnavailable, TopologyMismatch) as error:
+                outcomes.append(PublishOutcome(message, error))
+            else:
+                outcomes.append(PublishOutcome(message))
+                if listening:
+                    observability.notify(
+                        Occurrence("published", message.routing_key, message.message_id)
+                    )
+        return outcomes
+
     def _publish_pending(
         self, messages: Sequence[_PendingPublish], events: Sequence[DomainEvent]
     ) -> None:
@@ -682,6 +716,19 @@ def publish_domain_event(
     shared_publisher(url)._publish_pending((pending,), (event,))
     log.debug("published event %s (%s)", event.uuid_string, routing_key)
     return event
+
+
+def _pending_message(message: OutgoingMessage) -> _PendingPublish:
+    return _PendingPublish(
+        message.body,
+        message.routing_key,
+        pika.BasicProperties(
+            delivery_mode=2,
+            content_type="application/json",
+            message_id=message.message_id,
+            headers=dict(message.headers) if message.headers else None,
+        ),
+    )
 
 
 def _pending_event(event: DomainEvent) -> _PendingPublish:

@@ -62,6 +62,11 @@ _LONGEST_SUFFIX = len("-delay-") + 10
 QueueType = Literal["classic", "quorum"]
 
 
+def legacy_wait_queue_prefix(subscriber: str) -> str:
+    """Start of the names of the wait queues that releases 2.x-3.x declare for ``subscriber``."""
+    return f"{subscriber}-delay-"
+
+
 @dataclass(frozen=True)
 class SubscriberTopology:
     """The queues and exchanges of one subscriber, and how to declare them."""
@@ -118,7 +123,7 @@ class SubscriberTopology:
 
     def wait_queue(self, delay_ms: int) -> str:
         """Name of the wait queue (and of its exchange) for a retry delay."""
-        return f"{self.name}-delay-{delay_ms}"
+        return f"{legacy_wait_queue_prefix(self.name)}{delay_ms}"
 
     # Arguments -------------------------------------------------------------
     def queue_arguments(self) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""The unit tier: pure parts only, no broker, no database."""
