@@ -143,6 +143,7 @@ def test_relay_skips_rows_another_relay_holds(
     )
 
 
+@pytest.mark.disrupts_broker
 def test_events_committed_while_the_broker_is_down_are_delivered_when_it_is_back(
     broker_url: str, event_queue: str
 ) -> None:

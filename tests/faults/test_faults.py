@@ -143,6 +143,7 @@ def test_connections_closed_twice_mid_stream_lose_nothing(
     assert all("guest:***@" in line for line in subscriber_lines)
 
 
+@pytest.mark.disrupts_broker
 def test_broker_stopped_for_seconds_mid_stream_loses_nothing(
     broker_url: str,
     name: str,
@@ -350,6 +351,7 @@ def test_start_consuming_keeps_its_deadline_across_reconnects(
     assert 2.9 < time.monotonic() - started < 5
 
 
+@pytest.mark.disrupts_broker
 def test_a_broker_blocking_publishers_gives_a_clear_error_and_publishing_resumes(
     broker_url: str, name: str
 ) -> None:
