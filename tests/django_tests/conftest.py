@@ -35,6 +35,7 @@ os.environ["DEB_TEST_SQLITE_PATH"] = SQLITE_PATH
 os.environ["DJANGO_SETTINGS_MODULE"] = "testproject.settings"
 django.setup()
 
+from django.conf import settings as django_settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connections  # noqa: E402
 
@@ -62,10 +63,11 @@ def django_databases() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def django_broker(broker_url: str) -> Iterator[str]:
     """The session's vhost as the broker of Django (``DOMAIN_EVENT_BROKER``), for one test."""
-    previous = broker_settings.BROKER
-    broker_settings.BROKER = broker_url
+    previous = broker_settings.BROKER, django_settings.DOMAIN_EVENT_BROKER
+    # The Django setting comes first; BROKER as the app copies it there at start-up.
+    broker_settings.BROKER = django_settings.DOMAIN_EVENT_BROKER = broker_url
     yield broker_url
-    broker_settings.BROKER = previous
+    broker_settings.BROKER, django_settings.DOMAIN_EVENT_BROKER = previous
 
 
 @pytest.fixture(autouse=True)
