@@ -16,6 +16,7 @@ An explicit ``connection_settings`` argument always wins over all of them.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -318,3 +319,34 @@ def describe_node(parameters: Parameters) -> str:
     """Host, port and vhost of parsed node parameters in words, for error messages."""
     tls = " (TLS)" if parameters.ssl_options is not None else ""
     return f"host {parameters.host}, port {parameters.port}{tls}, vhost {parameters.virtual_host!r}"
+
+
+def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--url`` and the TLS options, shared by ``domain-events`` and ``domain-events-relay``."""
+    parser.add_argument(
+        "--url",
+        help="AMQP URL of the broker; several, comma-separated, for a cluster "
+        "(default: $DOMAIN_EVENT_BROKER, else the local broker)",
+    )
+    tls = parser.add_argument_group("TLS (amqps:// URLs)")
+    tls.add_argument("--ca-file", help="the CA that signed the broker's certificate (PEM)")
+    tls.add_argument(
+        "--cert-file", help="a client certificate (PEM), with its key unless --key-file"
+    )
+    tls.add_argument("--key-file", help="the client certificate's private key (PEM)")
+    tls.add_argument(
+        "--external-auth",
+        action="store_true",
+        help="log in with the client certificate (EXTERNAL) instead of a user name and password",
+    )
+
+
+def broker_from_arguments(arguments: argparse.Namespace) -> BrokerSettings:
+    """The broker that parsed :func:`add_broker_arguments` options name (``''``: the default)."""
+    return BrokerSettings(
+        arguments.url or "",
+        ca_file=arguments.ca_file,
+        cert_file=arguments.cert_file,
+        key_file=arguments.key_file,
+        external_auth=arguments.external_auth,
+    )
