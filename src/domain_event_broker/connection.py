@@ -142,22 +142,25 @@ def _connection_name(broker: BrokerSettings, role: str) -> str:
 
 
 def _parse_url(url: str) -> Parameters:
+    # A URL we cannot read is shown as its scheme only: without the '@' that
+    # ends the user information, any part of it may be the password.
     if not _looks_like_amqp(url):
-        raise ValueError(f"not an AMQP URL: {mask_url(url)}; {_URL_FORM}")
+        raise ValueError(f"not an AMQP URL (it must start with amqp:// or amqps://); {_URL_FORM}")
+    hidden = url.split("://", 1)[0] + "://***"
     userinfo = url.split("://", 1)[1].rpartition("@")[0]
     if any(special in userinfo for special in "/?#"):
         # pika would end the host part there and read the password as a port,
         # or worse, connect somewhere else with half of it.
         raise ValueError(
-            f"not a valid AMQP URL: {mask_url(url)}: its user name or password holds "
-            f"'/', '?' or '#'; {_URL_FORM}"
+            f"not a valid AMQP URL: {hidden}: its user name or password holds '/', '?' or '#'; "
+            f"{_URL_FORM}"
         )
     try:
         parameters = pika.URLParameters(url)
     except Exception:  # pika raises several types
         # pika's own text may quote the password ("Port could not be cast to
         # integer value as '<password>'"): never pass it on.
-        raise ValueError(f"not a valid AMQP URL: {mask_url(url)}; {_URL_FORM}") from None
+        raise ValueError(f"not a valid AMQP URL: {hidden}; {_URL_FORM}") from None
     return parameters
 
 
