@@ -225,3 +225,32 @@ def test_the_relay_takes_tls_options(
     received = round_trip(settings, key, relay)
     assert [event.data for event in received] == [{"relayed": True}]
     assert "relayed 1 events" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("login", ["password", "certificate"])
+def test_the_asyncio_side_connects_from_the_same_settings(
+    tls_node: TlsNode, app_user: str, key: str, login: str
+) -> None:
+    aio_pika = pytest.importorskip("aio_pika")
+    import asyncio
+
+    from domain_event_broker.connection import asyncio_connect_arguments
+
+    name = f"aio {login} {key}"
+    if login == "password":
+        settings = BrokerSettings(app_user, ca_file=tls_node.files["ca"], connection_name=name)
+    else:
+        settings = external_settings(tls_node, connection_name=name)
+    (arguments,) = asyncio_connect_arguments(settings, "aio")
+
+    async def connect_and_look() -> list[dict[str, Any]]:
+        connection = await aio_pika.connect(**arguments)
+        try:
+            await connection.channel()
+            return await asyncio.to_thread(named_connections, tls_node, name)
+        finally:
+            await connection.close()
+
+    rows = asyncio.run(connect_and_look())
+    expected = ("tls-app", "PLAIN") if login == "password" else (CLIENT_USER, "EXTERNAL")
+    assert [(row["user"], row["auth_mechanism"], row["ssl"]) for row in rows] == [(*expected, True)]
