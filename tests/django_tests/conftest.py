@@ -41,6 +41,12 @@ from django.db import connections  # noqa: E402
 
 from domain_event_broker import settings as broker_settings  # noqa: E402
 
+# The app made the Django settings the default broker when Django started. The
+# tests outside this folder share the session and stand for processes without
+# Django: the Django settings count only while a test of this folder runs.
+_DJANGO_DEFAULT = broker_settings.framework_default
+broker_settings.framework_default = None
+
 #: The database aliases a test parametrised over ``alias`` runs on.
 ALIASES = ["default", "sqlite"]
 SHOP_QUEUES = ("shop-recorder", "shop-counter")
@@ -66,7 +72,9 @@ def django_broker(broker_url: str) -> Iterator[str]:
     previous = broker_settings.BROKER, django_settings.DOMAIN_EVENT_BROKER
     # The Django setting comes first; BROKER as the app copies it there at start-up.
     broker_settings.BROKER = django_settings.DOMAIN_EVENT_BROKER = broker_url
+    broker_settings.framework_default = _DJANGO_DEFAULT
     yield broker_url
+    broker_settings.framework_default = None
     broker_settings.BROKER, django_settings.DOMAIN_EVENT_BROKER = previous
 
 
