@@ -13,6 +13,7 @@ from .errors import (
 from .events import DomainEvent
 from .publisher import Publisher, publish_domain_event
 from .replay import DISCARD, LEAVE, RETRY, replay_all, replay_event
+from .settings import BrokerSettings
 from .subscriber import Subscriber
 
 __version__ = "4.0.0.dev0"
@@ -21,6 +22,7 @@ __all__ = [
     "DISCARD",
     "LEAVE",
     "RETRY",
+    "BrokerSettings",
     "BrokerUnavailable",
     "DomainEvent",
     "DomainEventBrokerError",

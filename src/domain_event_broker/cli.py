@@ -1,7 +1,8 @@
 """The ``domain-events`` command: demo, publish, listen, status and dead letters.
 
-Every command takes ``--url`` (default: ``$DOMAIN_EVENT_BROKER`` or
-``settings.BROKER``). Run ``domain-events COMMAND --help`` for details.
+Every command takes ``--url`` (default: ``$DOMAIN_EVENT_BROKER``, else the
+local broker) and the TLS options ``--ca-file``, ``--cert-file``, ``--key-file``
+and ``--external-auth``. Run ``domain-events COMMAND --help`` for details.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import settings
+from . import __version__
 from .demo import run_demo
 from .errors import DomainEventBrokerError
 from .events import DomainEvent
@@ -29,7 +30,13 @@ from .replay import (
     replay_all,
     replay_event,
 )
-from .settings import mask_url
+from .settings import (
+    BrokerSettings,
+    add_broker_arguments,
+    broker_from_arguments,
+    mask_url,
+    resolve_broker,
+)
 from .status import subscriber_status
 from .subscriber import Subscriber
 
@@ -44,8 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:
         logging.getLogger("pika").setLevel(logging.CRITICAL)
-    url = args.url or os.environ.get("DOMAIN_EVENT_BROKER") or settings.BROKER
     try:
+        url = resolve_broker(broker_from_arguments(args))
         status: int = args.run(args, url)
         return status
     except (ValueError, TypeError) as error:  # bad input, including InvalidRoutingKey
@@ -62,10 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="domain-events", description="Publish, watch and repair domain events on RabbitMQ."
     )
-    parser.add_argument(
-        "--url",
-        help="AMQP URL of the broker (default: $DOMAIN_EVENT_BROKER, else the local broker)",
-    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_broker_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -114,11 +119,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _demo(args: argparse.Namespace, url: str) -> int:
+def _demo(args: argparse.Namespace, url: BrokerSettings) -> int:
     return run_demo(url)
 
 
-def _publish(args: argparse.Namespace, url: str) -> int:
+def _publish(args: argparse.Namespace, url: BrokerSettings) -> int:
     try:
         data = json.loads(args.data)
     except ValueError as error:
@@ -130,7 +135,7 @@ def _publish(args: argparse.Namespace, url: str) -> int:
     return 0
 
 
-def _listen(args: argparse.Namespace, url: str) -> int:
+def _listen(args: argparse.Namespace, url: BrokerSettings) -> int:
     seen = 0
     subscriber = Subscriber(url)
 
@@ -152,7 +157,7 @@ def _listen(args: argparse.Namespace, url: str) -> int:
     return 0
 
 
-def _status(args: argparse.Namespace, url: str) -> int:
+def _status(args: argparse.Namespace, url: BrokerSettings) -> int:
     rows = [("subscriber", "waiting", "consumers", "dead letters")]
     missing = False
     for name in args.names:
@@ -176,7 +181,7 @@ def _count(value: int | None, otherwise: str) -> str:
     return otherwise if value is None else str(value)
 
 
-def _list_dead_letters(args: argparse.Namespace, url: str) -> int:
+def _list_dead_letters(args: argparse.Namespace, url: BrokerSettings) -> int:
     letters = list_dead_letters(args.name, url, limit=args.limit)
     if not letters:
         print(f"no dead letters for {args.name}")
@@ -202,7 +207,7 @@ def _list_dead_letters(args: argparse.Namespace, url: str) -> int:
     return 0
 
 
-def _replay(args: argparse.Namespace, url: str) -> int:
+def _replay(args: argparse.Namespace, url: BrokerSettings) -> int:
     if args.verb == "discard":
         callback: Any = lambda **kwargs: DISCARD  # noqa: E731
     elif getattr(args, "interactive", False):

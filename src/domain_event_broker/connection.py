@@ -1,19 +1,25 @@
-"""Connecting to RabbitMQ: URL parameters, clear connection errors, backoff."""
+"""Connecting to RabbitMQ: node parameters (URLs, pika parameters, TLS), clear errors, backoff."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import random
 import socket
+import ssl
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pika
+import pika.credentials
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingConnection
+from pika.connection import Parameters
 
+from . import settings
 from .errors import BrokerUnavailable
-from .settings import describe_url, mask_url, split_urls
+from .settings import BrokerSettings, describe_node, mask_url
 
 log = logging.getLogger(__name__)
 
@@ -30,46 +36,203 @@ CONNECTION_LOST = (
     OSError,
 )
 
+_URL_FORM = (
+    "expected amqp://user:password@host:port/vhost (or amqps://), with any of "
+    "/ : @ # ? % , in the user name or password written percent-encoded (%2F, %3A, %40, ...)"
+)
 
-def cluster_parameters(url: str, role: str) -> list[pika.URLParameters]:
-    """pika parameters for each node URL in ``url`` (comma-separated for a cluster)."""
-    return [connection_parameters(node_url, role) for node_url in split_urls(url)]
+
+def as_broker(connection_settings: object) -> BrokerSettings:
+    """``connection_settings`` that name a broker, as :class:`BrokerSettings`.
+
+    ``''`` is the default broker; ``None`` (no broker) is refused here: callers
+    that connect have checked for it.
+    """
+    broker = settings.resolve_broker(connection_settings)
+    if broker is None:
+        raise ValueError("no broker configured (connection settings None): nothing to connect to")
+    return broker
 
 
-def connection_parameters(url: str, role: str) -> pika.URLParameters:
+def ssl_context_of(connection_settings: object) -> ssl.SSLContext | None:
+    """The TLS context the settings ask for, or ``None`` (then ``amqps://`` uses the system's CAs).
+
+    For the asyncio side too: ``aio_pika.connect_robust(url, ssl_context=...)``.
+    """
+    broker = as_broker(connection_settings)
+    if broker.ssl_context is not None:
+        return broker.ssl_context
+    if not broker.uses_tls_settings:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=broker.ca_file)
+    except (OSError, ssl.SSLError) as error:
+        raise ValueError(f"cannot load the CA file {broker.ca_file}: {error}") from None
+    if broker.cert_file:
+        try:
+            context.load_cert_chain(broker.cert_file, broker.key_file)
+        except (OSError, ssl.SSLError) as error:
+            raise ValueError(
+                f"cannot load the client certificate {broker.cert_file}"
+                f"{f' with key {broker.key_file}' if broker.key_file else ''}: {error}"
+            ) from None
+    return context
+
+
+def cluster_parameters(connection_settings: object, role: str) -> list[Parameters]:
+    """pika parameters for each node of the broker, in the order given.
+
+    ``role`` (publisher, subscriber, ...) goes into our default connection name.
+    """
+    broker = as_broker(connection_settings)
+    context = ssl_context_of(broker)
+    return [_node_parameters(node, broker, context, role) for node in broker.nodes]
+
+
+def connection_parameters(url: str, role: str) -> Parameters:
     """pika parameters for one node ``url``, with bounded time-outs and a connection name.
 
     Query options in the URL (``?heartbeat=30&socket_timeout=10``) win over ours.
     """
-    try:
-        parameters = pika.URLParameters(url)
-    except Exception as error:  # pika raises several types for a malformed URL
-        raise ValueError(f"not a valid AMQP URL: {mask_url(url)} ({error})") from None
-    given = parse_qs(urlsplit(url).query)
-    if "socket_timeout" not in given:
-        parameters.socket_timeout = CONNECT_TIMEOUT
-    if "stack_timeout" not in given:
-        parameters.stack_timeout = CONNECT_TIMEOUT * 2
-    if "blocked_connection_timeout" not in given:
-        # A broker under a resource alarm blocks publishers; do not wait forever.
-        parameters.blocked_connection_timeout = 60.0
-    parameters.client_properties = {
-        "connection_name": f"domain-event-broker {role} {socket.gethostname()} pid={os.getpid()}",
-        "product": "domain-event-broker",
-    }
+    return cluster_parameters(BrokerSettings(url), role)[0]
+
+
+def _node_parameters(
+    node: settings.Node, broker: BrokerSettings, context: ssl.SSLContext | None, role: str
+) -> Parameters:
+    parameters: Parameters
+    if isinstance(node, str):
+        parameters = _parse_url(node)
+        given = parse_qs(urlsplit(node).query)
+        if "socket_timeout" not in given:
+            parameters.socket_timeout = CONNECT_TIMEOUT
+        if "stack_timeout" not in given:
+            parameters.stack_timeout = CONNECT_TIMEOUT * 2
+        if "blocked_connection_timeout" not in given:
+            # A broker under a resource alarm blocks publishers; do not wait forever.
+            parameters.blocked_connection_timeout = 60.0
+    else:
+        # The caller's own object stays as it was: we add TLS and a name to a copy.
+        parameters = copy.copy(node)
+    if context is not None:
+        if isinstance(node, str) and parameters.ssl_options is None:
+            raise ValueError(
+                f"TLS settings were given for {mask_url(node)}: use an amqps:// URL "
+                "(port 5671 unless the URL names another)"
+            )
+        parameters.ssl_options = pika.SSLOptions(context)  # checks the host name
+    if broker.external_auth:
+        if parameters.ssl_options is None:
+            raise ValueError(
+                f"EXTERNAL login needs TLS with a client certificate: {mask_url(node)} "
+                "is not an amqps:// URL"
+            )
+        parameters.credentials = pika.credentials.ExternalCredentials()
+    properties = dict(parameters.client_properties or {})
+    # A name given in the URL (?client_properties=...) or in pika parameters wins.
+    properties.setdefault("connection_name", _connection_name(broker, role))
+    properties.setdefault("product", "domain-event-broker")
+    parameters.client_properties = properties
     return parameters
 
 
-def explain_connection_error(url: str, error: BaseException) -> BrokerUnavailable:
+def _connection_name(broker: BrokerSettings, role: str) -> str:
+    name = broker.connection_name or settings.CONNECTION_NAME
+    return name or f"domain-event-broker {role} {socket.gethostname()} pid={os.getpid()}"
+
+
+def _parse_url(url: str) -> Parameters:
+    # A URL we cannot read is shown as its scheme only: without the '@' that
+    # ends the user information, any part of it may be the password.
+    if not _looks_like_amqp(url):
+        raise ValueError(f"not an AMQP URL (it must start with amqp:// or amqps://); {_URL_FORM}")
+    hidden = url.split("://", 1)[0] + "://***"
+    userinfo = url.split("://", 1)[1].rpartition("@")[0]
+    if any(special in userinfo for special in "/?#"):
+        # pika would end the host part there and read the password as a port,
+        # or worse, connect somewhere else with half of it.
+        raise ValueError(
+            f"not a valid AMQP URL: {hidden}: its user name or password holds '/', '?' or '#'; "
+            f"{_URL_FORM}"
+        )
+    try:
+        parameters = pika.URLParameters(url)
+    except Exception:  # pika raises several types
+        # pika's own text may quote the password ("Port could not be cast to
+        # integer value as '<password>'"): never pass it on.
+        raise ValueError(f"not a valid AMQP URL: {hidden}; {_URL_FORM}") from None
+    return parameters
+
+
+def _looks_like_amqp(url: str) -> bool:
+    return url.lower().startswith(("amqp://", "amqps://"))
+
+
+def asyncio_connect_arguments(connection_settings: object, role: str) -> list[dict[str, Any]]:
+    """Keyword arguments of ``aio_pika.connect_robust(**arguments)``, one dict per node.
+
+    The asyncio side builds its connections from the same settings (URL,
+    cluster, pika parameters, TLS, EXTERNAL login, connection name) this way.
+    """
+    nodes = []
+    for parameters in cluster_parameters(connection_settings, role):
+        credentials = parameters.credentials
+        tls = parameters.ssl_options
+        arguments: dict[str, Any] = {
+            "host": parameters.host,
+            "port": parameters.port,
+            "virtualhost": parameters.virtual_host,
+            "ssl": tls is not None,
+            "client_properties": dict(parameters.client_properties or {}),
+        }
+        if tls is not None:
+            arguments["ssl_context"] = tls.context
+        if isinstance(credentials, pika.credentials.PlainCredentials):
+            arguments.update(login=credentials.username, password=credentials.password)
+        else:  # EXTERNAL: the client certificate says who we are
+            arguments.update(login="", password="", auth="external")
+        if parameters.heartbeat is not None:
+            arguments["heartbeat"] = parameters.heartbeat
+        nodes.append(arguments)
+    return nodes
+
+
+def explain_connection_error(
+    connection_settings: object, error: BaseException
+) -> BrokerUnavailable:
     """A :class:`BrokerUnavailable` that says where we tried to connect and what to check."""
-    masked = mask_url(url)
-    where = "; ".join(describe_url(node_url) for node_url in split_urls(url))
+    broker = as_broker(connection_settings)
+    masked = mask_url(broker)
+    where = "; ".join(describe_node(parameters) for parameters in _described_nodes(broker))
+    cause = _innermost(error)
     if isinstance(error, pika.exceptions.ProbableAuthenticationError):
-        reason = "the broker refused the user name or password; check the credentials in the URL"
+        reason = (
+            "the broker refused the client certificate's user; a user named after the "
+            "certificate's subject must exist and have access to the vhost"
+            if broker.external_auth
+            else "the broker refused the user name or password; check the credentials in the URL"
+        )
+    elif isinstance(error, pika.exceptions.AuthenticationError):
+        reason = (
+            f"the broker does not offer the {error} login mechanism; for EXTERNAL (client "
+            "certificate) login enable the rabbitmq_auth_mechanism_ssl plugin and add EXTERNAL "
+            "to auth_mechanisms"
+        )
     elif isinstance(error, pika.exceptions.ProbableAccessDeniedError):
         reason = (
             "the user has no access to this vhost (or the vhost does not exist); "
             "check the vhost in the URL (%2F is the default vhost '/') and its permissions"
+        )
+    elif isinstance(cause, ssl.SSLCertVerificationError):
+        reason = (
+            f"TLS: the broker's certificate was not accepted ({cause.verify_message}); check "
+            "ca_file (the CA that signed the broker's certificate) and that the host name in the "
+            "URL is one the certificate names"
+        )
+    elif isinstance(cause, ssl.SSLError):
+        reason = (
+            f"TLS handshake failed ({_root_cause(error)}); is this port a TLS (amqps) listener, "
+            "and does the broker accept the client certificate?"
         )
     else:
         detail = _root_cause(error)
@@ -77,7 +240,14 @@ def explain_connection_error(url: str, error: BaseException) -> BrokerUnavailabl
     return BrokerUnavailable(f"cannot reach RabbitMQ at {masked} ({where}): {reason}")
 
 
-def _root_cause(error: BaseException) -> str:
+def _described_nodes(broker: BrokerSettings) -> list[Parameters]:
+    try:
+        return cluster_parameters(broker, "describe")
+    except ValueError:  # not reached: the same settings connected moments ago
+        return []
+
+
+def _innermost(error: BaseException) -> BaseException:
     # pika wraps socket errors several layers deep; the innermost one says what happened.
     seen: BaseException = error
     for _ in range(10):
@@ -93,6 +263,11 @@ def _root_cause(error: BaseException) -> str:
         if inner is None:
             break
         seen = inner
+    return seen
+
+
+def _root_cause(error: BaseException) -> str:
+    seen = _innermost(error)
     text = str(seen) or type(seen).__name__
     if isinstance(seen, ConnectionRefusedError):
         text = "connection refused"
@@ -101,19 +276,20 @@ def _root_cause(error: BaseException) -> str:
     return text
 
 
-def connect_blocking(url: str, role: str) -> BlockingConnection:
+def connect_blocking(connection_settings: object, role: str) -> BlockingConnection:
     """Open a blocking connection, or raise :class:`BrokerUnavailable` within bounded time.
 
-    With several node URLs, each is tried in turn (starting at a random one, so
+    With several nodes, each is tried in turn (starting at a random one, so
     that clients spread over the cluster).
     """
-    parameters = cluster_parameters(url, role)
+    broker = as_broker(connection_settings)
+    parameters = cluster_parameters(broker, role)
     start = random.randrange(len(parameters))
     parameters = parameters[start:] + parameters[:start]
     try:
         return BlockingConnection(parameters)
     except (pika.exceptions.AMQPError, OSError) as error:
-        raise explain_connection_error(url, error) from None
+        raise explain_connection_error(broker, error) from None
 
 
 class Backoff:

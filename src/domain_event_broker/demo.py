@@ -21,7 +21,7 @@ from .errors import DomainEventBrokerError, Retry
 from .events import DomainEvent
 from .publisher import Publisher
 from .replay import RETRY, replay_all
-from .settings import mask_url, resolve_url
+from .settings import BrokerSettings, ConnectionSettings, mask_url, resolve_url
 from .subscriber import Subscriber
 from .topology import EXCEPTION_MESSAGE_HEADER, EXCEPTION_TYPE_HEADER
 
@@ -68,7 +68,7 @@ class _MailerService:
             self.all_done.set()
 
 
-def run_demo(connection_settings: str | None = "", out: TextIO = sys.stdout) -> int:
+def run_demo(connection_settings: ConnectionSettings = "", out: TextIO = sys.stdout) -> int:
     """Run the demo on the broker at ``connection_settings``; return an exit status."""
     url = resolve_url(connection_settings)
     if url is None:
@@ -149,7 +149,7 @@ def run_demo(connection_settings: str | None = "", out: TextIO = sys.stdout) -> 
         say("Deleted the demo's queues and exchanges.")
 
 
-def _depth(url: str, queue: str) -> int:
+def _depth(url: BrokerSettings, queue: str) -> int:
     connection = connect_blocking(url, "demo")
     try:
         return int(connection.channel().queue_declare(queue, passive=True).method.message_count)
@@ -157,7 +157,7 @@ def _depth(url: str, queue: str) -> int:
         connection.close()
 
 
-def _delete_topology(url: str, name: str) -> None:
+def _delete_topology(url: BrokerSettings, name: str) -> None:
     connection = connect_blocking(url, "demo")
     try:
         channel = connection.channel()

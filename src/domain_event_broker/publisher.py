@@ -37,7 +37,7 @@ from .errors import BrokerUnavailable, PublishError, TopologyMismatch
 from .events import DomainEvent, validate_routing_key
 from .messages import OutgoingMessage, PublishOutcome
 from .observability import Occurrence
-from .settings import mask_url, resolve_url
+from .settings import BrokerSettings, ConnectionSettings, mask_url, resolve_url
 from .topology import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_TYPE
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,9 @@ class _ConfirmingConnection:
     callers :meth:`submit` messages and :meth:`wait` for each to be settled.
     """
 
-    def __init__(self, url: str, exchange: str, exchange_type: str, connect_timeout: float) -> None:
+    def __init__(
+        self, url: BrokerSettings, exchange: str, exchange_type: str, connect_timeout: float
+    ) -> None:
         self.url = url
         self.masked_url = mask_url(url)
         self.exchange = exchange
@@ -455,7 +457,7 @@ class Publisher:
 
     def __init__(
         self,
-        connection_settings: str | None = "",
+        connection_settings: ConnectionSettings = "",
         exchange: str = DEFAULT_EXCHANGE,
         exchange_type: str = DEFAULT_EXCHANGE_TYPE,
         *,
@@ -620,12 +622,14 @@ class Publisher:
         self.disconnect()
 
 
-_shared: dict[tuple[str, str, str], Publisher] = {}
+_shared: dict[tuple[BrokerSettings, str, str], Publisher] = {}
 _shared_lock = threading.Lock()
 
 
 def shared_publisher(
-    url: str, exchange: str = DEFAULT_EXCHANGE, exchange_type: str = DEFAULT_EXCHANGE_TYPE
+    url: BrokerSettings,
+    exchange: str = DEFAULT_EXCHANGE,
+    exchange_type: str = DEFAULT_EXCHANGE_TYPE,
 ) -> Publisher:
     """The process-wide publisher for ``url``, created on first use."""
     key = (url, exchange, exchange_type)
@@ -681,7 +685,7 @@ def publish_domain_event(
     domain_object_id: str | None = None,
     uuid_string: str | None = None,
     timestamp: float | None = None,
-    connection_settings: str | None = "",
+    connection_settings: ConnectionSettings = "",
 ) -> DomainEvent:
     """Send a domain event to RabbitMQ; return it once the broker has stored it.
 

@@ -22,7 +22,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from .connection import connect_blocking
 from .errors import InvalidEvent
 from .events import DomainEvent
-from .settings import resolve_url
+from .settings import ConnectionSettings, resolve_url
 from .subscriber import copy_properties
 from .topology import (
     ATTEMPT_HEADERS,
@@ -50,7 +50,7 @@ def retry_event(body: bytes | None = None, **kwargs: Any) -> str:
 def replay_event(
     queue_name: str,
     message_callback: MessageCallback = retry_event,
-    connection_settings: str | None = "",
+    connection_settings: ConnectionSettings = "",
 ) -> int:
     """Move one event from the dead-letter queue of subscriber ``queue_name`` back to it.
 
@@ -67,7 +67,7 @@ def replay_event(
 def replay_all(
     queue_name: str,
     message_callback: MessageCallback = retry_event,
-    connection_settings: str | None = "",
+    connection_settings: ConnectionSettings = "",
 ) -> int:
     """Offer every event now in the dead-letter queue to ``message_callback`` once.
 
@@ -80,7 +80,7 @@ def replay_all(
 def _replay(
     queue_name: str,
     message_callback: MessageCallback,
-    connection_settings: str | None,
+    connection_settings: ConnectionSettings,
     limit: int | None,
 ) -> int:
     url = resolve_url(connection_settings)
@@ -261,7 +261,7 @@ def _optional_text(value: object) -> str | None:
 
 
 def list_dead_letters(
-    queue_name: str, connection_settings: str | None = "", limit: int = 100
+    queue_name: str, connection_settings: ConnectionSettings = "", limit: int = 100
 ) -> list[DeadLetter]:
     """Look at up to ``limit`` events in the dead-letter queue of ``queue_name``, in order.
 

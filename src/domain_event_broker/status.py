@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pika.exceptions
 
 from .connection import connect_blocking
-from .settings import resolve_url
+from .settings import ConnectionSettings, resolve_url
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class SubscriberStatus:
     dead_letters: int | None
 
 
-def subscriber_status(name: str, connection_settings: str | None = "") -> SubscriberStatus:
+def subscriber_status(name: str, connection_settings: ConnectionSettings = "") -> SubscriberStatus:
     """Backlog, consumer count and dead-letter count of subscriber ``name``.
 
     >>> subscriber_status("welcome-mailer")  # doctest: +SKIP

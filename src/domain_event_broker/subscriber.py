@@ -43,7 +43,7 @@ from .connection import CONNECTION_LOST, Backoff, connect_blocking
 from .errors import InvalidEvent, Retry
 from .events import DomainEvent
 from .observability import Occurrence
-from .settings import mask_url, resolve_url
+from .settings import ConnectionSettings, mask_url, resolve_url
 from .topology import (
     DEFAULT_EXCHANGE,
     DEFAULT_EXCHANGE_TYPE,
@@ -209,7 +209,7 @@ class Subscriber:
 
     def __init__(
         self,
-        connection_settings: str | None = "",
+        connection_settings: ConnectionSettings = "",
         exchange: str = DEFAULT_EXCHANGE,
         exchange_type: str = DEFAULT_EXCHANGE_TYPE,
         *,

@@ -35,10 +35,17 @@ os.environ["DEB_TEST_SQLITE_PATH"] = SQLITE_PATH
 os.environ["DJANGO_SETTINGS_MODULE"] = "testproject.settings"
 django.setup()
 
+from django.conf import settings as django_settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connections  # noqa: E402
 
 from domain_event_broker import settings as broker_settings  # noqa: E402
+
+# The app made the Django settings the default broker when Django started. The
+# tests outside this folder share the session and stand for processes without
+# Django: the Django settings count only while a test of this folder runs.
+_DJANGO_DEFAULT = broker_settings.framework_default
+broker_settings.framework_default = None
 
 #: The database aliases a test parametrised over ``alias`` runs on.
 ALIASES = ["default", "sqlite"]
@@ -62,10 +69,13 @@ def django_databases() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def django_broker(broker_url: str) -> Iterator[str]:
     """The session's vhost as the broker of Django (``DOMAIN_EVENT_BROKER``), for one test."""
-    previous = broker_settings.BROKER
-    broker_settings.BROKER = broker_url
+    previous = broker_settings.BROKER, django_settings.DOMAIN_EVENT_BROKER
+    # The Django setting comes first; BROKER as the app copies it there at start-up.
+    broker_settings.BROKER = django_settings.DOMAIN_EVENT_BROKER = broker_url
+    broker_settings.framework_default = _DJANGO_DEFAULT
     yield broker_url
-    broker_settings.BROKER = previous
+    broker_settings.framework_default = None
+    broker_settings.BROKER, django_settings.DOMAIN_EVENT_BROKER = previous
 
 
 @pytest.fixture(autouse=True)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import transaction
 from django.test import override_settings
 from testproject.shop.models import Order
 
 from django_tests.conftest import ALIASES, bodies
 from domain_event_broker import EventNotSerializable, InvalidRoutingKey, publish_domain_event
-from domain_event_broker import settings as broker_settings
 from domain_event_broker.django import publish_on_commit
 from domain_event_broker.django.models import OutboxEvent
 
@@ -87,7 +87,7 @@ def test_bad_event_fails_inside_the_transaction(alias: str, event_queue: str) ->
 def test_no_broker_sends_nothing_and_fails_nothing(
     alias: str, outbox: bool, broker_url: str, event_queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(broker_settings, "BROKER", None)  # DOMAIN_EVENT_BROKER = None
+    monkeypatch.setattr(django_settings, "DOMAIN_EVENT_BROKER", None)
     with transaction.atomic(using=alias):
         event = publish_on_commit(
             f"{event_queue}.order.placed", {"n": 3}, outbox=outbox, using=alias

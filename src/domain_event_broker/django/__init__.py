@@ -2,8 +2,12 @@
 
 Settings:
 
-- ``DOMAIN_EVENT_BROKER``: the AMQP URL, or ``None`` to send nothing (and fail
-  nothing); when absent, ``domain_event_broker.settings.BROKER`` stays as it is.
+- ``DOMAIN_EVENT_BROKER``: the AMQP URL (or anything ``connection_settings``
+  takes), or ``None`` to send nothing (and fail nothing); it comes before
+  ``domain_event_broker.settings.BROKER`` and ``$DOMAIN_EVENT_BROKER``.
+- ``DOMAIN_EVENT_BROKER_SSL``: TLS, ``{"ca_file", "cert_file", "key_file",
+  "external_auth"}`` (each optional).
+- ``DOMAIN_EVENT_BROKER_CONNECTION_NAME``: the name RabbitMQ shows for the connections.
 - ``DOMAIN_EVENT_BROKER_OUTBOX``: ``True`` makes :func:`publish_on_commit` write
   to the transactional outbox by default (default ``False``).
 

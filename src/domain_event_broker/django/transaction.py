@@ -10,7 +10,7 @@ from django.db import DEFAULT_DB_ALIAS, transaction
 from ..events import DomainEvent
 from ..outbox.store import outbox_entry
 from ..publisher import publish_domain_event
-from ..settings import DEFAULT, resolve_url
+from ..settings import DEFAULT, ConnectionSettings, resolve_url
 from .conf import outbox_by_default
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ def publish_on_commit(
     domain_object_id: str | None = None,
     uuid_string: str | None = None,
     timestamp: float | None = None,
-    connection_settings: str | None = "",
+    connection_settings: ConnectionSettings = "",
     *,
     outbox: bool | None = None,
     using: str | None = None,
@@ -85,7 +85,7 @@ def _write_to_outbox(
     domain_object_id: str | None,
     uuid_string: str | None,
     timestamp: float | None,
-    connection_settings: str | None,
+    connection_settings: ConnectionSettings,
     using: str | None,
 ) -> DomainEvent:
     if connection_settings not in ("", None, DEFAULT):

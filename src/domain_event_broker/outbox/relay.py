@@ -25,7 +25,7 @@ from typing import Any
 from ..connection import Backoff
 from ..errors import DomainEventBrokerError
 from ..publisher import Publisher
-from ..settings import mask_url, resolve_url
+from ..settings import ConnectionSettings, mask_url, resolve_url
 from ..topology import DEFAULT_EXCHANGE
 from .store import OutboxStore, PendingEvent
 
@@ -82,7 +82,7 @@ class OutboxRelay:
     def __init__(
         self,
         store: OutboxStore,
-        connection_settings: str | None = "",
+        connection_settings: ConnectionSettings = "",
         *,
         exchange: str = DEFAULT_EXCHANGE,
         batch_size: int = BATCH_SIZE,

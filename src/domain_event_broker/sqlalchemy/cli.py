@@ -1,7 +1,8 @@
 """``domain-events-relay``: publish a SQLAlchemy outbox table to RabbitMQ.
 
 The database URL comes from ``--database-url`` or ``$DATABASE_URL``, the broker
-from ``--url``, ``$DOMAIN_EVENT_BROKER`` or ``settings.BROKER``.
+from ``--url`` (with ``--ca-file``, ``--cert-file``, ``--key-file`` and
+``--external-auth`` for TLS), ``$DOMAIN_EVENT_BROKER`` or the local broker.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .. import settings
+from .. import __version__
 from ..errors import DomainEventBrokerError
 from ..outbox.relay import OutboxRelay, add_relay_arguments, relay_options, stop_on_signals
-from ..settings import mask_url
+from ..settings import add_broker_arguments, broker_from_arguments, mask_url, resolve_broker
 from .outbox import SQLAlchemyOutboxStore
 from .tables import metadata
 
@@ -32,7 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not database_url:
         print("error: give --database-url or set DATABASE_URL", file=sys.stderr)
         return 2
-    url = args.url or os.environ.get("DOMAIN_EVENT_BROKER") or settings.BROKER
+    try:
+        url = resolve_broker(broker_from_arguments(args))
+    except ValueError as error:  # e.g. --key-file without --cert-file
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     store = SQLAlchemyOutboxStore(database_url)
     if args.create_table:
         metadata.create_all(store.engine)
@@ -61,9 +66,8 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--database-url", help="SQLAlchemy database URL (default: $DATABASE_URL)")
-    parser.add_argument(
-        "--url", help="AMQP URL of the broker (default: $DOMAIN_EVENT_BROKER, else the local one)"
-    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_broker_arguments(parser)
     add_relay_arguments(parser)
     parser.add_argument(
         "--create-table", action="store_true", help="create the outbox and inbox tables if missing"
