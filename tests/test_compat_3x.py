@@ -13,6 +13,7 @@ import json
 import logging
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
@@ -339,6 +340,9 @@ def test_readme_replay_filter_on_body_bytes_matches(
 
     def only_eu(frame: Any, header: Any, body: bytes) -> str:  # the README's example
         return RETRY if b'"region": "eu"' in body else LEAVE
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert """return RETRY if b'"region": "eu"' in body else LEAVE""" in readme
 
     replay_all(name, only_eu)
     assert take(broker_url, name) == [sent[0], sent[2]]
