@@ -17,6 +17,7 @@ from domain_event_broker import (
     replay_all,
     replay_event,
 )
+from domain_event_broker.replay import replay_dead_letters
 from support import consume_until, get_all, queue_depth
 
 MakeSubscriber = Callable[..., Subscriber]
@@ -119,7 +120,8 @@ def test_callback_decides_replay_discard_or_leave(
         )
         return decisions[data["n"]]
 
-    assert replay_all(name, decide, connection_settings=broker_url) == 1
+    # 3.x's count: the events beside the last one taken (none), not what stays.
+    assert replay_all(name, decide, connection_settings=broker_url) == 0
     assert [s["n"] for s in seen] == [0, 1, 2]
     assert all(s["subscriber"] == name for s in seen)
     assert [DomainEvent.from_json(b).data["n"] for _, _, b in get_all(broker_url, name)] == [0]
@@ -128,13 +130,26 @@ def test_callback_decides_replay_discard_or_leave(
     ] == [2]
 
 
-def test_events_left_in_place_are_counted_as_remaining(
+def test_events_left_earlier_in_the_run_are_counted_as_3x_counted_them(
     broker_url: str, name: str, make_subscriber: MakeSubscriber
 ) -> None:
     _dead_letter(broker_url, name, make_subscriber, 4)
     decisions = iter([RETRY, DISCARD, LEAVE, LEAVE])
     left = replay_all(name, lambda **kwargs: next(decisions), connection_settings=broker_url)
-    assert left == 2
+    # When the last event was taken, the one left before it was beside it (3.x had
+    # put it back at once); the last one itself is not counted.
+    assert left == 1
+    assert queue_depth(broker_url, f"{name}-dl") == 2
+
+
+def test_replay_dead_letters_counts_what_stays_in_the_dead_letter_queue(
+    broker_url: str, name: str, make_subscriber: MakeSubscriber
+) -> None:
+    _dead_letter(broker_url, name, make_subscriber, 3)
+    leave = lambda **kwargs: LEAVE  # noqa: E731
+    assert replay_dead_letters(name, leave, broker_url) == 3
+    assert replay_dead_letters(name, leave, broker_url, all_events=True) == 3
+    assert replay_dead_letters(name, connection_settings=broker_url) == 2
     assert queue_depth(broker_url, f"{name}-dl") == 2
 
 

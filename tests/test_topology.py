@@ -47,7 +47,12 @@ def declare_like_the_old_library(
         channel.queue_bind(wait, wait, routing_key="#")
 
 
-def _listing(vhost: str, name: str) -> list[str]:
+def _listings(vhost: str, *names: str) -> list[list[str]]:
+    """Queues, exchanges and bindings of each subscriber in ``names``, its name replaced by N.
+
+    One listing for all: a wait queue expires 10 s after it was last declared,
+    and rabbitmqctl can take seconds on a loaded machine.
+    """
     rows = rabbitmqctl(
         "list_queues", "-q", "-p", vhost, "name", "durable", "auto_delete", "exclusive", "arguments"
     ).splitlines()
@@ -57,8 +62,7 @@ def _listing(vhost: str, name: str) -> list[str]:
     rows += rabbitmqctl(
         "list_bindings", "-q", "-p", vhost, "source_name", "destination_name", "routing_key"
     ).splitlines()
-    mine = [row for row in rows if name in row]
-    return sorted(row.replace(name, "N") for row in mine)
+    return [sorted(row.replace(name, "N") for row in rows if name in row) for name in names]
 
 
 @pytest.mark.parametrize("dead_letter", [True, False])
@@ -66,7 +70,6 @@ def test_our_topology_is_exactly_that_of_the_old_library(
     broker_url: str, vhost: str, name: str, make_subscriber: MakeSubscriber, dead_letter: bool
 ) -> None:
     old, new = f"{name}o", f"{name}n"
-    declare_like_the_old_library(broker_url, old, [f"{old}.*"], dead_letter, 250)
     attempts: list[int] = []
 
     def retry_once(event: DomainEvent) -> None:
@@ -81,8 +84,9 @@ def test_our_topology_is_exactly_that_of_the_old_library(
     publish_domain_event(f"{new}.x", {}, connection_settings=broker_url)
     consume_until(subscriber, lambda: len(attempts) == 2)
     subscriber.stop_consuming()
-    listing_old = _listing(vhost, old)
-    listing_new = _listing(vhost, new)
+    # Declared now, so that neither wait queue has expired when both are listed.
+    declare_like_the_old_library(broker_url, old, [f"{old}.*"], dead_letter, 250)
+    listing_old, listing_new = _listings(vhost, old, new)
     assert listing_new == listing_old
     assert listing_new, "nothing declared?"
     delete_queues(broker_url, old, f"{old}-dl", f"{old}-delay-250", f"{new}-delay-250")

@@ -27,8 +27,7 @@ from .replay import (
     interactive_callback,
     list_dead_letters,
     read_stdin_line,
-    replay_all,
-    replay_event,
+    replay_dead_letters,
 )
 from .settings import (
     BrokerSettings,
@@ -215,8 +214,8 @@ def _replay(args: argparse.Namespace, url: BrokerSettings) -> int:
     else:
         callback = lambda **kwargs: RETRY  # noqa: E731
     for name in args.names:
-        replay = replay_all if args.all else replay_event
-        left = replay(name, callback, connection_settings=url)
+        # The true count, not 3.x's (which leaves out an event just left in place).
+        left = replay_dead_letters(name, callback, connection_settings=url, all_events=args.all)
         print(f"{left} dead-lettered events remaining for {name}")
     return 0
 

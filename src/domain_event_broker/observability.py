@@ -15,6 +15,9 @@ What is reported (``Occurrence.kind``):
 - ``retried``: a handler raised :class:`Retry` and a delayed copy was scheduled;
 - ``dead_lettered``: the event went to the dead-letter queue;
 - ``dropped``: it failed and the subscriber keeps no dead letters.
+- ``publish_failed``: ``publish_on_commit`` could not publish an event (after
+  the commit, or at once outside a transaction); ``event_id`` is ``None``
+  unless the caller gave ``uuid_string``.
 
 Listeners run on the thread where it happened (a publisher's caller, a
 subscriber's worker) and must be quick; an exception in one is logged, never

@@ -32,6 +32,7 @@ import pika.spec
 from pika.adapters.select_connection import IOLoop, SelectConnection
 
 from . import observability
+from ._transport import Transport
 from .connection import Backoff, cluster_parameters, explain_connection_error
 from .errors import BrokerUnavailable, PublishError, TopologyMismatch
 from .events import DomainEvent, validate_routing_key
@@ -441,7 +442,7 @@ def _coalesce_output(connection: SelectConnection | None) -> None:
         buffers.append(joined)
 
 
-class Publisher:
+class Publisher(Transport):
     """Publishes messages to the events exchange, each confirmed by the broker.
 
     One publisher holds one connection; it is safe to share between threads.
@@ -464,6 +465,7 @@ class Publisher:
         publish_timeout: float = PUBLISH_TIMEOUT,
         connect_timeout: float = 15.0,
     ) -> None:
+        super().__init__(connection_settings, exchange, exchange_type)
         self.connection_settings = resolve_url(connection_settings)
         self.exchange = exchange
         self.exchange_type = exchange_type
@@ -608,6 +610,7 @@ class Publisher:
 
     def disconnect(self) -> None:
         """Close the connection. The publisher reconnects if used again."""
+        super().disconnect()  # the 3.x transport's .connection, when it was used
         with self._lock:
             connection, self._connection = self._connection, None
         if connection is not None and self._pid == os.getpid():

@@ -55,13 +55,17 @@ def replay_event(
     """Move one event from the dead-letter queue of subscriber ``queue_name`` back to it.
 
     ``message_callback(frame=..., header=..., body=...)`` decides: ``RETRY``
-    (replay it), ``DISCARD`` (delete it) or ``LEAVE`` (keep it). Returns how
-    many events are left in the dead-letter queue.
+    (replay it), ``DISCARD`` (delete it) or ``LEAVE`` (keep it).
+
+    Returns what 3.x returns: how many other events the dead-letter queue
+    held when this one was taken (``message_count`` of basic.get-ok), whatever
+    the callback decided. So ``LEAVE`` on the only event returns 0, although
+    it stays there; 0 also when the queue was empty.
 
     >>> replay_event("welcome-mailer")  # doctest: +SKIP
     0
     """
-    return _replay(queue_name, message_callback, connection_settings, limit=1)
+    return _replay(queue_name, message_callback, connection_settings, limit=1).reported
 
 
 def replay_all(
@@ -72,9 +76,38 @@ def replay_all(
     """Offer every event now in the dead-letter queue to ``message_callback`` once.
 
     Ends even when replayed events fail again at once: it handles at most the
-    events that were there when it started. Returns how many are left.
+    events that were there when it started. Returns what 3.x returns: the
+    count :func:`replay_event` gives for the last event taken, i.e. how many
+    other events were in the dead-letter queue then, counting those left
+    earlier in this run (3.x put them back at once; here they are held until
+    the end, so that each event is offered once).
     """
-    return _replay(queue_name, message_callback, connection_settings, limit=None)
+    return _replay(queue_name, message_callback, connection_settings, limit=None).reported
+
+
+def replay_dead_letters(
+    queue_name: str,
+    message_callback: MessageCallback = retry_event,
+    connection_settings: ConnectionSettings = "",
+    *,
+    all_events: bool = False,
+) -> int:
+    """Like :func:`replay_event` (or :func:`replay_all`), but return how many events
+    are in the dead-letter queue afterwards, those left by the callback included.
+
+    For operators (the ``domain-events`` command): 3.x's count of
+    :func:`replay_event` leaves out the event just taken, also when it stays.
+    """
+    limit = None if all_events else 1
+    return _replay(queue_name, message_callback, connection_settings, limit).still_waiting
+
+
+@dataclass(frozen=True)
+class _Replayed:
+    #: What 3.x's replay_event/replay_all return (see there).
+    reported: int
+    #: Events in the dead-letter queue after the run.
+    still_waiting: int
 
 
 def _replay(
@@ -82,10 +115,10 @@ def _replay(
     message_callback: MessageCallback,
     connection_settings: ConnectionSettings,
     limit: int | None,
-) -> int:
+) -> _Replayed:
     url = resolve_url(connection_settings)
     if url is None:
-        return 0
+        return _Replayed(0, 0)
     dead_letter_queue = f"{queue_name}-dl"
     retry_exchange = f"{queue_name}-retry"
     connection = connect_blocking(url, "replay")
@@ -95,10 +128,15 @@ def _replay(
         waiting = _message_count(channel, dead_letter_queue)
         to_visit = waiting if limit is None else min(limit, waiting)
         left: list[int] = []
+        # basic.get-ok's message_count of the last event taken, plus the events
+        # held back before it (3.x requeued those, so its count included them).
+        remaining = 0
         for _ in range(to_visit):
             frame, header, body = channel.basic_get(dead_letter_queue)
             if frame is None or header is None or body is None:
+                remaining = len(left)
                 break
+            remaining = int(frame.message_count or 0) + len(left)
             delivery_tag = int(frame.delivery_tag or 0)
             action = message_callback(frame=frame, header=header, body=body)
             if action == RETRY:
@@ -123,12 +161,12 @@ def _replay(
                 raise ValueError(
                     f"message_callback returned {action!r}; return RETRY, DISCARD or LEAVE"
                 )
-        # Count before giving the left events back: the broker requeues them
+        # Counted before giving the left events back: the broker requeues them
         # asynchronously, and a count taken right after the nack can miss them.
-        remaining = _message_count(channel, dead_letter_queue) + len(left)
+        still_waiting = _message_count(channel, dead_letter_queue) + len(left)
         for delivery_tag in left:
             channel.basic_nack(delivery_tag, requeue=True)
-        return remaining
+        return _Replayed(remaining, still_waiting)
     finally:
         if connection.is_open:
             connection.close()

@@ -137,6 +137,13 @@ class BrokerSettings:
         )
 
     def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            # 3.x kept the URL itself in ``connection_settings``; code that
+            # compares it with a URL keeps working.
+            try:
+                other = BrokerSettings(other)
+            except ValueError:
+                return False
         if not isinstance(other, BrokerSettings):
             return NotImplemented
         return self._key() == other._key()

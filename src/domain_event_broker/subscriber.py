@@ -39,6 +39,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from . import observability
+from ._transport import Transport, requires_broker
 from .connection import CONNECTION_LOST, Backoff, connect_blocking
 from .errors import InvalidEvent, Retry
 from .events import DomainEvent
@@ -189,7 +190,7 @@ def copy_properties(
     )
 
 
-class Subscriber:
+class Subscriber(Transport):
     """Receives domain events for one or more registered handlers.
 
     >>> subscriber = Subscriber()  # doctest: +SKIP
@@ -218,6 +219,7 @@ class Subscriber:
         shutdown_grace_period: float = SHUTDOWN_GRACE_PERIOD,
         handle_signals: bool = True,
     ) -> None:
+        super().__init__(connection_settings, exchange, exchange_type)
         if prefetch_count < 1:
             raise ValueError(f"prefetch_count must be at least 1, got {prefetch_count}")
         if workers < 1:
@@ -312,6 +314,16 @@ class Subscriber:
             self.masked_url,
         )
 
+    @requires_broker
+    def bind_routing_keys(
+        self, exchange: str, queue_name: str, binding_keys: str | Sequence[str]
+    ) -> None:
+        """Bind queue ``queue_name`` to ``exchange`` with each binding key (the 3.x helper)."""
+        channel = self.channel
+        assert channel is not None
+        for binding_key in normalise_binding_keys(binding_keys):
+            channel.queue_bind(queue=queue_name, exchange=exchange, routing_key=binding_key)
+
     @property
     def registered_names(self) -> list[str]:
         """Names of the registered handlers (their queue names)."""
@@ -374,6 +386,7 @@ class Subscriber:
     def disconnect(self) -> None:
         """Close the connection (after :meth:`stop_consuming`, if consuming)."""
         self.stop_consuming()
+        super().disconnect()  # the 3.x transport's .connection, when it was used
 
     close = disconnect
 
