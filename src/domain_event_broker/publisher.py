@@ -101,8 +101,16 @@ class _ConfirmingConnection:
     callers :meth:`submit` messages and :meth:`wait` for each to be settled.
     """
 
-    def __init__(self, url: str, exchange: str, exchange_type: str, connect_timeout: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        exchange: str,
+        exchange_type: str,
+        connect_timeout: float,
+        nack_grace: float = NACK_GRACE,
+    ) -> None:
         self.url = url
+        self.nack_grace = nack_grace
         self.masked_url = mask_url(url)
         self.exchange = exchange
         self.exchange_type = exchange_type
@@ -407,7 +415,7 @@ class _ConfirmingConnection:
             now = time.monotonic()
             if pending.first_nacked is None:
                 pending.first_nacked = now
-            if now - pending.first_nacked < NACK_GRACE and not pending.abandoned:
+            if now - pending.first_nacked < self.nack_grace and not pending.abandoned:
                 resend.append(pending)
                 return
             pending.error = PublishError(
@@ -461,8 +469,11 @@ class Publisher:
         *,
         publish_timeout: float = PUBLISH_TIMEOUT,
         connect_timeout: float = 15.0,
+        nack_grace: float = NACK_GRACE,
     ) -> None:
         self.connection_settings = resolve_url(connection_settings)
+        #: Seconds a refused event is re-sent before the refusal is final (0: at once).
+        self.nack_grace = nack_grace
         self.exchange = exchange
         self.exchange_type = exchange_type
         self.publish_timeout = publish_timeout
@@ -490,6 +501,7 @@ class Publisher:
                     self.exchange,
                     self.exchange_type,
                     self.connect_timeout,
+                    self.nack_grace,
                 )
             return self._connection
 

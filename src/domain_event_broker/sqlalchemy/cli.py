@@ -32,11 +32,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not database_url:
         print("error: give --database-url or set DATABASE_URL", file=sys.stderr)
         return 2
-    url = args.url or os.environ.get("DOMAIN_EVENT_BROKER") or settings.BROKER
+    url = _broker_url(args.url)
+    if url is None:
+        print(
+            "error: no broker configured (--url or $DOMAIN_EVENT_BROKER is empty, or "
+            "settings.BROKER is None): not relaying; every row stays pending",
+            file=sys.stderr,
+        )
+        return 2
     store = SQLAlchemyOutboxStore(database_url)
     if args.create_table:
         metadata.create_all(store.engine)
-    relay = OutboxRelay(store, url, **relay_options(vars(args)))
+    try:
+        relay = OutboxRelay(store, url, **relay_options(vars(args)))
+    except ValueError as error:
+        store.close()
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     restore_signals = stop_on_signals(relay)
     print(f"relaying the outbox of {store.description} to {mask_url(url)}", flush=True)
     try:
@@ -49,6 +61,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         relay.close()
     print(stats.summary(), flush=True)
     return 0
+
+
+def _broker_url(given: str | None) -> str | None:
+    """``--url``, else ``$DOMAIN_EVENT_BROKER``, else ``settings.BROKER``; ``None``: no broker.
+
+    An empty ``--url`` or variable is a deployment's missing value, not a
+    request for the local broker.
+    """
+    if given is not None:
+        return given.strip() or None
+    if "DOMAIN_EVENT_BROKER" in os.environ:
+        return os.environ["DOMAIN_EVENT_BROKER"].strip() or None
+    return settings.BROKER
 
 
 def _parser() -> argparse.ArgumentParser:
