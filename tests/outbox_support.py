@@ -30,9 +30,9 @@ def odd_payload(routing_key: str, n: int) -> tuple[str, str]:
     non-default spacing and key order, and non-ASCII text, as another writer might store it."""
     uuid_string = str(uuid.uuid4())
     payload = (
-        '{ "uuid_string":"%s" ,"routing_key": "%s",\n  "data": {"n":%d, "name": "Zoë ✓"},'
-        '"timestamp":1700000000.5,   "domain_object_id":null, "schema_version": 3 }'
-        % (uuid_string, routing_key, n)
+        f'{{ "uuid_string":"{uuid_string}" ,"routing_key": "{routing_key}",\n  '
+        f'"data": {{"n":{n}, "name": "Zoë ✓"}},"timestamp":1700000000.5,   '
+        '"domain_object_id":null, "schema_version": 3 }'
     )
     json.loads(payload)  # still an event
     return uuid_string, payload

@@ -1,4 +1,4 @@
-"""Refused outbox rows: when they are tried again, when they are parked, what counts as a refusal."""
+"""Refused outbox rows: when they are tried again, when parked, what counts as a refusal."""
 
 from __future__ import annotations
 
