@@ -41,3 +41,55 @@ def odd_payload(routing_key: str, n: int) -> tuple[str, str]:
 def arrivals(broker_url: str, queue: str) -> list[dict[str, Any]]:
     """Every event in ``queue`` (taken out), as JSON, in arrival order."""
     return [json.loads(body) for _m, _p, body in get_all(broker_url, queue)]
+
+
+def relay_through_a_late_broker(
+    relay: Any, caplog: Any, broker_url: str, queue: str, binding_key: str
+) -> tuple[list[str], list[str]]:
+    """Run ``relay`` (its URL names a vhost that does not exist yet) while the vhost appears.
+
+    Returns the relay's WARNING and INFO lines about the outage once every row was sent.
+    """
+    import logging
+    import threading
+    import time
+    from urllib.parse import unquote, urlsplit
+
+    from support import rabbitmqctl
+
+    vhost = unquote(urlsplit(relay.url).path[1:])
+    caplog.set_level(logging.DEBUG, "domain_event_broker.outbox.relay")
+    def run() -> None:
+        try:
+            relay.run(timeout=60)
+        finally:
+            relay.close()  # on its own thread: its database connection is this thread's
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        time.sleep(2.0)  # several failed attempts, with backoff
+        assert relay.store.count_pending() > 0
+        rabbitmqctl("add_vhost", vhost)
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        with pika.BlockingConnection(pika.URLParameters(relay.url)) as connection:
+            channel = connection.channel()
+            channel.exchange_declare("domain-events", exchange_type="topic", durable=True)
+            channel.queue_declare(queue, durable=True)
+            channel.queue_bind(queue, "domain-events", routing_key=binding_key)
+        deadline = time.monotonic() + 30
+        while relay.store.count_pending():
+            assert time.monotonic() < deadline, "rows not relayed after the broker came"
+            time.sleep(0.1)
+    finally:
+        relay.stop()
+        thread.join(30)
+    records = [r for r in caplog.records if r.name == "domain_event_broker.outbox.relay"]
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    infos = [r.getMessage() for r in records if "working again" in r.getMessage()]
+    assert relay.stats.failed_attempts >= 2
+    with pika.BlockingConnection(pika.URLParameters(relay.url)) as connection:
+        depth = connection.channel().queue_declare(queue, passive=True).method.message_count
+    rabbitmqctl("delete_vhost", vhost)
+    assert depth == 3, "each row sent once"
+    return warnings, infos

@@ -186,3 +186,21 @@ def test_the_stored_payload_is_published_byte_for_byte(
     published = get_all(broker_url, watched)
     assert [body for _m, _p, body in published] == [p.encode("utf-8") for _u, p in stored]
     assert [properties.message_id for _m, properties, _b in published] == [u for u, _p in stored]
+
+
+# Failures stay visible -------------------------------------------------------------
+def test_an_outage_is_one_warning_then_one_info_on_recovery(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from domain_event_broker.django.outbox import DjangoOutboxStore
+    from domain_event_broker.outbox import OutboxRelay
+    from outbox_support import relay_through_a_late_broker
+
+    write_events([f"{name}.order.placed"] * 3)
+    late = f"amqp://guest:guest@127.0.0.1:5672/deb-late-{name}"
+    relay = OutboxRelay(DjangoOutboxStore(), late, poll_interval=0.1, max_backoff=0.5)
+    warnings, infos = relay_through_a_late_broker(relay, caplog, late, name, f"{name}.#")
+    assert len(warnings) == 1, warnings
+    assert "outbox relay" in warnings[0] and "failed" in warnings[0]
+    assert "guest:guest" not in warnings[0]
+    assert len(infos) == 1 and "working again after" in infos[0]
