@@ -94,3 +94,14 @@ def test_a_long_error_is_cut_to_valid_utf8() -> None:
     [refusal] = sort_outcomes([1], [0], [outcome(PublishError("é" * 5000))], RetryPolicy()).refused
     assert len(refusal.error.encode("utf-8")) <= 2000
     refusal.error.encode("utf-8")
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    from domain_event_broker import outage
+    from domain_event_broker.outbox import attempts
+
+    for module in (attempts, outage):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
