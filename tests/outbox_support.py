@@ -59,6 +59,7 @@ def relay_through_a_late_broker(
 
     vhost = unquote(urlsplit(relay.url).path[1:])
     caplog.set_level(logging.DEBUG, "domain_event_broker.outbox.relay")
+
     def run() -> None:
         try:
             relay.run(timeout=60)

@@ -204,3 +204,24 @@ def test_an_outage_is_one_warning_then_one_info_on_recovery(
     assert "outbox relay" in warnings[0] and "failed" in warnings[0]
     assert "guest:guest" not in warnings[0]
     assert len(infos) == 1 and "working again after" in infos[0]
+
+
+def test_admin_actions_retry_and_discard_parked_rows_only(broker_url: str, watched: str) -> None:
+    ids = write_events([f"{watched}.refused.a", f"{watched}.refused.b"])
+    relay_outbox(broker_url, once=True, max_attempts=1)
+    [waiting] = write_events([f"{watched}.good.pending"])
+    client = Client()
+    client.force_login(User.objects.create_superuser("operator", "op@example.com", "x"))
+    url = "/admin/domain_event_broker_django/outboxevent/"
+    try:
+        for action, uuid_string in (("retry_parked", ids[0]), ("discard_parked", ids[1])):
+            response = client.post(
+                url,
+                {"action": action, "_selected_action": [row(uuid_string).id, row(waiting).id]},
+            )
+            assert response.status_code == 302
+    finally:
+        User.objects.all().delete()
+    assert row(ids[0]).state == "pending" and row(ids[0]).attempts == 0
+    assert not OutboxEvent.objects.filter(uuid_string=ids[1]).exists()
+    assert row(waiting).state == "pending", "a pending row is not discarded"

@@ -7,7 +7,8 @@ refusals) can be retried or discarded with the list's actions, as with
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from django.contrib import admin, messages
 from django.db.models import Q
@@ -22,6 +23,18 @@ class _ReadOnly(admin.ModelAdmin):
 
     def has_change_permission(self, request: Any, obj: Any = None) -> bool:
         return False
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _action(description: str, permission: str) -> Callable[[_F], _F]:
+    # Django ships no type hints; keep the methods typed for mypy.
+    return cast(Callable[[_F], _F], admin.action(description=description, permissions=[permission]))
+
+
+def _display(description: str) -> Callable[[_F], _F]:
+    return cast(Callable[[_F], _F], admin.display(description=description))
 
 
 class StateFilter(admin.SimpleListFilter):
@@ -65,7 +78,7 @@ class OutboxEventAdmin(_ReadOnly):
     ordering = ("-id",)
     actions = ("retry_parked", "discard_parked")
 
-    @admin.display(description="last error")
+    @_display("last error")
     def short_error(self, obj: OutboxEvent) -> str:
         error = obj.last_error or ""
         return error if len(error) <= 120 else f"{error[:117]}..."
@@ -73,14 +86,14 @@ class OutboxEventAdmin(_ReadOnly):
     def has_retry_permission(self, request: Any) -> bool:
         return bool(request.user.has_perm("domain_event_broker_django.change_outboxevent"))
 
-    @admin.action(description="Retry the selected parked rows", permissions=["retry"])
+    @_action("Retry the selected parked rows", "retry")
     def retry_parked(self, request: Any, queryset: Any) -> None:
         count = queryset.filter(parked_at__isnull=False).update(
             attempts=0, next_attempt_at=None, parked_at=None
         )
         self.message_user(request, f"{count} parked rows are pending again", messages.SUCCESS)
 
-    @admin.action(description="Discard the selected parked rows", permissions=["delete"])
+    @_action("Discard the selected parked rows", "delete")
     def discard_parked(self, request: Any, queryset: Any) -> None:
         count, _ = queryset.filter(parked_at__isnull=False).delete()
         self.message_user(request, f"{count} parked rows discarded", messages.SUCCESS)
