@@ -8,7 +8,9 @@ the relay leaves it alone until an operator retries or discards it
 (``domain-events outbox retry|discard``, ``manage.py domain_events_outbox``).
 
 An unreachable broker is not a refusal: no row is touched then, and the relay
-as a whole backs off (see :mod:`domain_event_broker.outage`).
+as a whole backs off (see :mod:`domain_event_broker.outage`). An event the
+broker did not confirm within the relay's ``publish_timeout`` counts as
+refused (the publisher's errors do not yet tell a timeout from a nack).
 """
 
 from __future__ import annotations
