@@ -221,3 +221,20 @@ def test_an_outage_is_one_warning_then_one_info_on_recovery(
     assert "outbox relay" in warnings[0] and "failed" in warnings[0]
     assert "guest:guest" not in warnings[0]
     assert len(infos) == 1 and "working again after" in infos[0]
+
+
+def test_a_payload_over_the_size_limit_is_refused_alone(
+    pg_engine: Engine, broker_url: str, watched: str
+) -> None:
+    with Session(pg_engine) as session, session.begin():
+        ids = [
+            add_event(
+                session, f"{watched}.good.x", {"pad": "x" * (5000 if n == 1 else 10)}
+            ).uuid_string
+            for n in range(4)
+        ]
+    stats = relay_events(pg_engine, broker_url, once=True, max_message_size=2000)
+    assert (stats.relayed, stats.refused) == (3, 1)
+    assert [b["uuid_string"] for b in arrivals(broker_url, watched)] == [ids[0], *ids[2:]]
+    big = rows(pg_engine)[ids[1]]
+    assert big.attempts == 1 and "max_message_size 2000" in big.last_error

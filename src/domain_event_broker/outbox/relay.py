@@ -29,7 +29,7 @@ from typing import Any
 
 from .. import observability
 from ..connection import Backoff
-from ..errors import DomainEventBrokerError
+from ..errors import DomainEventBrokerError, PublishError
 from ..messages import OutgoingMessage, PublishOutcome
 from ..observability import Occurrence
 from ..outage import OutageLog
@@ -61,6 +61,10 @@ CLEANUP_INTERVAL = 600.0
 PUBLISH_TIMEOUT = 10.0
 #: Longest pause between attempts while the broker or the database is unreachable.
 MAX_BACKOFF = 30.0
+#: Largest payload sent, in bytes: RabbitMQ's ``max_message_size`` default on 3.x
+#: (4.x defaults to 16 MiB: set it to match). RabbitMQ closes the channel on a
+#: larger message instead of refusing it alone, which would fail the whole batch.
+MAX_MESSAGE_SIZE = 128 * 1024 * 1024
 
 
 @dataclass
@@ -123,6 +127,7 @@ class OutboxRelay:
         cleanup_interval: float = CLEANUP_INTERVAL,
         publish_timeout: float = PUBLISH_TIMEOUT,
         max_backoff: float = MAX_BACKOFF,
+        max_message_size: int = MAX_MESSAGE_SIZE,
         max_attempts: int = MAX_ATTEMPTS,
         retry_delay: float = RETRY_DELAY,
         max_retry_delay: float = MAX_RETRY_DELAY,
@@ -146,6 +151,7 @@ class OutboxRelay:
         self.cleanup_interval = cleanup_interval
         self.publish_timeout = publish_timeout
         self.max_backoff = max_backoff
+        self.max_message_size = max_message_size
         self.stats = RelayStats()
         self._publisher: Publisher | None = None
         self._stop = threading.Event()
@@ -267,11 +273,19 @@ class OutboxRelay:
         invalid: dict[int, PublishOutcome] = {}
         for index, row in enumerate(rows):
             try:
-                messages.append(row.message())
-            except (ValueError, TypeError) as error:
-                # A row written around add_event (a bad routing key) is refused alone.
+                message = row.message()
+                if len(message.body) > self.max_message_size:
+                    raise PublishError(
+                        f"the payload of {len(message.body)} bytes is larger than the broker "
+                        f"takes (max_message_size {self.max_message_size}); not sent"
+                    )
+            except (ValueError, TypeError, PublishError) as error:
+                # A row written around add_event (a bad routing key, a huge payload)
+                # is refused alone, before it could fail the others.
                 placeholder = OutgoingMessage("invalid", b"", row.uuid_string)
                 invalid[index] = PublishOutcome(placeholder, error)
+                continue
+            messages.append(message)
         if self._publisher is None:
             # No nack grace: a refused row comes back through the relay's own
             # durable backoff, and a grace's re-send on a fresh channel would
@@ -411,6 +425,12 @@ def add_relay_arguments(parser: ArgumentParser) -> None:
         help="longest pause between attempts while the broker is unreachable",
     )
     parser.add_argument(
+        "--max-message-size",
+        type=int,
+        default=MAX_MESSAGE_SIZE,
+        help="refuse a row whose payload is larger (bytes; the broker's max_message_size)",
+    )
+    parser.add_argument(
         "--max-attempts",
         type=int,
         default=MAX_ATTEMPTS,
@@ -438,6 +458,7 @@ def relay_options(parsed: Mapping[str, Any]) -> dict[str, Any]:
         "poll_interval": parsed["poll_interval"],
         "retention": None if days < 0 else timedelta(days=days),
         "max_backoff": parsed["max_backoff"],
+        "max_message_size": parsed["max_message_size"],
         "max_attempts": parsed["max_attempts"],
         "retry_delay": parsed["retry_delay"],
         "max_retry_delay": parsed["max_retry_delay"],
