@@ -159,11 +159,13 @@ class OutboxRelay:
 
     # Public API ---------------------------------------------------------------
     def relay_pending(self) -> int:
-        """Send every pending row (batch after batch) and return how many were sent.
+        """Send every due row (batch after batch) and return how many were sent.
 
-        Raises :class:`~domain_event_broker.errors.BrokerUnavailable` or
-        :class:`~domain_event_broker.errors.PublishError` when the broker
-        does not confirm a batch; that batch stays pending.
+        A refused event does not raise: its row is scheduled for a later
+        attempt, or parked. Raises :class:`~domain_event_broker.errors.BrokerUnavailable`
+        (or :class:`~domain_event_broker.errors.TopologyMismatch`) when the
+        broker cannot be used at all, after marking sent the rows it confirmed;
+        the others stay as they were.
         """
         sent = 0
         results: list[BatchResult] = []
