@@ -50,7 +50,9 @@ def relay_through_a_late_broker(
 
     Returns the relay's WARNING and INFO lines about the outage once every row was sent.
     """
+    import contextlib
     import logging
+    import subprocess
     import threading
     import time
     from urllib.parse import unquote, urlsplit
@@ -82,15 +84,18 @@ def relay_through_a_late_broker(
         while relay.store.count_pending():
             assert time.monotonic() < deadline, "rows not relayed after the broker came"
             time.sleep(0.1)
+        relay.stop()
+        thread.join(30)
+        with pika.BlockingConnection(pika.URLParameters(relay.url)) as connection:
+            depth = connection.channel().queue_declare(queue, passive=True).method.message_count
     finally:
         relay.stop()
         thread.join(30)
+        with contextlib.suppress(subprocess.CalledProcessError):
+            rabbitmqctl("delete_vhost", vhost)
     records = [r for r in caplog.records if r.name == "domain_event_broker.outbox.relay"]
     warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
     infos = [r.getMessage() for r in records if "working again" in r.getMessage()]
     assert relay.stats.failed_attempts >= 2
-    with pika.BlockingConnection(pika.URLParameters(relay.url)) as connection:
-        depth = connection.channel().queue_declare(queue, passive=True).method.message_count
-    rabbitmqctl("delete_vhost", vhost)
     assert depth == 3, "each row sent once"
     return warnings, infos
