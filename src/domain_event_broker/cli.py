@@ -20,6 +20,7 @@ from . import __version__
 from .demo import run_demo
 from .errors import DomainEventBrokerError
 from .events import DomainEvent
+from .outbox.commands import add_outbox_command
 from .publisher import publish_domain_event
 from .replay import (
     DISCARD,
@@ -115,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
                 help="ask for each event: replay/discard/leave",
             )
         action.set_defaults(run=_replay, verb=verb)
+    add_outbox_command(commands)
     return parser
 
 

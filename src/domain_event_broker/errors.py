@@ -41,6 +41,14 @@ class InvalidEvent(DomainEventBrokerError, ValueError):
     """A message body that is not a domain event (not JSON, or not an object)."""
 
 
+class NoBroker(DomainEventBrokerError, ValueError):
+    """Something that must publish was given no broker (``connection_settings=None``).
+
+    The outbox relay refuses to run then: marking rows sent without publishing
+    them would lose every event.
+    """
+
+
 class Retry(Exception):
     """Raise in an event handler to handle the same event again after ``delay`` seconds.
 

@@ -103,9 +103,15 @@ class _ConfirmingConnection:
     """
 
     def __init__(
-        self, url: BrokerSettings, exchange: str, exchange_type: str, connect_timeout: float
+        self,
+        url: BrokerSettings,
+        exchange: str,
+        exchange_type: str,
+        connect_timeout: float,
+        nack_grace: float = NACK_GRACE,
     ) -> None:
         self.url = url
+        self.nack_grace = nack_grace
         self.masked_url = mask_url(url)
         self.exchange = exchange
         self.exchange_type = exchange_type
@@ -410,7 +416,7 @@ class _ConfirmingConnection:
             now = time.monotonic()
             if pending.first_nacked is None:
                 pending.first_nacked = now
-            if now - pending.first_nacked < NACK_GRACE and not pending.abandoned:
+            if now - pending.first_nacked < self.nack_grace and not pending.abandoned:
                 resend.append(pending)
                 return
             pending.error = PublishError(
@@ -464,9 +470,12 @@ class Publisher(Transport):
         *,
         publish_timeout: float = PUBLISH_TIMEOUT,
         connect_timeout: float = 15.0,
+        nack_grace: float = NACK_GRACE,
     ) -> None:
         super().__init__(connection_settings, exchange, exchange_type)
         self.connection_settings = resolve_url(connection_settings)
+        #: Seconds a refused event is re-sent before the refusal is final (0: at once).
+        self.nack_grace = nack_grace
         self.exchange = exchange
         self.exchange_type = exchange_type
         self.publish_timeout = publish_timeout
@@ -494,6 +503,7 @@ class Publisher(Transport):
                     self.exchange,
                     self.exchange_type,
                     self.connect_timeout,
+                    self.nack_grace,
                 )
             return self._connection
 

@@ -22,6 +22,14 @@ class OutboxEvent(models.Model):
     payload = models.TextField()
     created_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
+    #: How many times the broker refused the event.
+    attempts = models.PositiveIntegerField(default=0)
+    #: Why the broker last refused it.
+    last_error = models.TextField(null=True, blank=True)
+    #: The relay does not try it again before this time.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    #: When the relay gave up on it (too many refusals); it waits for retry or discard.
+    parked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = OUTBOX_TABLE
@@ -30,8 +38,17 @@ class OutboxEvent(models.Model):
         # the retention clean-up (sent_at < cutoff), on every database.
         indexes = [models.Index(fields=["sent_at", "id"], name="domain_event_outbox_pending")]
 
+    @property
+    def state(self) -> str:
+        """``sent``, ``parked``, ``retrying`` (refused, to be tried again) or ``pending``."""
+        if self.sent_at:
+            return "sent"
+        if self.parked_at:
+            return "parked"
+        return "retrying" if self.attempts else "pending"
+
     def __str__(self) -> str:
-        state = f"sent {self.sent_at:%Y-%m-%d %H:%M:%S}" if self.sent_at else "pending"
+        state = f"sent {self.sent_at:%Y-%m-%d %H:%M:%S}" if self.sent_at else self.state
         return f"{self.routing_key} {self.uuid_string} ({state})"
 
 

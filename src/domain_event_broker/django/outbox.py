@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings as django_settings
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from ..outbox.relay import OutboxRelay, RelayStats
-from ..outbox.store import PendingEvent, PublishBatch
+from ..outbox.store import OutboxStatus, ParkedEvent, PendingEvent, PublishBatch
+
+#: Rows the relay may still send (not sent, not parked).
+PENDING = Q(sent_at__isnull=True, parked_at__isnull=True)
 
 
 class DjangoOutboxStore:
@@ -28,22 +33,32 @@ class DjangoOutboxStore:
     def relay_batch(self, limit: int, publish: PublishBatch) -> int:
         from .models import OutboxEvent
 
+        objects = OutboxEvent.objects.using(self.using)
+        now = timezone.now()
         with transaction.atomic(using=self.using):
             rows = list(
-                OutboxEvent.objects.using(self.using)
-                .filter(sent_at__isnull=True)
+                objects.filter(PENDING)
+                .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
                 .order_by("id")
                 .select_for_update(skip_locked=True)
-                .values_list("id", "payload")[:limit]
+                .values_list("id", "payload", "routing_key", "uuid_string", "attempts")[:limit]
             )
             if not rows:
                 return 0
-            pending = [PendingEvent(id=row_id, payload=payload) for row_id, payload in rows]
-            publish(pending)
-            OutboxEvent.objects.using(self.using).filter(id__in=[row[0] for row in rows]).update(
-                sent_at=timezone.now()
-            )
-        return len(pending)
+            result = publish([PendingEvent(*row) for row in rows])
+            if result.sent:
+                objects.filter(id__in=result.sent).update(sent_at=timezone.now())
+            for refusal in result.refused:
+                when = timezone.now()
+                objects.filter(id=refusal.id).update(
+                    attempts=refusal.attempts,
+                    last_error=refusal.error,
+                    next_attempt_at=None
+                    if refusal.delay is None
+                    else when + timedelta(seconds=refusal.delay),
+                    parked_at=when if refusal.delay is None else None,
+                )
+        return len(rows)
 
     def delete_sent_before(self, cutoff: datetime) -> int:
         from .models import OutboxEvent
@@ -56,10 +71,66 @@ class DjangoOutboxStore:
     def count_pending(self) -> int:
         from .models import OutboxEvent
 
-        return int(OutboxEvent.objects.using(self.using).filter(sent_at__isnull=True).count())
+        return int(OutboxEvent.objects.using(self.using).filter(PENDING).count())
+
+    def status(self) -> OutboxStatus:
+        from .models import OutboxEvent
+
+        objects = OutboxEvent.objects.using(self.using)
+        pending = objects.filter(PENDING).aggregate(
+            pending=Count("id"), retrying=Count("next_attempt_at"), oldest=Min("created_at")
+        )
+        parked = objects.filter(parked_at__isnull=False).count()
+        return OutboxStatus(
+            int(pending["pending"]),
+            int(pending["retrying"]),
+            int(parked),
+            _aware(pending["oldest"]),
+        )
+
+    def parked(self, limit: int) -> list[ParkedEvent]:
+        from .models import OutboxEvent
+
+        rows = (
+            OutboxEvent.objects.using(self.using)
+            .filter(parked_at__isnull=False)
+            .order_by("id")[:limit]
+        )
+        return [
+            ParkedEvent(
+                row.id,
+                row.routing_key,
+                row.uuid_string,
+                row.attempts,
+                row.last_error,
+                _aware(row.created_at),
+                _aware(row.parked_at),
+            )
+            for row in rows
+        ]
+
+    def retry_parked(self, ids: Sequence[int] | None) -> int:
+        return int(self._parked(ids).update(attempts=0, next_attempt_at=None, parked_at=None))
+
+    def discard_parked(self, ids: Sequence[int] | None) -> int:
+        deleted, _ = self._parked(ids).delete()
+        return int(deleted)
+
+    def _parked(self, ids: Sequence[int] | None) -> Any:
+        from .models import OutboxEvent
+
+        parked = OutboxEvent.objects.using(self.using).filter(parked_at__isnull=False)
+        return parked if ids is None else parked.filter(id__in=list(ids))
 
     def close(self) -> None:
         connections[self.using].close()
+
+
+def _aware(moment: Any) -> Any:
+    # Without USE_TZ Django hands back naive local times.
+    if moment is None or timezone.is_aware(moment):
+        return moment
+    return timezone.make_aware(moment)
 
 
 def relay_outbox(

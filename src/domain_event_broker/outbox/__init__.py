@@ -4,15 +4,28 @@ Framework-neutral parts only; the tables and helpers live in
 :mod:`domain_event_broker.django` and :mod:`domain_event_broker.sqlalchemy`.
 """
 
+from ..errors import NoBroker
+from .attempts import RetryPolicy
 from .relay import OutboxRelay, RelayStats, stop_on_signals
-from .store import OutboxEntry, OutboxStore, PendingEvent, outbox_entry
+from .store import (
+    OutboxEntry,
+    OutboxStatus,
+    OutboxStore,
+    ParkedEvent,
+    PendingEvent,
+    outbox_entry,
+)
 
 __all__ = [
+    "NoBroker",
     "OutboxEntry",
     "OutboxRelay",
+    "OutboxStatus",
     "OutboxStore",
+    "ParkedEvent",
     "PendingEvent",
     "RelayStats",
+    "RetryPolicy",
     "outbox_entry",
     "stop_on_signals",
 ]

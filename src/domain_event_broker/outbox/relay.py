@@ -7,6 +7,11 @@ sent twice. A relay that dies after the broker confirmed a batch but before
 its transaction committed leaves those rows pending, and they are sent again:
 delivery is at least once, and handlers should be idempotent (see the inbox
 helpers).
+
+One refused event affects no other: the relay marks sent exactly the rows
+whose events the broker confirmed; a refused row is tried again later with
+backoff and, after too many refusals, parked (see :mod:`.attempts`). The
+payload is published byte for byte as stored.
 """
 
 from __future__ import annotations
@@ -22,11 +27,24 @@ from datetime import datetime, timedelta, timezone
 from types import FrameType
 from typing import Any
 
+from .. import observability
 from ..connection import Backoff
-from ..errors import DomainEventBrokerError
+from ..errors import DomainEventBrokerError, NoBroker, PublishError
+from ..messages import OutgoingMessage, PublishOutcome
+from ..observability import Occurrence
+from ..outage import OutageLog
 from ..publisher import Publisher
 from ..settings import ConnectionSettings, mask_url, resolve_url
 from ..topology import DEFAULT_EXCHANGE
+from .attempts import (
+    MAX_ATTEMPTS,
+    MAX_RETRY_DELAY,
+    RETRY_DELAY,
+    BatchResult,
+    Refusal,
+    RetryPolicy,
+    sort_outcomes,
+)
 from .store import OutboxStore, PendingEvent
 
 log = logging.getLogger(__name__)
@@ -43,6 +61,10 @@ CLEANUP_INTERVAL = 600.0
 PUBLISH_TIMEOUT = 10.0
 #: Longest pause between attempts while the broker or the database is unreachable.
 MAX_BACKOFF = 30.0
+#: Largest payload sent, in bytes: RabbitMQ's ``max_message_size`` default on 3.x
+#: (4.x defaults to 16 MiB: set it to match). RabbitMQ closes the channel on a
+#: larger message instead of refusing it alone, which would fail the whole batch.
+MAX_MESSAGE_SIZE = 128 * 1024 * 1024
 
 
 @dataclass
@@ -54,6 +76,10 @@ class RelayStats:
     failed_attempts: int = 0
     deleted: int = 0
     seconds: float = 0.0
+    #: Refusals of single events (each row counted once per refusal).
+    refused: int = 0
+    #: Rows parked after their last refusal.
+    parked: int = 0
 
     @property
     def events_per_second(self) -> float:
@@ -63,6 +89,7 @@ class RelayStats:
         return (
             f"relayed {self.relayed} events in {self.batches} batches in {self.seconds:.1f} s "
             f"({self.events_per_second:.0f} events/s); {self.failed_attempts} failed attempts, "
+            f"{self.refused} refused events, {self.parked} parked, "
             f"{self.deleted} old sent rows deleted"
         )
 
@@ -74,9 +101,14 @@ class OutboxRelay:
     >>> relay.run()            # until stop() or SIGTERM  # doctest: +SKIP
     >>> relay.run(once=True)   # until nothing is pending  # doctest: +SKIP
 
-    ``connection_settings``: an AMQP URL, ``''`` for ``settings.BROKER``. With
-    ``None`` (no broker) rows are marked sent without being published, as
-    ``publish_domain_event`` does nothing then.
+    ``connection_settings``: an AMQP URL, ``''`` for ``settings.BROKER``.
+    ``None`` (no broker, e.g. ``DOMAIN_EVENT_BROKER = None``) raises
+    :class:`NoBroker` (a ``ValueError``): a relay without a broker would have
+    nothing to do but lose events.
+
+    A row whose event the broker refuses is tried again after ``retry_delay``
+    seconds, doubling up to ``max_retry_delay``; after ``max_attempts``
+    refusals it is parked (see :mod:`domain_event_broker.outbox.attempts`).
     """
 
     def __init__(
@@ -91,11 +123,23 @@ class OutboxRelay:
         cleanup_interval: float = CLEANUP_INTERVAL,
         publish_timeout: float = PUBLISH_TIMEOUT,
         max_backoff: float = MAX_BACKOFF,
+        max_message_size: int = MAX_MESSAGE_SIZE,
+        max_attempts: int = MAX_ATTEMPTS,
+        retry_delay: float = RETRY_DELAY,
+        max_retry_delay: float = MAX_RETRY_DELAY,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        url = resolve_url(connection_settings)
+        if url is None:
+            raise NoBroker(
+                "no broker configured (connection_settings=None, e.g. DOMAIN_EVENT_BROKER = None "
+                "or a missing environment variable): the outbox relay does not run, and every "
+                "row stays pending. Give it the broker's AMQP URL."
+            )
+        self.url = url
+        self.policy = RetryPolicy(max_attempts, retry_delay, max_retry_delay)
         self.store = store
-        self.url = resolve_url(connection_settings)
         self.exchange = exchange
         self.batch_size = batch_size
         self.poll_interval = poll_interval
@@ -103,6 +147,7 @@ class OutboxRelay:
         self.cleanup_interval = cleanup_interval
         self.publish_timeout = publish_timeout
         self.max_backoff = max_backoff
+        self.max_message_size = max_message_size
         self.stats = RelayStats()
         self._publisher: Publisher | None = None
         self._stop = threading.Event()
@@ -110,18 +155,31 @@ class OutboxRelay:
 
     # Public API ---------------------------------------------------------------
     def relay_pending(self) -> int:
-        """Send every pending row (batch after batch) and return how many were sent.
+        """Send every due row (batch after batch) and return how many were sent.
 
-        Raises :class:`~domain_event_broker.errors.BrokerUnavailable` or
-        :class:`~domain_event_broker.errors.PublishError` when the broker
-        does not confirm a batch; that batch stays pending.
+        A refused event does not raise: its row is scheduled for a later
+        attempt, or parked. Raises :class:`~domain_event_broker.errors.BrokerUnavailable`
+        (or :class:`~domain_event_broker.errors.TopologyMismatch`) when the
+        broker cannot be used at all, after marking sent the rows it confirmed;
+        the others stay as they were.
         """
         sent = 0
+        results: list[BatchResult] = []
+
+        def publish(rows: Sequence[PendingEvent]) -> BatchResult:
+            results.append(self._publish(rows))
+            return results[-1]
+
         while not self._stop.is_set():
             started = time.monotonic()
-            count = self.store.relay_batch(self.batch_size, self._publish)
+            results.clear()
+            count = self.store.relay_batch(self.batch_size, publish)
             self.stats.seconds += time.monotonic() - started
-            sent += count
+            for result in results:
+                sent += len(result.sent)
+                if result.outage is not None:
+                    # The rows it could not try stay as they were; the caller backs off.
+                    raise result.outage
             if count < self.batch_size:
                 break
         return sent
@@ -134,8 +192,11 @@ class OutboxRelay:
         instead, after the rows that could be sent were sent.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        backoff = Backoff(initial=0.5, maximum=self.max_backoff)
-        outage_logged = False
+        outage = OutageLog(
+            log,
+            f"outbox relay ({self.store.description} -> {mask_url(self.url)})",
+            backoff=Backoff(initial=0.5, maximum=self.max_backoff),
+        )
         log.info(
             "outbox relay started: %s -> %s (batches of %d)",
             self.store.description,
@@ -151,21 +212,13 @@ class OutboxRelay:
                     self._drop_database_connection()
                     if once:
                         raise
-                    delay = backoff.next_delay()
-                    if not outage_logged:
-                        _log_outage(error, self.store.description, delay)
-                        outage_logged = True
-                    else:
-                        log.debug("relay attempt failed again (%s); next in %.1f s", error, delay)
+                    # Rows stay pending meanwhile; a database error gets its traceback.
+                    delay = outage.failed(
+                        error, traceback=not isinstance(error, DomainEventBrokerError)
+                    )
                     self._stop.wait(_until(deadline, delay))
                     continue
-                if outage_logged:
-                    log.info(
-                        "outbox relay working again after %d failed attempts",
-                        self.stats.failed_attempts,
-                    )
-                    outage_logged = False
-                backoff.reset()
+                outage.succeeded()
                 self._delete_old_rows(force=once)
                 if once:
                     break
@@ -192,24 +245,92 @@ class OutboxRelay:
         self.close()
 
     # Inside -------------------------------------------------------------------
-    def _publish(self, rows: Sequence[PendingEvent]) -> None:
-        events = [row.event() for row in rows]
-        if self.url is not None:
-            if self._publisher is None:
-                self._publisher = Publisher(
-                    self.url, self.exchange, publish_timeout=self.publish_timeout
-                )
-            self._publisher.publish_many(events)
-        self.stats.relayed += len(rows)
+    def _publish(self, rows: Sequence[PendingEvent]) -> BatchResult:
+        outcomes = self._publish_rows(rows)
+        result = sort_outcomes(
+            [row.id for row in rows], [row.attempts for row in rows], outcomes, self.policy
+        )
+        self.stats.relayed += len(result.sent)
         self.stats.batches += 1
+        if result.refused:
+            self._report_refusals(rows, result.refused)
         if log.isEnabledFor(logging.DEBUG):
-            for row, event in zip(rows, events, strict=True):
+            for row, outcome in zip(rows, outcomes, strict=True):
                 log.debug(
-                    "relayed outbox row %d: event %s (%s)",
+                    "outbox row %d: event %s (%s) %s",
                     row.id,
-                    event.uuid_string,
-                    event.routing_key,
+                    row.uuid_string,
+                    row.routing_key,
+                    "sent" if outcome.confirmed else f"not sent: {outcome.error}",
                 )
+        return result
+
+    def _publish_rows(self, rows: Sequence[PendingEvent]) -> list[PublishOutcome]:
+        """One outcome per row, in order; the payloads go out byte for byte as stored."""
+        messages: list[OutgoingMessage] = []
+        invalid: dict[int, PublishOutcome] = {}
+        for index, row in enumerate(rows):
+            try:
+                message = row.message()
+                if len(message.body) > self.max_message_size:
+                    raise PublishError(
+                        f"the payload of {len(message.body)} bytes is larger than the broker "
+                        f"takes (max_message_size {self.max_message_size}); not sent"
+                    )
+            except (ValueError, TypeError, PublishError) as error:
+                # A row written around add_event (a bad routing key, a huge payload)
+                # is refused alone, before it could fail the others.
+                placeholder = OutgoingMessage("invalid", b"", row.uuid_string)
+                invalid[index] = PublishOutcome(placeholder, error)
+                continue
+            messages.append(message)
+        if self._publisher is None:
+            # No nack grace: a refused row comes back through the relay's own
+            # durable backoff, and a grace's re-send on a fresh channel would
+            # re-send the batch's other unconfirmed events too (duplicates).
+            self._publisher = Publisher(
+                self.url, self.exchange, publish_timeout=self.publish_timeout, nack_grace=0.0
+            )
+        outcomes = iter(self._publisher.publish_batch(messages))
+        return [invalid.get(index) or next(outcomes) for index in range(len(rows))]
+
+    def _report_refusals(self, rows: Sequence[PendingEvent], refused: Sequence[Refusal]) -> None:
+        by_id = {row.id: row for row in rows}
+        retried = [refusal for refusal in refused if not refusal.parked]
+        self.stats.refused += len(refused)
+        if retried:
+            first = retried[0]
+            log.warning(
+                "RabbitMQ refused %d of %d events of a batch; each is tried again later "
+                "(first: outbox row %d, event %s (%s), attempt %d of %d, next in %.0f s: %s)",
+                len(retried),
+                len(rows),
+                first.id,
+                by_id[first.id].uuid_string,
+                by_id[first.id].routing_key,
+                first.attempts,
+                self.policy.max_attempts,
+                first.delay or 0.0,
+                first.error,
+            )
+        listening = observability.listening()
+        for refusal in refused:
+            row = by_id[refusal.id]
+            if refusal.parked:
+                self.stats.parked += 1
+                log.error(
+                    "outbox row %d parked after %d refused attempts: event %s (%s): %s. "
+                    "Retry or discard it: domain-events outbox retry|discard, or manage.py "
+                    "domain_events_outbox retry|discard",
+                    refusal.id,
+                    refusal.attempts,
+                    row.uuid_string,
+                    row.routing_key,
+                    refusal.error,
+                )
+            if listening:
+                kind = "outbox_parked" if refusal.parked else "outbox_refused"
+                observability.notify(Occurrence(kind, row.routing_key, row.uuid_string))
 
     def _delete_old_rows(self, force: bool) -> None:
         if self.retention is None:
@@ -235,22 +356,6 @@ class OutboxRelay:
             self.store.close()
         except Exception:
             log.debug("closing the database connection failed", exc_info=True)
-
-
-def _log_outage(error: Exception, where: str, delay: float) -> None:
-    if isinstance(error, DomainEventBrokerError):
-        log.warning(
-            "cannot publish outbox events: %s; rows stay pending, retrying with backoff "
-            "(next in %.1f s)",
-            error,
-            delay,
-        )
-    else:
-        log.exception(
-            "outbox relay failed on %s; rows stay pending, retrying with backoff (next in %.1f s)",
-            where,
-            delay,
-        )
 
 
 def _past(deadline: float | None) -> bool:
@@ -317,6 +422,30 @@ def add_relay_arguments(parser: ArgumentParser) -> None:
         default=MAX_BACKOFF,
         help="longest pause between attempts while the broker is unreachable",
     )
+    parser.add_argument(
+        "--max-message-size",
+        type=int,
+        default=MAX_MESSAGE_SIZE,
+        help="refuse a row whose payload is larger (bytes; the broker's max_message_size)",
+    )
+    parser.add_argument(
+        "--max-attempts",
+        type=int,
+        default=MAX_ATTEMPTS,
+        help="park a row after the broker refused its event this many times",
+    )
+    parser.add_argument(
+        "--retry-delay",
+        type=float,
+        default=RETRY_DELAY,
+        help="seconds before a refused row is tried again (doubling each time)",
+    )
+    parser.add_argument(
+        "--max-retry-delay",
+        type=float,
+        default=MAX_RETRY_DELAY,
+        help="longest pause between two attempts of a refused row",
+    )
 
 
 def relay_options(parsed: Mapping[str, Any]) -> dict[str, Any]:
@@ -327,4 +456,8 @@ def relay_options(parsed: Mapping[str, Any]) -> dict[str, Any]:
         "poll_interval": parsed["poll_interval"],
         "retention": None if days < 0 else timedelta(days=days),
         "max_backoff": parsed["max_backoff"],
+        "max_message_size": parsed["max_message_size"],
+        "max_attempts": parsed["max_attempts"],
+        "retry_delay": parsed["retry_delay"],
+        "max_retry_delay": parsed["max_retry_delay"],
     }

@@ -9,7 +9,15 @@ The outbox table is the same for every framework (Django, SQLAlchemy):
 ``payload``    the exact JSON body that goes on the wire
 ``created_at`` when the row was written
 ``sent_at``    when the broker confirmed it; ``NULL`` while pending
+``attempts``   how many times the broker refused the event (0 at first)
+``last_error`` why the broker last refused it
+``next_attempt_at`` not tried again before this time (``NULL``: at once)
+``parked_at``  when the relay gave up after too many refusals (``NULL``: not parked)
 =============  ==============================================================
+
+A row is *pending* while ``sent_at`` and ``parked_at`` are ``NULL``; the relay
+takes it once ``next_attempt_at`` has passed. A *parked* row waits for an
+operator: retry (pending again, attempts from 0) or discard (deleted).
 
 Storing the finished wire body (rather than the data alone) means a row is
 validated and serialised once, in the caller's transaction, and a row sent
@@ -24,6 +32,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ..events import DomainEvent, validate_routing_key
+from ..messages import OutgoingMessage
+from .attempts import BatchResult
 
 #: Table names shared by the Django models and the SQLAlchemy tables, so one
 #: relay can serve either.
@@ -37,10 +47,49 @@ class PendingEvent:
 
     id: int
     payload: str
+    routing_key: str
+    uuid_string: str
+    #: Refusals so far.
+    attempts: int = 0
 
     def event(self) -> DomainEvent:
         """The stored event, with its original ``uuid_string`` and ``timestamp``."""
         return DomainEvent.from_json(self.payload)
+
+    def message(self) -> OutgoingMessage:
+        """The message to publish: the stored payload byte for byte, never re-serialised.
+
+        Raises :class:`~domain_event_broker.errors.InvalidRoutingKey` for a
+        routing key that RabbitMQ would not route as meant.
+        """
+        return OutgoingMessage(self.routing_key, self.payload.encode("utf-8"), self.uuid_string)
+
+
+@dataclass(frozen=True)
+class ParkedEvent:
+    """A row the relay gave up on, as an operator sees it."""
+
+    id: int
+    routing_key: str
+    uuid_string: str
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    parked_at: datetime
+
+
+@dataclass(frozen=True)
+class OutboxStatus:
+    """How the outbox is doing: what waits, what is parked, how old the oldest waiting row is."""
+
+    #: Rows waiting to be sent (including those waiting for their next attempt).
+    pending: int
+    #: Of those, rows the broker refused at least once, waiting for their next attempt.
+    retrying: int
+    #: Rows the relay gave up on.
+    parked: int
+    #: When the oldest pending row was written (``None``: nothing pending).
+    oldest_pending_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -83,9 +132,10 @@ def outbox_entry(
     return OutboxEntry(event, event.to_json())
 
 
-#: Called by a store with the rows it locked; returns once the broker confirmed
-#: all of them, or raises (then the store must leave them pending).
-PublishBatch = Callable[[Sequence[PendingEvent]], None]
+#: Called by a store with the rows it locked; publishes them and says which
+#: were sent, which were refused (and what to do with them) and which were not
+#: tried. When it raises, the store must leave every row as it was.
+PublishBatch = Callable[[Sequence[PendingEvent]], BatchResult]
 
 
 class OutboxStore(Protocol):
@@ -95,12 +145,14 @@ class OutboxStore(Protocol):
     description: str
 
     def relay_batch(self, limit: int, publish: PublishBatch) -> int:
-        """Send up to ``limit`` pending rows, oldest first; return how many were sent.
+        """Send up to ``limit`` due rows, oldest first; return how many rows were taken.
 
-        In one database transaction: lock the oldest pending rows that no
-        other relay holds (``SELECT ... FOR UPDATE SKIP LOCKED``), call
-        ``publish(rows)``, mark them sent, commit. When ``publish`` raises, the
-        transaction rolls back and the rows stay pending.
+        In one database transaction: lock the oldest pending rows whose
+        ``next_attempt_at`` has passed and that no other relay holds
+        (``SELECT ... FOR UPDATE SKIP LOCKED``), call ``publish(rows)``, mark
+        the sent ones sent, record each refusal (attempts, last error, next
+        attempt or parked), commit. When ``publish`` raises, the transaction
+        rolls back and the rows stay as they were.
         """
         ...
 
@@ -109,7 +161,23 @@ class OutboxStore(Protocol):
         ...
 
     def count_pending(self) -> int:
-        """How many rows wait to be sent."""
+        """How many rows wait to be sent (parked ones excluded)."""
+        ...
+
+    def status(self) -> OutboxStatus:
+        """Counts of pending and parked rows, and the oldest pending row's time."""
+        ...
+
+    def parked(self, limit: int) -> list[ParkedEvent]:
+        """Up to ``limit`` parked rows, oldest first."""
+        ...
+
+    def retry_parked(self, ids: Sequence[int] | None) -> int:
+        """Make parked rows (``None``: all) pending again, attempts from 0; return how many."""
+        ...
+
+    def discard_parked(self, ids: Sequence[int] | None) -> int:
+        """Delete parked rows (``None``: all of them); return how many."""
         ...
 
     def close(self) -> None:

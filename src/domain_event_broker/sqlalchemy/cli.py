@@ -34,14 +34,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: give --database-url or set DATABASE_URL", file=sys.stderr)
         return 2
     try:
-        url = resolve_broker(broker_from_arguments(args))
+        url = None if _names_no_broker(args.url) else resolve_broker(broker_from_arguments(args))
     except ValueError as error:  # e.g. --key-file without --cert-file
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    if url is None:
+        print(
+            "error: no broker configured (--url or $DOMAIN_EVENT_BROKER is empty, or "
+            "settings.BROKER is None): not relaying; every row stays pending",
+            file=sys.stderr,
+        )
         return 2
     store = SQLAlchemyOutboxStore(database_url)
     if args.create_table:
         metadata.create_all(store.engine)
-    relay = OutboxRelay(store, url, **relay_options(vars(args)))
+    try:
+        relay = OutboxRelay(store, url, **relay_options(vars(args)))
+    except ValueError as error:
+        store.close()
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     restore_signals = stop_on_signals(relay)
     print(f"relaying the outbox of {store.description} to {mask_url(url)}", flush=True)
     try:
@@ -54,6 +66,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         relay.close()
     print(stats.summary(), flush=True)
     return 0
+
+
+def _names_no_broker(given: str | None) -> bool:
+    """An empty ``--url`` or ``$DOMAIN_EVENT_BROKER``: a deployment's missing value.
+
+    Not a request for the local broker: the relay must not mark rows sent on a
+    broker nobody consumes from.
+    """
+    if given is not None:
+        return not given.strip()
+    value = os.environ.get("DOMAIN_EVENT_BROKER")
+    return value is not None and not value.strip()
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, delete, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    and_,
+    create_engine,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from ..events import DomainEvent
 from ..outbox.relay import OutboxRelay, RelayStats
-from ..outbox.store import PendingEvent, PublishBatch, outbox_entry
+from ..outbox.store import (
+    OutboxStatus,
+    ParkedEvent,
+    PendingEvent,
+    PublishBatch,
+    outbox_entry,
+)
 from .tables import outbox_table, utc_now
 
 log = logging.getLogger(__name__)
@@ -67,23 +86,49 @@ class SQLAlchemyOutboxStore:
 
     def relay_batch(self, limit: int, publish: PublishBatch) -> int:
         table = self.table
+        now = utc_now()
         with self.engine.begin() as connection:
             rows = connection.execute(
-                select(table.c.id, table.c.payload)
-                .where(table.c.sent_at.is_(None))
+                select(
+                    table.c.id,
+                    table.c.payload,
+                    table.c.routing_key,
+                    table.c.uuid_string,
+                    table.c.attempts,
+                )
+                .where(
+                    self._pending(),
+                    or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now),
+                )
                 .order_by(table.c.id)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             ).all()
             if not rows:
                 return 0
-            pending = [PendingEvent(id=row.id, payload=row.payload) for row in rows]
-            publish(pending)
-            connection.execute(
-                update(table)
-                .where(table.c.id.in_([row.id for row in pending]))
-                .values(sent_at=utc_now())
-            )
+            pending = [
+                PendingEvent(row.id, row.payload, row.routing_key, row.uuid_string, row.attempts)
+                for row in rows
+            ]
+            result = publish(pending)
+            if result.sent:
+                connection.execute(
+                    update(table).where(table.c.id.in_(result.sent)).values(sent_at=utc_now())
+                )
+            for refusal in result.refused:
+                when = utc_now()
+                connection.execute(
+                    update(table)
+                    .where(table.c.id == refusal.id)
+                    .values(
+                        attempts=refusal.attempts,
+                        last_error=refusal.error,
+                        next_attempt_at=None
+                        if refusal.delay is None
+                        else when + timedelta(seconds=refusal.delay),
+                        parked_at=when if refusal.delay is None else None,
+                    )
+                )
         return len(pending)
 
     def delete_sent_before(self, cutoff: datetime) -> int:
@@ -94,13 +139,88 @@ class SQLAlchemyOutboxStore:
     def count_pending(self) -> int:
         with self.engine.connect() as connection:
             count = connection.execute(
-                select(func.count()).select_from(self.table).where(self.table.c.sent_at.is_(None))
+                select(func.count()).select_from(self.table).where(self._pending())
             ).scalar_one()
         return int(count)
+
+    def status(self) -> OutboxStatus:
+        table = self.table
+        with self.engine.connect() as connection:
+            pending, retrying, oldest = connection.execute(
+                select(
+                    func.count(),
+                    func.count(table.c.next_attempt_at),
+                    func.min(table.c.created_at),
+                ).where(self._pending())
+            ).one()
+            parked = connection.execute(
+                select(func.count()).select_from(table).where(table.c.parked_at.is_not(None))
+            ).scalar_one()
+        return OutboxStatus(int(pending), int(retrying), int(parked), _aware(oldest))
+
+    def parked(self, limit: int) -> list[ParkedEvent]:
+        table = self.table
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(
+                    table.c.id,
+                    table.c.routing_key,
+                    table.c.uuid_string,
+                    table.c.attempts,
+                    table.c.last_error,
+                    table.c.created_at,
+                    table.c.parked_at,
+                )
+                .where(table.c.parked_at.is_not(None))
+                .order_by(table.c.id)
+                .limit(limit)
+            ).all()
+        return [
+            ParkedEvent(
+                row.id,
+                row.routing_key,
+                row.uuid_string,
+                row.attempts,
+                row.last_error,
+                _utc(row.created_at),
+                _utc(row.parked_at),
+            )
+            for row in rows
+        ]
+
+    def retry_parked(self, ids: Sequence[int] | None) -> int:
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                update(self.table)
+                .where(self._parked(ids))
+                .values(attempts=0, next_attempt_at=None, parked_at=None)
+            )
+        return int(result.rowcount)
+
+    def discard_parked(self, ids: Sequence[int] | None) -> int:
+        with self.engine.begin() as connection:
+            result = connection.execute(delete(self.table).where(self._parked(ids)))
+        return int(result.rowcount)
+
+    def _pending(self) -> ColumnElement[bool]:
+        return and_(self.table.c.sent_at.is_(None), self.table.c.parked_at.is_(None))
+
+    def _parked(self, ids: Sequence[int] | None) -> ColumnElement[bool]:
+        parked = self.table.c.parked_at.is_not(None)
+        return parked if ids is None else and_(parked, self.table.c.id.in_(list(ids)))
 
     def close(self) -> None:
         if self._owns_engine:
             self.engine.dispose()
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    return None if moment is None else _utc(moment)
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every time in these tables is UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
 def relay_events(

@@ -7,6 +7,20 @@ Create them with ``metadata.create_all(engine)``, or let Alembic see them::
     target_metadata = [Base.metadata, domain_event_metadata]
 
 Or copy them into your own metadata: ``outbox_table.to_metadata(Base.metadata)``.
+
+Upgrading an outbox table made by an earlier release: the relay now keeps,
+per row, its refused attempts, last error, next attempt and when it was
+parked. Add the columns (PostgreSQL; on SQLite one ``ALTER TABLE ... ADD
+COLUMN`` per column, with ``DATETIME`` for the times)::
+
+    ALTER TABLE domain_event_outbox
+        ADD COLUMN attempts integer NOT NULL DEFAULT 0,
+        ADD COLUMN last_error text,
+        ADD COLUMN next_attempt_at timestamp with time zone,
+        ADD COLUMN parked_at timestamp with time zone;
+
+(:data:`OUTBOX_UPGRADE_DDL` holds the PostgreSQL statement.) Django users run
+``manage.py migrate`` instead.
 """
 
 from __future__ import annotations
@@ -48,8 +62,22 @@ outbox_table = Table(
     Column("payload", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, default=utc_now),
     Column("sent_at", DateTime(timezone=True), nullable=True),
+    # How often the broker refused the event, why last, when to try again,
+    # and when the relay gave up on it (parked).
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("last_error", Text, nullable=True),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("parked_at", DateTime(timezone=True), nullable=True),
     Index("domain_event_outbox_pending", "sent_at", "id"),
 )
+
+#: Adds the columns of this release to an outbox table made by an earlier one (PostgreSQL).
+OUTBOX_UPGRADE_DDL = """\
+ALTER TABLE domain_event_outbox
+    ADD COLUMN attempts integer NOT NULL DEFAULT 0,
+    ADD COLUMN last_error text,
+    ADD COLUMN next_attempt_at timestamp with time zone,
+    ADD COLUMN parked_at timestamp with time zone"""
 
 #: Which subscriber handled which event (for idempotent handlers).
 inbox_table = Table(

@@ -9,8 +9,13 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS
 
-from ....errors import DomainEventBrokerError
-from ....outbox.relay import OutboxRelay, add_relay_arguments, relay_options, stop_on_signals
+from ....errors import DomainEventBrokerError, NoBroker
+from ....outbox.relay import (
+    OutboxRelay,
+    add_relay_arguments,
+    relay_options,
+    stop_on_signals,
+)
 from ....settings import mask_url, resolve_url
 from ...outbox import DjangoOutboxStore
 
@@ -30,7 +35,12 @@ class Command(BaseCommand):
         if options["verbosity"] > 1:
             logging.basicConfig(level=logging.DEBUG if options["verbosity"] > 2 else logging.INFO)
         url = resolve_url("")
-        relay = OutboxRelay(DjangoOutboxStore(options["database"]), url, **relay_options(options))
+        try:
+            relay = OutboxRelay(
+                DjangoOutboxStore(options["database"]), url, **relay_options(options)
+            )
+        except NoBroker as error:
+            raise CommandError(f"{error} (the setting DOMAIN_EVENT_BROKER is None)") from error
         restore_signals = stop_on_signals(relay)
         self.stdout.write(
             f"relaying the outbox of database {options['database']!r} to {mask_url(url)}"

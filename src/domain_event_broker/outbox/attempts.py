@@ -1,0 +1,122 @@
+"""What the relay does with a row whose event the broker refused: try later, or park it.
+
+Pure rules, no I/O. A refusal is about one event (a full queue with
+``x-overflow: reject-publish``, a policy, an event the broker will not take);
+it never holds back the other rows. The row keeps its attempt count, its last
+error and when to try again; after ``max_attempts`` refusals it is *parked*:
+the relay leaves it alone until an operator retries or discards it
+(``domain-events outbox retry|discard``, ``manage.py domain_events_outbox``).
+
+An unreachable broker is not a refusal: no row is touched then, and the relay
+as a whole backs off (see :mod:`domain_event_broker.outage`). An event the
+broker did not confirm within the relay's ``publish_timeout`` counts as
+refused (the publisher's errors do not yet tell a timeout from a nack).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..errors import BrokerUnavailable, TopologyMismatch
+from ..messages import PublishOutcome
+from ..outcome import bounded
+
+#: Refusals after which a row is parked.
+MAX_ATTEMPTS = 10
+#: Seconds before the second attempt; each later pause is twice the one before...
+RETRY_DELAY = 10.0
+#: ...up to this many seconds. With the defaults a row is parked after about 51 minutes.
+MAX_RETRY_DELAY = 900.0
+#: Bytes of an error kept in the row's ``last_error``.
+MAX_ERROR_BYTES = 2000
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Capped exponential pauses between attempts, and when to give up (park).
+
+    >>> policy = RetryPolicy(max_attempts=4, first_delay=10, max_delay=25)
+    >>> [policy.delay_after(attempts) for attempts in (1, 2, 3, 4)]
+    [10.0, 20.0, 25.0, None]
+    """
+
+    max_attempts: int = MAX_ATTEMPTS
+    first_delay: float = RETRY_DELAY
+    max_delay: float = MAX_RETRY_DELAY
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if not 0 <= self.first_delay <= self.max_delay:
+            raise ValueError(
+                "retry delays must satisfy 0 <= first_delay <= max_delay, got "
+                f"{self.first_delay} and {self.max_delay}"
+            )
+
+    def delay_after(self, attempts: int) -> float | None:
+        """Seconds to wait after the ``attempts``-th refusal; ``None``: park the row."""
+        if attempts >= self.max_attempts:
+            return None
+        # The exponent is capped so that a huge attempt count cannot overflow a float.
+        exponent = min(max(attempts - 1, 0), 64)
+        return float(min(self.max_delay, self.first_delay * 2.0**exponent))
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A row the broker refused: its new attempt count and when to try again (``None``: park)."""
+
+    id: int
+    attempts: int
+    error: str
+    delay: float | None
+
+    @property
+    def parked(self) -> bool:
+        return self.delay is None
+
+
+@dataclass
+class BatchResult:
+    """What became of the rows of one batch.
+
+    Rows in neither list were not tried (the broker was unreachable): the store
+    leaves them as they were, and ``outage`` says why.
+    """
+
+    sent: list[int] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
+    outage: BaseException | None = None
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether ``error`` is about the broker as a whole rather than about one event."""
+    return isinstance(error, (BrokerUnavailable, TopologyMismatch))
+
+
+def sort_outcomes(
+    ids: Sequence[int],
+    attempts: Sequence[int],
+    outcomes: Sequence[PublishOutcome],
+    policy: RetryPolicy,
+) -> BatchResult:
+    """Turn one publish outcome per row into rows sent, rows refused, rows left untried."""
+    result = BatchResult()
+    for row_id, before, outcome in zip(ids, attempts, outcomes, strict=True):
+        error = outcome.error
+        if error is None:
+            result.sent.append(row_id)
+        elif is_outage(error):
+            if result.outage is None:
+                result.outage = error
+        else:
+            result.refused.append(refusal(row_id, before, error, policy))
+    return result
+
+
+def refusal(row_id: int, before: int, error: BaseException, policy: RetryPolicy) -> Refusal:
+    """The refusal of a row that had ``before`` attempts already."""
+    attempts = before + 1
+    text = bounded(f"{type(error).__name__}: {error}", MAX_ERROR_BYTES)
+    return Refusal(row_id, attempts, text, policy.delay_after(attempts))

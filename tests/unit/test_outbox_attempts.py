@@ -1,0 +1,107 @@
+"""Refused outbox rows: when they are tried again, when parked, what counts as a refusal."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from domain_event_broker.errors import BrokerUnavailable, PublishError, TopologyMismatch
+from domain_event_broker.messages import OutgoingMessage, PublishOutcome
+from domain_event_broker.outbox.attempts import (
+    MAX_ATTEMPTS,
+    MAX_RETRY_DELAY,
+    RETRY_DELAY,
+    RetryPolicy,
+    sort_outcomes,
+)
+
+
+def test_defaults_park_a_row_after_ten_refusals_in_about_51_minutes() -> None:
+    policy = RetryPolicy()
+    assert (policy.max_attempts, policy.first_delay, policy.max_delay) == (
+        MAX_ATTEMPTS,
+        RETRY_DELAY,
+        MAX_RETRY_DELAY,
+    )
+    delays = [policy.delay_after(attempts) for attempts in range(1, 11)]
+    assert delays == [10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0, 900.0, 900.0, None]
+    assert sum(d for d in delays if d is not None) == pytest.approx(51 * 60, abs=60)
+
+
+@given(
+    max_attempts=st.integers(1, 50),
+    first=st.floats(0, 1000),
+    extra=st.floats(0, 10000),
+    attempts=st.integers(1, 10**6),
+)
+def test_delays_never_shrink_never_pass_the_cap_and_park_exactly_at_max_attempts(
+    max_attempts: int, first: float, extra: float, attempts: int
+) -> None:
+    policy = RetryPolicy(max_attempts, first, first + extra)
+    delay = policy.delay_after(attempts)
+    if attempts >= max_attempts:
+        assert delay is None
+        return
+    assert delay is not None
+    assert first <= delay <= first + extra
+    following = policy.delay_after(attempts + 1)
+    assert following is None or following >= delay
+
+
+def test_bad_policies_are_refused() -> None:
+    with pytest.raises(ValueError, match="max_attempts"):
+        RetryPolicy(max_attempts=0)
+    with pytest.raises(ValueError, match="first_delay <= max_delay"):
+        RetryPolicy(first_delay=10, max_delay=5)
+
+
+def outcome(error: BaseException | None = None) -> PublishOutcome:
+    return PublishOutcome(OutgoingMessage("shop.order.placed", b"{}", "id"), error)
+
+
+def test_only_confirmed_rows_are_sent_and_a_refusal_is_about_its_row_alone() -> None:
+    policy = RetryPolicy(max_attempts=3, first_delay=5, max_delay=60)
+    result = sort_outcomes(
+        [1, 2, 3, 4],
+        [0, 0, 2, 1],
+        [outcome(), outcome(PublishError("nack")), outcome(PublishError("nack")), outcome()],
+        policy,
+    )
+    assert result.sent == [1, 4]
+    assert [(r.id, r.attempts, r.delay, r.parked) for r in result.refused] == [
+        (2, 1, 5.0, False),
+        (3, 3, None, True),
+    ]
+    assert result.refused[0].error == "PublishError: nack"
+    assert result.outage is None
+
+
+def test_an_unreachable_broker_touches_no_row() -> None:
+    lost = BrokerUnavailable("lost the connection")
+    result = sort_outcomes(
+        [1, 2, 3],
+        [0, 0, 0],
+        [outcome(), outcome(lost), outcome(TopologyMismatch("exchange"))],
+        RetryPolicy(),
+    )
+    assert result.sent == [1]
+    assert result.refused == []
+    assert result.outage is lost
+
+
+def test_a_long_error_is_cut_to_valid_utf8() -> None:
+    [refusal] = sort_outcomes([1], [0], [outcome(PublishError("é" * 5000))], RetryPolicy()).refused
+    assert len(refusal.error.encode("utf-8")) <= 2000
+    refusal.error.encode("utf-8")
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    from domain_event_broker import outage
+    from domain_event_broker.outbox import attempts
+
+    for module in (attempts, outage):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
