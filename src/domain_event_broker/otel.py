@@ -131,7 +131,7 @@ class _Tracing:
         with self._lock:
             pending, self._publishing = list(self._publishing.values()), OrderedDict()
         for span, _ in pending:
-            span.end()
+            _end_unconfirmed(span)
 
     # Publish ----------------------------------------------------------------------
     def inject(self, routing_key: str, message_id: str | None) -> dict[str, Any]:
@@ -158,8 +158,7 @@ class _Tracing:
             self._publishing[message_id] = (span, now)
             expired = self._expired(now)
         for old in ([replaced[0]] if replaced else []) + expired:
-            old.set_attribute("domain_event.confirmed", False)
-            old.end()
+            _end_unconfirmed(old)
         return headers
 
     def _expired(self, now: float) -> list[Span]:
@@ -242,6 +241,11 @@ class _Tracing:
         finally:
             otel_context.detach(token)
             span.end()
+
+
+def _end_unconfirmed(span: Span) -> None:
+    span.set_attribute("domain_event.confirmed", False)
+    span.end()
 
 
 def _record(span: Span, error: BaseException) -> None:
