@@ -149,8 +149,16 @@ class HealthProbe:
                 del self._running[token]
 
     def _middleware(self, handling: Handling, call_next: Callable[[], object]) -> object:
-        with self.working(handling.subscriber, handling.event.uuid_string):
+        # working() inlined: this runs for every event.
+        running, lock = self._running, self._lock
+        with lock:
+            token = next(self._tokens)
+            running[token] = (handling.subscriber, handling.event.uuid_string, time.monotonic())
+        try:
             return call_next()
+        finally:
+            with lock:
+                del running[token]
 
     async def _async_middleware(
         self, handling: Handling, call_next: Callable[[], Awaitable[object]]

@@ -109,20 +109,34 @@ class PrometheusMetrics:
             registry=registry,
         )
         self._registry = registry
+        self._children: dict[tuple[str, str | None, str], tuple[Any, Any]] = {}
 
     def __call__(self, occurrence: Occurrence) -> None:
-        kind = occurrence.kind
-        if kind == "published":
-            self.published.labels(occurrence.routing_key).inc()
-            if occurrence.seconds is not None:
-                self.publish_confirm.observe(occurrence.seconds)
-            return
-        counter = self.outcomes.get(kind)
-        if counter is None or occurrence.subscriber is None:
-            return
-        counter.labels(occurrence.subscriber, occurrence.routing_key).inc()
+        # Children are cached: labels() costs more than the increment itself.
+        key = (occurrence.kind, occurrence.subscriber, occurrence.routing_key)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children_for(*key)
+            if children is None:
+                return
+            self._children[key] = children
+        counter, histogram = children
+        counter.inc()
         if occurrence.seconds is not None:
-            self.handler_duration.labels(occurrence.subscriber).observe(occurrence.seconds)
+            histogram.observe(occurrence.seconds)
+
+    def _children_for(
+        self, kind: str, subscriber: str | None, routing_key: str
+    ) -> tuple[Any, Any] | None:
+        if kind == "published":
+            return self.published.labels(routing_key), self.publish_confirm
+        counter = self.outcomes.get(kind)
+        if counter is None or subscriber is None:
+            return None
+        return (
+            counter.labels(subscriber, routing_key),
+            self.handler_duration.labels(subscriber),
+        )
 
     def unregister(self) -> None:
         """Take the metrics out of their registry."""
