@@ -9,6 +9,7 @@ turns it on, runs, and turns it off again, so the rounds of "off" and "on" inter
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -62,12 +63,26 @@ def instrumented(traces: bool = True, metrics: bool = True) -> Iterator[None]:
         provider.shutdown()
 
 
-def _with(setting: dict[str, bool] | None, function: Callable[[], float]) -> Callable[[], float]:
+def _with(
+    setting: dict[str, bool] | None,
+    prepare: Callable[[], object],
+    function: Callable[[], float],
+    count: int,
+    cpu: list[float],
+) -> Callable[[], float]:
+    """Run ``prepare()``, then ``function`` with instrumentation per ``setting``; note this
+    process's CPU microseconds per event in ``cpu`` (steadier than throughput on a shared
+    machine)."""
+
     def variant() -> float:
-        if setting is None:
-            return function()
-        with instrumented(**setting):
-            return function()
+        prepare()
+        with contextlib.ExitStack() as stack:
+            if setting is not None:
+                stack.enter_context(instrumented(**setting))
+            started = time.process_time()
+            rate = function()
+            cpu.append((time.process_time() - started) / count * 1e6)
+        return rate
 
     return variant
 
@@ -80,20 +95,40 @@ SETTINGS: dict[str, dict[str, bool] | None] = {
 }
 
 
-def _rows(group: str, case: str, samples: dict[str, list[float]], note: str) -> list[Row]:
+def _rows(
+    group: str,
+    case: str,
+    samples: dict[str, list[float]],
+    cpu: dict[str, list[float]],
+    note: str,
+) -> list[Row]:
     off = Series(f"{case}, instrumentation off", samples["off"])
-    return [
-        Row(
-            group,
-            f"{case}, {label}",
-            "events/s",
-            Series(f"{case}, {label}", samples[label]),
-            off,
-            note=note,
+    cpu_off = Series(f"{case}, off: CPU per event", cpu["off"])
+    rows = []
+    for label in SETTINGS:
+        if label == "off":
+            continue
+        rows.append(
+            Row(
+                group,
+                f"{case}, {label}",
+                "events/s",
+                Series(f"{case}, {label}", samples[label]),
+                off,
+                note=note,
+            )
         )
-        for label in SETTINGS
-        if label != "off"
-    ]
+        rows.append(
+            Row(
+                group,
+                f"{case}, {label}: CPU per event",
+                "us",
+                Series(f"{case}, {label}: CPU per event", cpu[label]),
+                cpu_off,
+                note="this process's CPU time (all threads) per event, in microseconds",
+            )
+        )
+    return rows
 
 
 def case_consume_instrumented(context: Context) -> list[Row]:
@@ -102,13 +137,20 @@ def case_consume_instrumented(context: Context) -> list[Row]:
     name = unique("consume-instr")
     declare(broker, name)
 
-    def drain() -> float:
+    def fill() -> None:
         broker.fill(name, CONSUMED, count)
+
+    def drain() -> float:
         return ours_drain(broker.url, name, count)
 
+    cpu: dict[str, list[float]] = {label: [] for label in SETTINGS}
     try:
         samples = interleave(
-            context, {label: _with(setting, drain) for label, setting in SETTINGS.items()}
+            context,
+            {
+                label: _with(setting, fill, drain, count, cpu[label])
+                for label, setting in SETTINGS.items()
+            },
         )
     finally:
         forget(broker, name)
@@ -116,6 +158,7 @@ def case_consume_instrumented(context: Context) -> list[Row]:
         "instrumentation",
         "consume",
         samples,
+        cpu,
         f"Subscriber defaults, no-op handler, draining {count} events; ratio to off",
     )
 
@@ -127,11 +170,7 @@ def case_publish_instrumented(context: Context) -> list[Row]:
     sink = _Sink(context)
 
     def run(function: Callable[[str, int], float], count: int) -> Callable[[], float]:
-        def variant() -> float:
-            sink.empty()
-            return function(url, count)
-
-        return variant
+        return lambda: function(url, count)
 
     rows: list[Row] = []
     try:
@@ -139,15 +178,16 @@ def case_publish_instrumented(context: Context) -> list[Row]:
             ("publish_domain_event loop", ours_loop, loop_count),
             ("publish_many", ours_many, many_count),
         ):
+            cpu: dict[str, list[float]] = {label: [] for label in SETTINGS}
             samples = interleave(
                 context,
                 {
-                    label: _with(setting, run(function, count))
+                    label: _with(setting, sink.empty, run(function, count), count, cpu[label])
                     for label, setting in SETTINGS.items()
                 },
             )
             rows += _rows(
-                "instrumentation", case, samples, f"{count} events a round to {PUBLISHED}"
+                "instrumentation", case, samples, cpu, f"{count} events a round to {PUBLISHED}"
             )
     finally:
         close_shared_publishers()
