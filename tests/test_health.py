@@ -126,3 +126,68 @@ def test_serves_prometheus_metrics_beside_the_probes(make_subscriber: MakeSubscr
             assert "app_things_total 3.0" in reply.read().decode()
     finally:
         server.shutdown()
+
+
+def test_the_operated_subscriber_example_serves_probes_metrics_and_traces(
+    broker_url: str, name: str
+) -> None:
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from support import delete_queues
+
+    with socket.socket() as spare:
+        spare.bind(("127.0.0.1", 0))
+        port = spare.getsockname()[1]
+    example = Path(__file__).parent.parent / "examples" / "operated_subscriber.py"
+    process = subprocess.Popen(
+        [sys.executable, str(example)],
+        env={
+            **os.environ,
+            "DOMAIN_EVENT_BROKER": broker_url,
+            "SUBSCRIBER_NAME": name,
+            "PROBE_PORT": str(port),
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def status(path: str) -> int:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                    return int(r.status)
+            except urllib.error.HTTPError as error:
+                return error.code
+            except OSError:
+                return 0
+
+        def metrics() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+                return str(reply.read().decode())
+
+        wait_for(lambda: status("/readyz") == 200, timeout=30)
+        assert status("/livez") == 200
+        event = publish_domain_event(
+            "user.registered", {"user_id": 7}, connection_settings=broker_url
+        )
+        handled = (
+            f'domain_events_handled_total{{routing_key="user.registered",subscriber="{name}"}} 1.0'
+        )
+        wait_for(lambda: handled in metrics())
+        assert f'domain_event_queue_consumers{{subscriber="{name}"}} 1.0' in metrics()
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+        assert process.returncode == 0, err
+        assert "synced user 7" in err
+        assert f"process {name}" in out and event.uuid_string in out  # the span, on stdout
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        delete_queues(broker_url, name, f"{name}-dl")

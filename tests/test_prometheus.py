@@ -93,7 +93,14 @@ def test_counters_histograms_and_queue_gauges(
 def test_outbox_gauges_call_the_functions_they_are_given() -> None:
     registry = CollectorRegistry()
     rows = [3]
-    prometheus.watch_outbox(lambda: rows[0], lambda: 12.5, registry=registry, min_interval=0)
+    calls: list[str] = []
+
+    def pending() -> int:
+        calls.append("pending")
+        return rows[0]
+
+    prometheus.watch_outbox(pending, lambda: 12.5, registry=registry, min_interval=0)
+    assert calls == []  # not called before the first scrape (the database may not be up yet)
     assert registry.get_sample_value("domain_event_outbox_pending") == 3
     assert registry.get_sample_value("domain_event_outbox_oldest_pending_seconds") == 12.5
     rows[0] = 0

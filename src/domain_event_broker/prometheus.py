@@ -262,9 +262,23 @@ class SubscriberQueues(Collector):
                 log.warning("cannot read the queues of subscriber %s: %s", name, error)
         return statuses
 
+    def describe(self) -> Iterator[Metric]:
+        # Without it, registering would collect at once: reading the broker too early.
+        yield from self._families().values()
+
     def collect(self) -> Iterator[Metric]:
         statuses: list[SubscriberStatus] = self._statuses.get()
-        families = {
+        families = self._families()
+        for status in statuses:
+            for field, family in families.items():
+                value = getattr(status, field)
+                if value is not None:
+                    family.add_metric([status.name], value)
+        yield from families.values()
+
+    @staticmethod
+    def _families() -> dict[str, GaugeMetricFamily]:
+        return {
             "waiting": GaugeMetricFamily(
                 "domain_event_queue_depth",
                 "Events waiting in a subscriber's queue.",
@@ -281,12 +295,6 @@ class SubscriberQueues(Collector):
                 labels=["subscriber"],
             ),
         }
-        for status in statuses:
-            for field, family in families.items():
-                value = getattr(status, field)
-                if value is not None:
-                    family.add_metric([status.name], value)
-        yield from families.values()
 
 
 def watch_subscribers(
@@ -312,6 +320,11 @@ class OutboxGauges(Collector):
         min_interval: float = 5.0,
     ) -> None:
         self._values = _Cached(lambda: (pending(), oldest_pending_age()), min_interval)
+
+    def describe(self) -> Iterator[Metric]:
+        # Without it, registering would call the functions at once (before the database is up).
+        yield GaugeMetricFamily("domain_event_outbox_pending", "")
+        yield GaugeMetricFamily("domain_event_outbox_oldest_pending_seconds", "")
 
     def collect(self) -> Iterator[Metric]:
         try:
