@@ -16,7 +16,7 @@ from pathlib import Path
 
 from domain_event_broker.publisher import close_shared_publishers
 
-from . import consume, latency, memory, publish
+from . import consume, instrumented, latency, memory, publish
 from .harness import (
     REPO_ROOT,
     Broker,
@@ -37,11 +37,12 @@ CASES: dict[str, CaseFunction] = {
     **consume.CASES,
     **latency.CASES,
     **memory.CASES,
+    **instrumented.CASES,
 }
 #: How often a case is tried when something disturbs it (a broker restart, an alarm).
 ATTEMPTS = 3
 #: Cases left out of a run unless named with --only (they take long and only inform defaults).
-OPTIONAL = set(consume.OPTIONAL)
+OPTIONAL = set(consume.OPTIONAL) | set(instrumented.OPTIONAL)
 
 
 def main(argv: list[str] | None = None) -> int:

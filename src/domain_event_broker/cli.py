@@ -1,4 +1,4 @@
-"""The ``domain-events`` command: demo, publish, listen, status and dead letters.
+"""The ``domain-events`` command: demo, publish, listen, status, metrics and dead letters.
 
 Every command takes ``--url`` (default: ``$DOMAIN_EVENT_BROKER``, else the
 local broker) and the TLS options ``--ca-file``, ``--cert-file``, ``--key-file``
@@ -8,11 +8,13 @@ and ``--external-auth``. Run ``domain-events COMMAND --help`` for details.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import socket
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -93,7 +95,21 @@ def _parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="backlog, consumers and dead letters")
     status.add_argument("names", nargs="+", help="subscriber names")
+    status.add_argument(
+        "--json", action="store_true", help="one JSON array of objects (null: no such queue)"
+    )
     status.set_defaults(run=_status)
+
+    metrics = commands.add_parser(
+        "metrics",
+        help="serve Prometheus metrics: subscribers' queue gauges (and, with "
+        "$PROMETHEUS_MULTIPROC_DIR, the counts of every process writing there)",
+    )
+    metrics.add_argument("names", nargs="*", help="subscriber names whose queues to watch")
+    metrics.add_argument("--port", type=int, default=9100, help="default 9100")
+    metrics.add_argument("--addr", default="0.0.0.0", help="default 0.0.0.0")
+    metrics.add_argument("--timeout", type=float, help="stop after this many seconds")
+    metrics.set_defaults(run=_metrics)
 
     dead = commands.add_parser("dead-letters", help="look at, replay or discard dead letters")
     actions = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -159,11 +175,14 @@ def _listen(args: argparse.Namespace, url: BrokerSettings) -> int:
 
 
 def _status(args: argparse.Namespace, url: BrokerSettings) -> int:
+    states = [subscriber_status(name, url) for name in args.names]
+    missing = any(state.waiting is None for state in states)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(state) for state in states]))
+        return 1 if missing else 0
     rows = [("subscriber", "waiting", "consumers", "dead letters")]
-    missing = False
-    for name in args.names:
-        state = subscriber_status(name, url)
-        missing |= state.waiting is None
+    for state in states:
+        name = state.name
         rows.append(
             (
                 name,
@@ -176,6 +195,24 @@ def _status(args: argparse.Namespace, url: BrokerSettings) -> int:
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     return 1 if missing else 0
+
+
+def _metrics(args: argparse.Namespace, url: str) -> int:
+    try:
+        from . import prometheus
+    except ImportError:
+        raise ValueError(
+            "metrics needs prometheus_client: pip install 'domain-event-broker[prometheus]'"
+        ) from None
+    if args.names:
+        prometheus.watch_subscribers(args.names, url)
+    server = prometheus.serve_metrics(args.port, args.addr)
+    host, port = server.server_address[:2]
+    print(f"serving metrics on http://{host}:{port}/metrics", file=sys.stderr, flush=True)
+    stop = threading.Event()
+    stop.wait(args.timeout)
+    server.shutdown()
+    return 0
 
 
 def _count(value: int | None, otherwise: str) -> str:

@@ -10,7 +10,8 @@
 
 What is reported (``Occurrence.kind``):
 
-- ``published``: the broker confirmed an event (``subscriber`` is ``None``);
+- ``published``: the broker confirmed an event (``subscriber`` is ``None``;
+  ``seconds``, when given, is the time from the hand-over to the confirm);
 - ``handled``: a handler returned; ``seconds`` is how long it ran;
 - ``retried``: a handler raised :class:`Retry` and a delayed copy was scheduled;
 - ``dead_lettered``: the event went to the dead-letter queue;
@@ -27,6 +28,7 @@ raised into the library.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import threading
 from collections import Counter, defaultdict
@@ -89,7 +91,7 @@ def notify(occurrence: Occurrence) -> None:
             )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: built for every delivery, twice as fast
 class Handling:
     """One call of a handler, as a middleware sees it."""
 
@@ -97,47 +99,85 @@ class Handling:
     event: DomainEvent
     #: The delivery's AMQP headers (where a trace context travels).
     headers: Mapping[str, Any] = field(default_factory=dict)
+    #: The exchange the subscriber's queue is bound to.
+    exchange: str = "domain-events"
 
 
 #: ``middleware(handling, call_next)``: run code before and after ``call_next()``
 #: (which calls the handler, or the next middleware), or around its exception.
 Middleware = Callable[[Handling, Callable[[], object]], object]
+#: ``async def middleware(handling, call_next)``: the same for asyncio handlers;
+#: ``await call_next()`` runs the handler (or the next middleware).
 AsyncMiddleware = Callable[[Handling, Callable[[], Awaitable[object]]], Awaitable[object]]
 _middlewares: tuple[Middleware, ...] = ()
+_async_middlewares: tuple[AsyncMiddleware, ...] = ()
 
 
-def add_middleware(middleware: Middleware) -> Callable[[], None]:
+def add_middleware(middleware: Middleware | AsyncMiddleware) -> Callable[[], None]:
     """Wrap every handler call in ``middleware``; returns a function that removes it.
+
+    A plain function wraps the handlers of the (threaded) :class:`Subscriber`;
+    an ``async def`` function wraps those of asyncio consumers, which await
+    :func:`call_async_handler`. To cover both, add one of each. Middlewares run
+    on the thread (or task) that runs the handler, the first added outermost:
+    code before ``call_next()`` is the "before" hook, code after it the "after"
+    hook, an ``except`` around it the "on error" hook (re-raise, or the event
+    counts as handled).
 
     >>> def log_event_id(handling, call_next):
     ...     with logging_context(event_id=handling.event.uuid_string):  # doctest: +SKIP
     ...         return call_next()
     """
-    global _middlewares
+    global _middlewares, _async_middlewares
+    is_async = inspect.iscoroutinefunction(middleware) or inspect.iscoroutinefunction(
+        getattr(middleware, "__call__", None)  # noqa: B004 (an object with async __call__)
+    )
     with _lock:
-        _middlewares = (*_middlewares, middleware)
+        if is_async:
+            _async_middlewares = (*_async_middlewares, middleware)  # type: ignore[arg-type]
+        else:
+            _middlewares = (*_middlewares, middleware)  # type: ignore[arg-type]
 
     def remove() -> None:
-        global _middlewares
+        global _middlewares, _async_middlewares
         with _lock:
             _middlewares = tuple(known for known in _middlewares if known is not middleware)
+            _async_middlewares = tuple(
+                known for known in _async_middlewares if known is not middleware
+            )
 
     return remove
 
 
 def call_handler(handler: Callable[[DomainEvent], object], handling: Handling) -> object:
     """Call ``handler(handling.event)`` inside every middleware, the first added outermost."""
+    middlewares = _middlewares
+    if not middlewares:
+        return handler(handling.event)
     call: Callable[[], object] = functools.partial(handler, handling.event)
-    for middleware in reversed(_middlewares):
+    for middleware in reversed(middlewares):
         call = functools.partial(middleware, handling, call)
     return call()
 
 
 async def call_async_handler(
-    handler: Callable[[DomainEvent], Awaitable[object]], handling: Handling
+    handler: Callable[[DomainEvent], object], handling: Handling
 ) -> object:
-    """Await ``handler(handling.event)`` (middleware for asyncio handlers: to be added)."""
-    return await handler(handling.event)
+    """Await ``handler(handling.event)`` inside every async middleware, the first added outermost.
+
+    ``handler`` may also be a plain function; its result is awaited when it is awaitable.
+    """
+
+    async def innermost() -> object:
+        result = handler(handling.event)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+    call: Callable[[], Awaitable[object]] = innermost
+    for middleware in reversed(_async_middlewares):
+        call = functools.partial(middleware, handling, call)
+    return await call()
 
 
 #: ``injector(routing_key, message_id)`` returns headers to add to an outgoing
@@ -214,21 +254,35 @@ class Metrics:
             return self._handler_seconds.get(subscriber, 0.0)
 
     def prometheus_text(self) -> str:
-        """The counters in the Prometheus text exposition format."""
+        """The counters in the Prometheus text exposition format (label values escaped)."""
         lines = [
             "# HELP domain_events_total Domain events by what happened to them.",
             "# TYPE domain_events_total counter",
         ]
         with self._lock:
             for (kind, subscriber, routing_key), number in sorted(self._counts.items()):
-                labels = f'kind="{kind}",subscriber="{subscriber}",routing_key="{routing_key}"'
+                labels = (
+                    f'kind="{escape_label_value(kind)}",'
+                    f'subscriber="{escape_label_value(subscriber)}",'
+                    f'routing_key="{escape_label_value(routing_key)}"'
+                )
                 lines.append(f"domain_events_total{{{labels}}} {number}")
             lines += [
                 "# HELP domain_event_handler_seconds_total Seconds spent in handlers.",
                 "# TYPE domain_event_handler_seconds_total counter",
             ]
             for subscriber, seconds in sorted(self._handler_seconds.items()):
+                label = escape_label_value(subscriber)
                 lines.append(
-                    f'domain_event_handler_seconds_total{{subscriber="{subscriber}"}} {seconds:.6f}'
+                    f'domain_event_handler_seconds_total{{subscriber="{label}"}} {seconds:.6f}'
                 )
         return "\n".join(lines) + "\n"
+
+
+def escape_label_value(value: str) -> str:
+    r"""``value`` as a label value of the Prometheus text format: ``\``, ``"`` and newline escaped.
+
+    >>> print(escape_label_value('say "hi"\nfake_metric 1'))
+    say \"hi\"\nfake_metric 1
+    """
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -525,15 +525,25 @@ class Publisher(Transport):
             log.debug("no broker configured: not publishing %s", routing_key)
             return
         body = message.encode("utf-8") if isinstance(message, str) else message
-        pending = _PendingPublish(body, routing_key, properties or _PERSISTENT_JSON)
+        properties = properties or _PERSISTENT_JSON
+        added = observability.outgoing_headers(routing_key, properties.message_id)
+        if added:
+            properties = _with_headers(properties, added)
+        pending = _PendingPublish(body, routing_key, properties)
         connection = self._confirming_connection()
+        started = time.perf_counter()
         connection.submit((pending,))
         connection.wait(
             pending, time.monotonic() + self.publish_timeout, f"an event for {routing_key!r}"
         )
         if observability.listening():
             observability.notify(
-                Occurrence("published", routing_key, pending.properties.message_id)
+                Occurrence(
+                    "published",
+                    routing_key,
+                    pending.properties.message_id,
+                    seconds=time.perf_counter() - started,
+                )
             )
 
     def publish_event(self, event: DomainEvent) -> None:
@@ -571,6 +581,7 @@ class Publisher(Transport):
         pendings = [_pending_message(message) for message in batch]
         connection = self._confirming_connection()
         deadline = time.monotonic() + self.publish_timeout
+        started = time.perf_counter()
         connection.submit(pendings)
         outcomes = []
         listening = observability.listening()
@@ -585,7 +596,12 @@ class Publisher(Transport):
                 outcomes.append(PublishOutcome(message))
                 if listening:
                     observability.notify(
-                        Occurrence("published", message.routing_key, message.message_id)
+                        Occurrence(
+                            "published",
+                            message.routing_key,
+                            message.message_id,
+                            seconds=time.perf_counter() - started,
+                        )
                     )
         return outcomes
 
@@ -594,6 +610,7 @@ class Publisher(Transport):
     ) -> None:
         connection = self._confirming_connection()
         deadline = time.monotonic() + self.publish_timeout
+        started = time.perf_counter()
         connection.submit(messages)
         failures: list[tuple[DomainEvent, BaseException]] = []
         listening = observability.listening()
@@ -607,7 +624,12 @@ class Publisher(Transport):
             else:
                 if listening:
                     observability.notify(
-                        Occurrence("published", event.routing_key, event.uuid_string)
+                        Occurrence(
+                            "published",
+                            event.routing_key,
+                            event.uuid_string,
+                            seconds=time.perf_counter() - started,
+                        )
                     )
         if len(failures) == 1 and len(messages) == 1:
             raise failures[0][1]
@@ -736,6 +758,9 @@ def publish_domain_event(
 
 
 def _pending_message(message: OutgoingMessage) -> _PendingPublish:
+    headers = dict(message.headers) if message.headers else {}
+    # Called on the caller's thread: injected headers (a trace context) are the caller's.
+    headers.update(observability.outgoing_headers(message.routing_key, message.message_id) or {})
     return _PendingPublish(
         message.body,
         message.routing_key,
@@ -743,16 +768,28 @@ def _pending_message(message: OutgoingMessage) -> _PendingPublish:
             delivery_mode=2,
             content_type="application/json",
             message_id=message.message_id,
-            headers=dict(message.headers) if message.headers else None,
+            headers=headers or None,
         ),
     )
 
 
 def _pending_event(event: DomainEvent) -> _PendingPublish:
+    routing_key = validate_routing_key(event.routing_key)
     return _PendingPublish(
         event.to_json().encode("utf-8"),
-        validate_routing_key(event.routing_key),
+        routing_key,
         pika.BasicProperties(
-            delivery_mode=2, content_type="application/json", message_id=event.uuid_string
+            delivery_mode=2,
+            content_type="application/json",
+            message_id=event.uuid_string,
+            # Called on the caller's thread: injected headers (a trace context) are the caller's.
+            headers=observability.outgoing_headers(routing_key, event.uuid_string),
         ),
     )
+
+
+def _with_headers(properties: pika.BasicProperties, added: dict[str, Any]) -> pika.BasicProperties:
+    """A copy of ``properties`` with ``added`` headers (the caller's own win)."""
+    copy = pika.BasicProperties(**vars(properties))
+    copy.headers = {**added, **(properties.headers or {})}
+    return copy

@@ -43,7 +43,7 @@ from ._transport import Transport, requires_broker
 from .connection import CONNECTION_LOST, Backoff, connect_blocking
 from .errors import InvalidEvent, Retry
 from .events import DomainEvent
-from .observability import Occurrence
+from .observability import Handling, Occurrence
 from .settings import ConnectionSettings, mask_url, resolve_url
 from .topology import (
     DEFAULT_EXCHANGE,
@@ -252,6 +252,8 @@ class Subscriber(Transport):
         self._consuming = False
         self._stop_requested = threading.Event()
         self._outage_started: float | None = None
+        #: ``time.time()`` when a handler last finished (whatever its outcome), for health probes.
+        self.last_handled_at: float | None = None
         if self.connection_settings is not None:
             self._ensure_connection()
 
@@ -328,6 +330,24 @@ class Subscriber(Transport):
     def registered_names(self) -> list[str]:
         """Names of the registered handlers (their queue names)."""
         return [registration.topology.name for registration in self._registrations]
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection to RabbitMQ is open (for health probes)."""
+        connection = self._connection
+        return connection is not None and connection.is_open
+
+    @property
+    def consuming(self) -> bool:
+        """Whether its consumers are receiving events (not before, not while reconnecting or
+        stopping)."""
+        return (
+            self._consuming
+            and not self._draining
+            and self._consume_channel is not None
+            and bool(self._consumer_tags)
+            and self.connected
+        )
 
     def start_consuming(self, timeout: float | None = None) -> None:
         """Receive events until :meth:`stop_consuming`, a signal, or ``timeout`` seconds.
@@ -690,8 +710,10 @@ class Subscriber(Transport):
                 started = time.perf_counter()
                 outcome = self._handle(delivery)
                 self._report(delivery, outcome, time.perf_counter() - started)
+                self.last_handled_at = time.time()
             else:
                 outcome = self._handle(delivery)
+                self.last_handled_at = time.time()
             self._completions.append((delivery, outcome))
             self._wake()
 
@@ -726,7 +748,10 @@ class Subscriber(Transport):
         event.retries = delivery.retries = delivery_retries(delivery.properties.headers, name)
         delivery.event_id = event.uuid_string
         try:
-            registration.handler(event)
+            observability.call_handler(
+                registration.handler,
+                Handling(name, event, delivery.properties.headers or {}, self.exchange),
+            )
         except Retry as retry:
             if event.retries < registration.max_retries:
                 log.info(

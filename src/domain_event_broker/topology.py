@@ -37,6 +37,8 @@ EXCEPTION_MESSAGE_HEADER = "x-domain-event-exception-message"
 FAILED_AT_HEADER = "x-domain-event-failed-at"
 # Set only when a dead letter had to bypass the dead-letter exchange.
 ROUTING_KEY_HEADER = "x-domain-event-routing-key"
+#: How often an event was replayed from a dead-letter queue (set by replay).
+REPLAYED_HEADER = "x-domain-event-replayed"
 
 #: Headers that describe one delivery attempt; a replayed event starts afresh.
 ATTEMPT_HEADERS = (
