@@ -225,9 +225,7 @@ def test_async_dead_letters_are_replayed_by_replay_event_and_the_cli(
         sent = [
             await apublish(f"{name}.x", {"n": n}, connection_settings=broker_url) for n in range(2)
         ]
-        await run_until(
-            subscriber, lambda: queue_depth(broker_url, f"{name}-dl") == 2, settle=0.2
-        )
+        await run_until(subscriber, lambda: queue_depth(broker_url, f"{name}-dl") == 2, settle=0.2)
         return sent
 
     sent = asyncio.run(main())
@@ -244,8 +242,16 @@ def test_async_dead_letters_are_replayed_by_replay_event_and_the_cli(
     assert replay.replay_event(name, connection_settings=broker_url) == 1
     assert queue_depth(broker_url, name) == 1
     result = subprocess.run(
-        [sys.executable, "-m", "domain_event_broker.cli", "--url", broker_url]
-        + ["dead-letters", "replay", name],
+        [
+            sys.executable,
+            "-m",
+            "domain_event_broker.cli",
+            "--url",
+            broker_url,
+            "dead-letters",
+            "replay",
+            name,
+        ],
         capture_output=True,
         text=True,
         timeout=60,
