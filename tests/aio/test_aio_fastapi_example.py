@@ -13,7 +13,7 @@ from support import queue_depth
 from .helpers import delete_topology
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
-import fastapi_app  # noqa: E402
+import fastapi_app
 
 
 def test_the_endpoint_publishes_and_the_subscriber_beside_the_app_handles_it(
