@@ -156,7 +156,9 @@ def test_broker_application_restarted_mid_stream_loses_nothing(
     assert result.accepted == result.published
 
 
-def _start_worker(broker_url: str, name: str, seconds: float, journal: Path) -> subprocess.Popen[str]:
+def _start_worker(
+    broker_url: str, name: str, seconds: float, journal: Path
+) -> subprocess.Popen[str]:
     worker = subprocess.Popen(
         [sys.executable, str(SUBSCRIBER_PROCESS), broker_url, name, str(seconds), str(journal)],
         stdout=subprocess.PIPE,
@@ -223,5 +225,3 @@ def test_a_second_sigterm_stops_at_once_and_the_event_is_redelivered(
         assert queue_depth(broker_url, name) == 1
     finally:
         delete_queues(broker_url, name)
-
-
