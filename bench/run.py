@@ -16,7 +16,7 @@ from pathlib import Path
 
 from domain_event_broker.publisher import close_shared_publishers
 
-from . import consume, latency, memory, publish
+from . import aio, consume, latency, memory, publish
 from .harness import (
     REPO_ROOT,
     Broker,
@@ -37,6 +37,7 @@ CASES: dict[str, CaseFunction] = {
     **consume.CASES,
     **latency.CASES,
     **memory.CASES,
+    **aio.CASES,
 }
 #: How often a case is tried when something disturbs it (a broker restart, an alarm).
 ATTEMPTS = 3

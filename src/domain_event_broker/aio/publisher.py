@@ -117,15 +117,43 @@ class AsyncPublisher:
         deadline = time.monotonic() + self.publish_timeout
         outcomes: list[PublishOutcome] = []
         for first in range(0, len(messages), WINDOW):
-            window = messages[first : first + WINDOW]
-            errors = await asyncio.gather(
-                *(self._publish(message, deadline) for message in window),
-                return_exceptions=True,
-            )
-            for message, result in zip(window, errors, strict=True):
-                if isinstance(result, BaseException) and not isinstance(result, Exception):
-                    raise result  # cancelled: the caller is going away
-                outcomes.append(PublishOutcome(message, result))
+            outcomes += await self._publish_window(messages[first : first + WINDOW], deadline)
+        return outcomes
+
+    async def _publish_window(
+        self, window: list[OutgoingMessage], deadline: float
+    ) -> list[PublishOutcome]:
+        """Send every message of ``window`` on the channel, then collect the confirms.
+
+        The common case costs one pass; a message that failed (a lost connection,
+        a refusal) goes through :meth:`_publish` again, with its reconnects and
+        grace, until ``deadline``.
+        """
+        exchange, _generation = await self._ready(deadline)
+        sent = await asyncio.gather(
+            *(
+                exchange.publish(_amqp_message(message), message.routing_key, mandatory=False)
+                for message in window
+            ),
+            return_exceptions=True,
+        )
+        retried = [
+            self._publish(message, deadline)
+            for message, result in zip(window, sent, strict=True)
+            if isinstance(result, BaseException)
+        ]
+        errors = iter(await asyncio.gather(*retried, return_exceptions=True))
+        outcomes = []
+        listening = observability.listening()
+        for message, result in zip(window, sent, strict=True):
+            error = next(errors) if isinstance(result, BaseException) else None
+            if isinstance(error, BaseException) and not isinstance(error, Exception):
+                raise error  # cancelled: the caller is going away
+            outcomes.append(PublishOutcome(message, error))
+            if listening and error is None and not isinstance(result, BaseException):
+                observability.notify(
+                    Occurrence("published", message.routing_key, message.message_id)
+                )
         return outcomes
 
     async def close(self) -> None:
@@ -148,23 +176,17 @@ class AsyncPublisher:
 
     # Sending -----------------------------------------------------------------
     async def _publish(self, message: OutgoingMessage, deadline: float) -> None:
-        headers = _headers(message)
         backoff = Backoff()
         first_nacked: float | None = None
         while True:
             exchange, generation = await self._ready(deadline)
-            amqp_message = aio_pika.Message(
-                message.body,
-                headers=headers,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                content_type="application/json",
-                message_id=message.message_id,
-            )
             remaining = deadline - time.monotonic()
             try:
-                await asyncio.wait_for(
-                    exchange.publish(amqp_message, message.routing_key, mandatory=False),
-                    max(remaining, 0.001),
+                await exchange.publish(
+                    _amqp_message(message),
+                    message.routing_key,
+                    mandatory=False,
+                    timeout=max(remaining, 0.001),
                 )
             except aiormq.exceptions.DeliveryError as error:
                 now = time.monotonic()
@@ -290,12 +312,19 @@ class AsyncPublisher:
             )
 
 
-def _headers(message: OutgoingMessage) -> dict[str, Any] | None:
+def _amqp_message(message: OutgoingMessage) -> aio_pika.Message:
+    """The AMQP message of ``message``: persistent JSON, with its id and headers."""
     headers = dict(message.headers) if message.headers else {}
     injected = observability.outgoing_headers(message.routing_key, message.message_id)
     if injected:
         headers.update(injected)
-    return headers or None
+    return aio_pika.Message(
+        message.body,
+        headers=headers or None,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        content_type="application/json",
+        message_id=message.message_id,
+    )
 
 
 # One publisher per event loop and broker, for publish_domain_event.
