@@ -370,3 +370,32 @@ def test_a_subscriber_with_a_wrong_queue_type_gets_a_clear_error(
     with pytest.raises(TopologyMismatch) as caught:
         asyncio.run(main())
     assert name in str(caught.value) and "x-dead-letter-exchange" in str(caught.value)
+
+
+def test_the_in_memory_broker_takes_async_publishes() -> None:
+    from domain_event_broker.testing import InMemoryBroker
+
+    received: list[DomainEvent] = []
+    with InMemoryBroker() as broker:
+        broker.register(received.append, "mailer", ["user.*"])
+        sent = asyncio.run(apublish("user.registered", {"id": 7}))
+        broker.run()
+    assert received == [sent]
+    assert broker.published == [sent]
+
+
+def test_stop_before_the_run_task_started_still_stops_it(
+    broker_url: str, name: str, make_async_subscriber: MakeAsyncSubscriber
+) -> None:
+    async def handler(event: DomainEvent) -> None:
+        pass
+
+    subscriber = make_async_subscriber()
+    subscriber.register(handler, name, [f"{name}.#"])
+
+    async def main() -> None:
+        task = asyncio.create_task(subscriber.run())
+        await subscriber.stop()  # the task has not run a step yet
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(main())

@@ -153,6 +153,8 @@ class AsyncSubscriber:
         self._in_flight = 0
         self._outage_started: float | None = None
         self._running = False
+        # stop() before run() got going (a task created, not yet started): run() returns at once.
+        self._stop_before_run = False
 
     # Public API -----------------------------------------------------------------
     def register(
@@ -233,6 +235,9 @@ class AsyncSubscriber:
             raise RuntimeError("this subscriber is running already")
         self._running = True
         self._stopping = asyncio.Event()
+        if self._stop_before_run:
+            self._stop_before_run = False
+            self._stopping.set()
         self._stopped = asyncio.Event()
         self._draining = False
         self._deliveries = asyncio.Queue()
@@ -283,8 +288,10 @@ class AsyncSubscriber:
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to stop, without waiting (safe from a handler or a signal handler)."""
-        if self._stopping is not None:
+        if self._running and self._stopping is not None:
             self._stopping.set()
+        else:
+            self._stop_before_run = True
 
     # Connection --------------------------------------------------------------------
     async def _open_session(self) -> _Session:
