@@ -16,8 +16,8 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Iterable
+from typing import Any, TypeVar
 
 import aio_pika
 import aio_pika.abc
@@ -36,6 +36,8 @@ from ..topology import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_TYPE
 from .connection import CONNECTION_LOST, connect
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Events of one :meth:`AsyncPublisher.publish_many` on their way at once.
 WINDOW = 500
@@ -130,13 +132,24 @@ class AsyncPublisher:
         grace, until ``deadline``.
         """
         exchange, _generation = await self._ready(deadline)
-        sent = await asyncio.gather(
-            *(
-                exchange.publish(_amqp_message(message), message.routing_key, mandatory=False)
-                for message in window
-            ),
-            return_exceptions=True,
-        )
+        try:
+            sent = await _within(
+                deadline,
+                asyncio.gather(
+                    *(
+                        exchange.publish(
+                            _amqp_message(message), message.routing_key, mandatory=False
+                        )
+                        for message in window
+                    ),
+                    return_exceptions=True,
+                ),
+            )
+        except asyncio.TimeoutError:
+            late = PublishError(
+                f"no confirm from {self.masked_url} within {self.publish_timeout:.0f} s"
+            )
+            return [PublishOutcome(message, late) for message in window]
         retried = [
             self._publish(message, deadline)
             for message, result in zip(window, sent, strict=True)
@@ -180,13 +193,10 @@ class AsyncPublisher:
         first_nacked: float | None = None
         while True:
             exchange, generation = await self._ready(deadline)
-            remaining = deadline - time.monotonic()
             try:
-                await exchange.publish(
-                    _amqp_message(message),
-                    message.routing_key,
-                    mandatory=False,
-                    timeout=max(remaining, 0.001),
+                await _within(
+                    deadline,
+                    exchange.publish(_amqp_message(message), message.routing_key, mandatory=False),
                 )
             except aiormq.exceptions.DeliveryError as error:
                 now = time.monotonic()
@@ -310,6 +320,20 @@ class AsyncPublisher:
                 "this AsyncPublisher belongs to another event loop; make one per event loop "
                 "(publish_domain_event keeps one per loop for you)"
             )
+
+
+async def _within(deadline: float, awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` until ``deadline`` (``time.monotonic()``), or raise TimeoutError.
+
+    ``asyncio.timeout_at`` (3.11+) costs a timer; ``wait_for`` a task per call,
+    which shows at thousands of publishes a second.
+    """
+    loop = asyncio.get_running_loop()
+    timeout_at = getattr(asyncio, "timeout_at", None)
+    if timeout_at is None:  # Python 3.10
+        return await asyncio.wait_for(awaitable, max(deadline - time.monotonic(), 0.001))
+    async with timeout_at(loop.time() + (deadline - time.monotonic())):
+        return await awaitable
 
 
 def _amqp_message(message: OutgoingMessage) -> aio_pika.Message:
