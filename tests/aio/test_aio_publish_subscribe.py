@@ -23,6 +23,7 @@ from domain_event_broker.topology import (
     EXCEPTION_TYPE_HEADER,
     FAILED_SUBSCRIBER_HEADER,
     RETRIES_HEADER,
+    ROUTING_KEY_HEADER,
 )
 from support import consume_until, get_all, queue_depth
 
@@ -399,3 +400,72 @@ def test_stop_before_the_run_task_started_still_stops_it(
         await asyncio.wait_for(task, 10)
 
     asyncio.run(main())
+
+
+def test_a_dead_letter_the_exchange_cannot_route_goes_straight_to_the_queue(
+    broker_url: str, name: str, make_async_subscriber: MakeAsyncSubscriber
+) -> None:
+    async def crash(event: DomainEvent) -> None:
+        raise ValueError("bad")
+
+    subscriber = make_async_subscriber()
+    subscriber.register(crash, name, [f"{name}.#"], dead_letter=True)
+
+    async def main() -> None:
+        task = asyncio.create_task(subscriber.run())
+        while subscriber._session is None:  # consuming (its declarations are done)
+            await asyncio.sleep(0.01)
+        # an operator (or changed binding keys) left N-dlx without a binding for this key
+        with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
+            connection.channel().queue_unbind(f"{name}-dl", f"{name}-dlx", f"{name}.#")
+        await apublish(f"{name}.x", {}, connection_settings=broker_url)
+        deadline = asyncio.get_running_loop().time() + 20
+        while queue_depth(broker_url, f"{name}-dl") < 1:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        await subscriber.stop()
+        await task
+
+    asyncio.run(main())
+    [(_, properties, _)] = get_all(broker_url, f"{name}-dl")
+    assert properties.headers[ROUTING_KEY_HEADER] == f"{name}.x"
+    assert queue_depth(broker_url, name) == 0
+
+
+def test_a_retry_whose_wait_queue_vanished_is_stored_in_a_new_one(
+    broker_url: str, name: str, make_async_subscriber: MakeAsyncSubscriber
+) -> None:
+    seen: list[int] = []
+    gate = asyncio.Event()
+
+    async def retry(event: DomainEvent) -> None:
+        seen.append(event.retries)
+        if event.retries == 1:
+            await gate.wait()  # the wait queue is empty now: the test deletes it
+        if event.retries < 2:
+            raise Retry(0.2)
+
+    subscriber = make_async_subscriber()
+    subscriber.register(retry, name, [f"{name}.#"], dead_letter=True, max_retries=5)
+
+    async def main() -> None:
+        await subscriber.declare()
+        await apublish(f"{name}.x", {}, connection_settings=broker_url)
+        task = asyncio.create_task(subscriber.run())
+        while len(seen) < 2:
+            await asyncio.sleep(0.01)
+        # the wait queue (and its exchange) deleted behind the subscriber's back
+        with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
+            channel = connection.channel()
+            channel.queue_delete(f"{name}-delay-200")
+            channel.exchange_delete(f"{name}-delay-200")
+        gate.set()
+        deadline = asyncio.get_running_loop().time() + 20
+        while len(seen) < 3 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        await subscriber.stop()
+        await task
+
+    asyncio.run(main())
+    assert seen == [0, 1, 2]
+    assert queue_depth(broker_url, f"{name}-dl") == 0

@@ -305,11 +305,13 @@ class AsyncSubscriber:
                 await channel.close()
             consume = await connection.channel()
             await consume.set_qos(prefetch_count=self.prefetch_count)
-            publish = await connection.channel(publisher_confirms=True)
+            # on_return_raises: a copy no queue took must fail, never count as stored
+            publish = await connection.channel(publisher_confirms=True, on_return_raises=True)
             self._generation += 1
             session = _Session(connection, consume, publish, self._generation)
             self._session = session
-            for closable in (connection, consume, publish):
+            # A closed publish channel is reopened when next needed (_publish_channel).
+            for closable in (connection, consume):
                 closable.close_callbacks.add(lambda *_: session.lost.set())
             for registration in self._registrations:
                 queue = await consume.get_queue(registration.topology.queue, ensure=False)
@@ -536,7 +538,7 @@ class AsyncSubscriber:
         topology = registration.topology
         message = delivery.message
         routing_key = message.routing_key or ""
-        channel = session.publish
+        channel = await _publish_channel(session)
         if outcome.action is Action.RETRY:
             delay_ms = round(outcome.delay * 1000)
             headers = retry_headers(message.headers, retries)
@@ -553,7 +555,9 @@ class AsyncSubscriber:
         try:
             try:
                 await _publish_copy(channel, exchange, key, message, headers)
-            except aiormq.exceptions.PublishError:  # returned: no queue took it
+            except (aiormq.exceptions.PublishError, aiormq.exceptions.ChannelNotFoundEntity):
+                # returned (no queue took it), or its exchange is gone (channel closed)
+                channel = await _publish_channel(session)
                 if outcome.action is Action.RETRY:
                     # The wait queue was deleted behind our back: declare it again.
                     registration.wait_queues.forget()
@@ -615,6 +619,16 @@ class AsyncSubscriber:
         loop = asyncio.get_running_loop()
         for signum in installed:
             loop.remove_signal_handler(signum)
+
+
+async def _publish_channel(session: _Session) -> aio_pika.abc.AbstractChannel:
+    """The session's confirm-mode channel for copies, reopened if the broker closed it."""
+    if session.publish.is_closed:
+        # on_return_raises: a copy no queue took must fail, never count as stored
+        session.publish = await session.connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+    return session.publish
 
 
 async def _publish_copy(
