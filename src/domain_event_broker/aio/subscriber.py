@@ -26,6 +26,7 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -104,6 +105,46 @@ class _Session:
         self.generation = generation
         self.lost = asyncio.Event()
         self.consumers: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
+        self.acks = _Acks()
+        self.ack_lock = asyncio.Lock()
+        self.flush_scheduled = False
+
+
+class _Acks:
+    """Delivery tags of one channel: which are handled, and which one multiple ack covers.
+
+    Handled events are acked together: one ``multiple`` ack for the longest run
+    of oldest deliveries that are all handled or settled already (RabbitMQ
+    refuses a multiple ack whose own tag is settled), the rest one by one. A
+    tag settled on its own (nack, retry, dead letter) is marked :meth:`settled`
+    only after its frame was sent, so no multiple ack can pass it before.
+    """
+
+    def __init__(self) -> None:
+        self.in_flight: deque[int] = deque()  # arrival order
+        self.done: set[int] = set()
+        self.handled: list[tuple[int, aio_pika.abc.AbstractIncomingMessage]] = []
+
+    def delivered(self, tag: int) -> None:
+        self.in_flight.append(tag)
+
+    def settled(self, tag: int) -> None:
+        self.done.add(tag)
+
+    def take(self) -> tuple[int, list[int]]:
+        """(tag of a multiple ack or 0, tags to ack one by one) for the handled events."""
+        tags = [tag for tag, _ in self.handled]
+        self.handled.clear()
+        in_flight, done = self.in_flight, self.done
+        done.update(tags)
+        acking = set(tags)
+        last = 0
+        while in_flight and in_flight[0] in done:
+            tag = in_flight.popleft()
+            done.discard(tag)
+            if tag in acking:
+                last = tag
+        return last, [tag for tag in tags if tag > last]
 
 
 class AsyncSubscriber:
@@ -153,6 +194,7 @@ class AsyncSubscriber:
         self._in_flight = 0
         self._outage_started: float | None = None
         self._running = False
+        self._flushes: set[asyncio.Task[None]] = set()
         # stop() before run() got going (a task created, not yet started): run() returns at once.
         self._stop_before_run = False
 
@@ -334,6 +376,8 @@ class AsyncSubscriber:
         assert deliveries is not None
 
         async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            if message.delivery_tag is not None:
+                session.acks.delivered(message.delivery_tag)
             deliveries.put_nowait(_Delivery(registration, message, session.generation))
 
         return on_message
@@ -351,7 +395,12 @@ class AsyncSubscriber:
             return
         deadline = time.monotonic() + self.shutdown_grace_period
         assert self._deliveries is not None
-        while (self._in_flight or not self._deliveries.empty()) and time.monotonic() < deadline:
+        while (
+            self._in_flight
+            or not self._deliveries.empty()
+            or session.acks.handled
+            or session.ack_lock.locked()
+        ) and time.monotonic() < deadline:
             if session.lost.is_set():
                 return
             await asyncio.sleep(0.02)
@@ -508,10 +557,16 @@ class AsyncSubscriber:
         if session is None or session.generation != delivery.generation:
             return  # its channel is gone; RabbitMQ redelivers the event
         message = delivery.message
+        tag = message.delivery_tag or 0
         try:
             if outcome.action is Action.ACK or outcome.action is Action.DROP:
-                await message.ack()
-            elif outcome.action is Action.REQUEUE:
+                # acked with others, once the loop has run what is ready
+                session.acks.handled.append((tag, message))
+                if not session.flush_scheduled:
+                    session.flush_scheduled = True
+                    asyncio.get_running_loop().call_soon(self._schedule_flush, session)
+                return
+            if outcome.action is Action.REQUEUE:
                 await message.nack(requeue=True)
             elif await self._store_copy(session, delivery, outcome, retries or 0):
                 delivery.registration.refused.reset()
@@ -520,6 +575,7 @@ class AsyncSubscriber:
                 # Refused: back to its queue, after a pause so that it is no hot loop.
                 await asyncio.sleep(delivery.registration.refused.next_delay())
                 await message.nack(requeue=True)
+            session.acks.settled(tag)
         except CONNECTION_LOST as error:
             # The channel is gone: the unsettled event comes back by itself.
             log.warning(
@@ -529,6 +585,31 @@ class AsyncSubscriber:
                 type(error).__name__,
             )
             session.lost.set()
+
+    def _schedule_flush(self, session: _Session) -> None:
+        session.flush_scheduled = False
+        task = asyncio.get_running_loop().create_task(self._flush_acks(session))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush_acks(self, session: _Session) -> None:
+        """Ack the handled events (one multiple ack where they are in order)."""
+        async with session.ack_lock:  # a later multiple ack must not overtake these
+            if not session.acks.handled or session.generation != self._generation:
+                return
+            try:
+                channel = session.acks.handled[0][1].channel
+                last, singles = session.acks.take()
+                if last:
+                    await channel.basic_ack(last, multiple=True)
+                for tag in singles:
+                    await channel.basic_ack(tag)
+            except CONNECTION_LOST as error:
+                log.warning(
+                    "could not ack handled events (%s); RabbitMQ redelivers them",
+                    type(error).__name__,
+                )
+                session.lost.set()
 
     async def _store_copy(
         self, session: _Session, delivery: _Delivery, outcome: Outcome, retries: int
