@@ -469,3 +469,17 @@ def test_a_retry_whose_wait_queue_vanished_is_stored_in_a_new_one(
     asyncio.run(main())
     assert seen == [0, 1, 2]
     assert queue_depth(broker_url, f"{name}-dl") == 0
+
+
+def test_header_injectors_add_their_headers_to_async_publishes(broker_url: str, name: str) -> None:
+    from domain_event_broker.observability import add_header_injector
+
+    declare_plain_queue(broker_url, name, f"{name}.#")
+    remove = add_header_injector(lambda key, message_id: {"traceparent": f"00-{message_id}"})
+    try:
+        event = asyncio.run(apublish(f"{name}.x", {}, connection_settings=broker_url))
+        [(_, properties, _)] = get_all(broker_url, name)
+        assert properties.headers == {"traceparent": f"00-{event.uuid_string}"}
+    finally:
+        remove()
+        delete_topology(broker_url, name)

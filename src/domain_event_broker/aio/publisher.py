@@ -21,7 +21,9 @@ from typing import Any, TypeVar
 
 import aio_pika
 import aio_pika.abc
+import aiormq.abc
 import aiormq.exceptions
+from pamqp import commands as amqp_spec
 
 from .. import observability
 from .. import publisher as sync_publisher
@@ -73,7 +75,7 @@ class AsyncPublisher:
         self._lock: asyncio.Lock | None = None
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._channel: aio_pika.abc.AbstractChannel | None = None
-        self._exchange: aio_pika.abc.AbstractExchange | None = None
+        self._exchange: _Sender | None = None
         self._generation = 0
         self._closed = False
         self._outage_started: float | None = None
@@ -136,12 +138,7 @@ class AsyncPublisher:
             sent = await _within(
                 deadline,
                 asyncio.gather(
-                    *(
-                        exchange.publish(
-                            _amqp_message(message), message.routing_key, mandatory=False
-                        )
-                        for message in window
-                    ),
+                    *(exchange.send(message) for message in window),
                     return_exceptions=True,
                 ),
             )
@@ -196,7 +193,7 @@ class AsyncPublisher:
             try:
                 await _within(
                     deadline,
-                    exchange.publish(_amqp_message(message), message.routing_key, mandatory=False),
+                    exchange.send(message),
                 )
             except aiormq.exceptions.DeliveryError as error:
                 now = time.monotonic()
@@ -233,7 +230,7 @@ class AsyncPublisher:
                 )
             return
 
-    async def _ready(self, deadline: float) -> tuple[aio_pika.abc.AbstractExchange, int]:
+    async def _ready(self, deadline: float) -> tuple[_Sender, int]:
         """The exchange on an open channel, connecting (with backoff) until ``deadline``."""
         exchange = self._exchange
         if exchange is not None and self._channel is not None and not self._channel.is_closed:
@@ -269,10 +266,11 @@ class AsyncPublisher:
                 self.connection_settings, "publisher", min(self.connect_timeout, 10.0)
             )
         channel = await self._connection.channel(publisher_confirms=True)
-        exchange = await channel.declare_exchange(
+        await channel.declare_exchange(
             self.exchange, self.exchange_type, durable=True, auto_delete=False
         )
-        self._channel, self._exchange = channel, exchange
+        self._channel = channel
+        self._exchange = _Sender(await channel.get_underlay_channel(), self.exchange)
         self._generation += 1
         if self._outage_started is not None:
             log.warning(
@@ -336,19 +334,36 @@ async def _within(deadline: float, awaitable: Awaitable[T]) -> T:
         return await awaitable
 
 
-def _amqp_message(message: OutgoingMessage) -> aio_pika.Message:
-    """The AMQP message of ``message``: persistent JSON, with its id and headers."""
-    headers = dict(message.headers) if message.headers else {}
-    injected = observability.outgoing_headers(message.routing_key, message.message_id)
-    if injected:
-        headers.update(injected)
-    return aio_pika.Message(
-        message.body,
-        headers=headers or None,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        content_type="application/json",
-        message_id=message.message_id,
-    )
+class _Sender:
+    """Publishes to the events exchange on a confirm-mode channel.
+
+    Straight on aiormq's channel (aio-pika's own transport): building an
+    ``aio_pika.Message`` per event cost a third of the time of a pipelined publish.
+    """
+
+    __slots__ = ("channel", "exchange")
+
+    def __init__(self, channel: aiormq.abc.AbstractChannel, exchange: str) -> None:
+        self.channel = channel
+        self.exchange = exchange
+
+    def send(self, message: OutgoingMessage) -> Awaitable[object]:
+        """Publish ``message``; the awaitable ends with its confirm (nack: DeliveryError)."""
+        headers = dict(message.headers) if message.headers else None
+        injected = observability.outgoing_headers(message.routing_key, message.message_id)
+        if injected:
+            headers = {**(headers or {}), **injected}
+        return self.channel.basic_publish(
+            message.body,
+            exchange=self.exchange,
+            routing_key=message.routing_key,
+            properties=amqp_spec.Basic.Properties(
+                delivery_mode=2,
+                content_type="application/json",
+                message_id=message.message_id,
+                headers=headers,
+            ),
+        )
 
 
 # One publisher per event loop and broker, for publish_domain_event.
