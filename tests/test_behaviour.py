@@ -86,12 +86,20 @@ class RabbitBackend:
         replay.replay_all(name, connection_settings=self.broker_url)
 
 
-@pytest.fixture(params=["memory", "rabbitmq"])
+@pytest.fixture(params=["memory", "rabbitmq", "rabbitmq-asyncio"])
 def backend(
     request: pytest.FixtureRequest, broker_url: str, make_subscriber: Callable[..., Subscriber]
 ) -> Iterator[Backend]:
     if request.param == "memory":
         yield MemoryBackend()
+    elif request.param == "rabbitmq-asyncio":
+        from aio.helpers import AioBackend  # the asyncio API (AsyncSubscriber), same rules
+
+        aio_backend = AioBackend(broker_url)
+        try:
+            yield aio_backend
+        finally:
+            aio_backend.close()
     else:
         yield RabbitBackend(broker_url, make_subscriber)
 

@@ -1,0 +1,66 @@
+"""A FastAPI service that publishes domain events and handles them beside the app.
+
+Run it with ``uvicorn examples.fastapi_app:app`` (broker: $DOMAIN_EVENT_BROKER
+or the local one), then ``curl -X POST localhost:8000/users -d '{"email": "a@b.c"}'
+-H 'content-type: application/json'`` and ``curl localhost:8000/mails``.
+
+- the lifespan opens one publisher for the app and starts a subscriber task;
+- ``POST /users`` publishes ``user.registered`` and returns once RabbitMQ has it;
+- the subscriber (``handle_signals=False``: uvicorn owns SIGTERM) sends the
+  welcome mail; on shutdown it finishes in-flight events, then the publisher closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from pydantic import BaseModel
+
+from domain_event_broker import DomainEvent, Retry
+from domain_event_broker.aio import AsyncPublisher, AsyncSubscriber
+
+
+class Registration(BaseModel):
+    email: str
+
+
+def create_app(broker_url: str = "", subscriber_name: str = "welcome-mailer") -> FastAPI:
+    mails: list[str] = []
+
+    async def send_welcome_mail(event: DomainEvent) -> None:
+        if "@" not in event.data["email"]:
+            raise Retry(1.0)  # e.g. the mail server is down: try again in a second
+        mails.append(event.data["email"])
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        subscriber = AsyncSubscriber(broker_url, handle_signals=False, concurrency=4)
+        subscriber.register(send_welcome_mail, subscriber_name, ["user.registered"])
+        await subscriber.declare()  # its queue exists before the first request
+        consuming = asyncio.create_task(subscriber.run())
+        async with AsyncPublisher(broker_url) as publisher:
+            app.state.publisher = publisher
+            yield
+            await subscriber.stop()
+            await consuming
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.post("/users", status_code=201)
+    async def register_user(registration: Registration, request: Request) -> dict[str, str]:
+        event = DomainEvent("user.registered", {"email": registration.email})
+        await request.app.state.publisher.publish_event(event)
+        return {"event_id": event.uuid_string or ""}
+
+    @app.get("/mails")
+    async def sent_mails() -> list[str]:
+        return mails
+
+    return app
+
+
+app = create_app(os.environ.get("DOMAIN_EVENT_BROKER", ""))

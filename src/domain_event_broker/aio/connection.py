@@ -1,0 +1,78 @@
+"""Connecting with aio-pika: the same URLs, time-outs and password-free errors as the sync side."""
+
+from __future__ import annotations
+
+import random
+
+import aio_pika
+import aio_pika.abc
+import aiormq.exceptions
+
+from ..connection import CONNECT_TIMEOUT, asyncio_connect_arguments, cluster_parameters
+from ..errors import BrokerUnavailable
+from ..settings import describe_node, mask_url
+
+#: The exceptions that mean "the connection (or its channel) is gone, reconnect".
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.ChannelClosed,
+    aiormq.exceptions.ConnectionClosed,
+    aio_pika.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+    OSError,
+    RuntimeError,  # aio-pika: "Connection closed" / "Channel closed" on a dead transport
+)
+
+
+async def connect(
+    connection_settings: object, role: str, timeout: float = CONNECT_TIMEOUT
+) -> aio_pika.abc.AbstractConnection:
+    """Open a connection to one of the nodes, or raise :class:`BrokerUnavailable`.
+
+    ``connection_settings`` is anything the sync side takes (URLs, pika
+    parameters, :class:`~domain_event_broker.settings.BrokerSettings` with TLS
+    or EXTERNAL login): both sides connect from the same settings. With several
+    nodes each is tried in turn, starting at a random one. The error names host,
+    port and vhost, never the password.
+    """
+    nodes = asyncio_connect_arguments(connection_settings, f"asyncio {role}")
+    start = random.randrange(len(nodes))
+    nodes = nodes[start:] + nodes[:start]
+    last: BaseException | None = None
+    for node in nodes:
+        try:
+            connection: aio_pika.abc.AbstractConnection = await aio_pika.connect(
+                timeout=timeout, **node
+            )
+            return connection
+        except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as error:
+            last = error
+    assert last is not None
+    raise explain(connection_settings, last) from None
+
+
+def explain(connection_settings: object, error: BaseException) -> BrokerUnavailable:
+    where = "; ".join(
+        describe_node(parameters)
+        for parameters in cluster_parameters(connection_settings, "asyncio")
+    )
+    if isinstance(error, aiormq.exceptions.ProbableAuthenticationError):
+        reason = "the broker refused the user name or password; check the credentials in the URL"
+    elif isinstance(
+        error, (aiormq.exceptions.ConnectionNotAllowed, aiormq.exceptions.ChannelAccessRefused)
+    ):
+        reason = (
+            "the user has no access to this vhost (or the vhost does not exist); "
+            "check the vhost in the URL (%2F is the default vhost '/') and its permissions"
+        )
+    elif isinstance(error, ConnectionRefusedError):
+        reason = "connection refused; is RabbitMQ running there, and are host and port right?"
+    elif isinstance(error, TimeoutError):
+        reason = "timed out; is RabbitMQ running there, and are host and port right?"
+    else:
+        # aiormq's texts may quote the URL it was given: name the type only.
+        reason = f"{type(error).__name__}; is RabbitMQ running there, and are host and port right?"
+    return BrokerUnavailable(
+        f"cannot reach RabbitMQ at {mask_url(connection_settings)} ({where}): {reason}"
+    )
