@@ -15,6 +15,7 @@ DEFAULT = object()
 #: The connection settings used for connecting to the RabbitMQ broker.
 #: Default settings are for a local installation of RabbitMQ.
 BROKER = "amqp://guest:guest@localhost:5672/%2F"
+PUBLISH_TIMEOUT = 30.0  # seconds a publish waits for the broker's confirm (read at call time)
 
 _PASSWORD_IN_URL = re.compile(
     r"^(?P<head>\s*[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*:)(?P<password>[^@/]*)@"
