@@ -407,7 +407,9 @@ class _ConfirmingConnection:
             return  # sent once the channel is ready again
         try:
             self.book.send_all(_sender(link.channel, self.exchange))
-        except pika.exceptions.AMQPError:
+        except Exception:
+            if link.channel is not None and link.channel.is_open:
+                raise
             return  # the channel died under us; its close callback hands back the rest
         coalesce_output(link.connection)
 
@@ -455,9 +457,9 @@ def _sender(channel: Any, exchange: str) -> Callable[[Pending], bool]:
     def send(pending: Pending) -> bool:
         try:
             publish(exchange, pending.routing_key, pending.body, pending.properties)
-        except pika.exceptions.AMQPError:
-            raise
         except Exception as error:
+            if not channel.is_open:
+                raise  # the channel died: its close callback hands the message back
             # Nothing went out (pika encodes before writing); only this message fails.
             pending.settle(
                 PublishError(f"cannot send an event for {pending.routing_key!r}: {error}")
