@@ -438,6 +438,14 @@ class _ConfirmingConnection:
             )
         )
         log.error("failed %d waiting event(s); reconnecting", failed)
+        if not self.link.first_attempt.is_set():
+            # Still connecting for the first time: the caller gets this error now.
+            self.link.first_error = BrokerUnavailable(
+                f"cannot connect to RabbitMQ at {self.masked_url}: {type(error).__name__}"
+            )
+            self.link.first_attempt.set()
+            self.io.ioloop.stop()
+            return
         self.link.ready = False
         if self.link.connection is not None and self.link.connection.is_open:
             self.link.connection.close()  # its close callback reconnects
