@@ -143,3 +143,19 @@ def test_a_child_forked_while_a_thread_held_the_publisher_lock_publishes(
     assert os.waitstatus_to_exitcode(status) == 0
     assert bodies(broker_url, queue) == [b"{}", b'{"from": "child"}']
     publisher.publish("{}", f"{queue}.parent")  # the parent's connection is untouched
+
+
+def test_properties_reused_by_the_caller_get_fresh_injected_headers(
+    broker_url: str, queue: str, publisher: Publisher
+) -> None:
+    calls = iter(["first", "second"])
+    remove = add_header_injector(lambda routing_key, message_id: {"x-trace": next(calls)})
+    properties = pika.BasicProperties(content_type="application/json", headers={"x-own": "v"})
+    try:
+        publisher.publish("{}", f"{queue}.one", properties=properties)
+        publisher.publish("{}", f"{queue}.two", properties=properties)
+    finally:
+        remove()
+    assert properties.headers == {"x-own": "v"}
+    received = [props.headers for _method, props, _body in get_all(broker_url, queue)]
+    assert received == [{"x-trace": "first", "x-own": "v"}, {"x-trace": "second", "x-own": "v"}]

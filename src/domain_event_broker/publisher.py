@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import contextvars
+import copy
 import functools
 import logging
 import os
@@ -703,6 +704,7 @@ def _properties(
     if properties is not None:
         check_properties(properties)
         if headers:
+            properties = copy.copy(properties)  # the caller may reuse theirs
             properties.headers = {**headers, **(properties.headers or {})}
         return properties
     if message_id is None and headers is None:
