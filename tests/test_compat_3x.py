@@ -238,7 +238,6 @@ def test_invalid_json_is_survived(broker_url: str, key: str) -> None:
 
 
 # Test suites patch Publisher.publish ----------------------------------------------
-@pytest.mark.xfail(strict=False, reason="publish path changes on the pub branch")
 @pytest.mark.parametrize("connection_settings", ["", None])
 def test_patching_publisher_publish_intercepts_publish_domain_event(
     connection_settings: str | None,

@@ -71,3 +71,17 @@ def test_a_failing_listener_does_not_break_publishing(broker_url: str, name: str
     finally:
         remove()
     assert [(o.kind, o.event_id) for o in seen] == [("published", event.uuid_string)]
+
+
+def test_published_says_how_long_the_confirm_took(broker_url: str, name: str) -> None:
+    seen: list[Occurrence] = []
+    remove = add_listener(seen.append)
+    started = time.monotonic()
+    try:
+        publish_domain_event(f"{name}.timed", {}, connection_settings=broker_url)
+    finally:
+        remove()
+    elapsed = time.monotonic() - started
+    (published,) = [o for o in seen if o.kind == "published"]
+    assert published.seconds is not None
+    assert 0 < published.seconds <= elapsed

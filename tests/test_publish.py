@@ -162,7 +162,68 @@ def test_publish_many_confirms_every_event(broker_url: str, bound_queue: str) ->
 
 
 def test_an_event_nobody_listens_to_is_not_an_error(broker_url: str, name: str) -> None:
-    publish_domain_event(f"{name}.unheard", {}, connection_settings=broker_url)
+    # No queue is bound: RabbitMQ drops the event and still confirms it.
+    event = publish_domain_event(
+        f"{name}.unheard", {"n": 1}, "obj-1", connection_settings=broker_url
+    )
+    assert isinstance(event, DomainEvent)
+    assert (event.routing_key, event.data, event.domain_object_id) == (
+        f"{name}.unheard",
+        {"n": 1},
+        "obj-1",
+    )
+    assert len(event.uuid_string) == 36
+    assert abs(event.timestamp - time.time()) < 60
+
+
+@pytest.mark.parametrize("connection_settings", ["", None], ids=["broker", "no broker"])
+def test_publish_domain_event_goes_through_publisher_publish(
+    connection_settings: str | None, name: str
+) -> None:
+    # What 3.x test suites do: patch Publisher.publish and check its two arguments.
+    from unittest import mock
+
+    with mock.patch("domain_event_broker.transport.Publisher.publish") as publish:
+        event = publish_domain_event(
+            f"{name}.happened", {"n": 1}, connection_settings=connection_settings
+        )
+    publish.assert_called_once_with(event.to_json(), f"{name}.happened")
+
+
+def test_a_published_event_carries_its_id_and_injected_headers(
+    broker_url: str, bound_queue: str
+) -> None:
+    from domain_event_broker.observability import add_header_injector
+
+    remove = add_header_injector(lambda key, message_id: {"x-trace": f"{key}/{message_id}"})
+    try:
+        event = publish_domain_event(f"{bound_queue}.traced", {}, connection_settings=broker_url)
+    finally:
+        remove()
+    ((_method, properties, body),) = get_all(broker_url, bound_queue)
+    assert properties.message_id == event.uuid_string
+    assert properties.headers == {"x-trace": f"{bound_queue}.traced/{event.uuid_string}"}
+    assert body == event.to_json().encode()
+
+
+def test_the_publish_timeout_setting_is_read_at_call_time(
+    broker_url: str, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Zero seconds: no confirm can arrive in time, so the publish gives up at once.
+    monkeypatch.setattr(settings, "PUBLISH_TIMEOUT", 0.0)
+    with pytest.raises(PublishError, match="in time"):
+        publish_domain_event(f"{name}.hurried", {}, connection_settings=broker_url)
+    monkeypatch.setattr(settings, "PUBLISH_TIMEOUT", 30.0)
+    publish_domain_event(f"{name}.patient", {}, connection_settings=broker_url)
+
+
+def test_a_per_call_publish_timeout_wins_over_the_setting(broker_url: str, name: str) -> None:
+    with pytest.raises(PublishError, match="in time"):
+        publish_domain_event(
+            f"{name}.hurried", {}, connection_settings=broker_url, publish_timeout=0.0
+        )
+    with Publisher(broker_url) as publisher, pytest.raises(PublishError, match="in time"):
+        publisher.publish("{}", f"{name}.hurried", publish_timeout=0.0)
 
 
 def test_an_event_the_broker_refuses_raises_publish_error(

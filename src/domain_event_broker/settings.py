@@ -34,6 +34,8 @@ DEFAULT = object()
 #: Default settings are for a local installation of RabbitMQ.
 BROKER: str | None = "amqp://guest:guest@localhost:5672/%2F"
 _BUILT_IN_BROKER = "amqp://guest:guest@localhost:5672/%2F"
+#: Seconds a publish waits for the broker's confirm (read at call time).
+PUBLISH_TIMEOUT = 30.0
 
 #: The environment variable that names the default broker (see the module docstring).
 ENVIRONMENT_VARIABLE = "DOMAIN_EVENT_BROKER"

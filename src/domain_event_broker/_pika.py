@@ -1,0 +1,42 @@
+"""Every use of pika's internals, in one place, each guarded.
+
+pika has no public API for these; when a pika release changes what they rely
+on, each degrades to doing nothing (or to the public path) instead of failing.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import pika.frame
+
+
+def coalesce_output(connection: Any) -> None:
+    """Join the frames waiting to be sent, so that they go out in one ``send()``.
+
+    pika queues each frame (three per message) on its own and its I/O loop
+    sends them one system call each; joined, a flush of one event or of a
+    thousand costs one. Best effort: when pika's transport looks different
+    (another pika release), the frames are left as they are.
+    """
+    buffers = getattr(getattr(connection, "_transport", None), "_tx_buffers", None)
+    if isinstance(buffers, deque) and len(buffers) > 1:
+        joined = b"".join(buffers)
+        buffers.clear()
+        buffers.append(joined)
+
+
+def check_properties(properties: Any) -> None:
+    """Raise TypeError now, on the caller's thread, when ``properties`` cannot be encoded.
+
+    Encoded on the I/O thread instead, a bad header value would fail there.
+    """
+    if not isinstance(properties, pika.BasicProperties):
+        raise TypeError(
+            f"properties must be a pika.BasicProperties, not {type(properties).__name__}"
+        )
+    try:
+        pika.frame.Header(1, 0, properties).marshal()
+    except Exception as error:
+        raise TypeError(f"the message properties cannot be encoded: {error}") from error
