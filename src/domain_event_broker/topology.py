@@ -37,6 +37,8 @@ EXCEPTION_MESSAGE_HEADER = "x-domain-event-exception-message"
 FAILED_AT_HEADER = "x-domain-event-failed-at"
 # Set only when a dead letter had to bypass the dead-letter exchange.
 ROUTING_KEY_HEADER = "x-domain-event-routing-key"
+# How often an operator replayed the event from a dead-letter queue.
+REPLAYED_HEADER = "x-domain-event-replayed"
 
 #: Headers that describe one delivery attempt; a replayed event starts afresh.
 ATTEMPT_HEADERS = (
@@ -65,6 +67,23 @@ QueueType = Literal["classic", "quorum"]
 def legacy_wait_queue_prefix(subscriber: str) -> str:
     """Start of the names of the wait queues that releases 2.x-3.x declare for ``subscriber``."""
     return f"{subscriber}-delay-"
+
+
+def dead_letter_queue_name(subscriber: str) -> str:
+    return f"{subscriber}-dl"
+
+
+def dead_letter_exchange_name(subscriber: str) -> str:
+    return f"{subscriber}-dlx"
+
+
+def retry_exchange_name(subscriber: str) -> str:
+    return f"{subscriber}-retry"
+
+
+def wait_queue_name(subscriber: str, delay_ms: int) -> str:
+    """Name of the wait queue (and of its exchange) of ``subscriber`` for a retry delay."""
+    return f"{legacy_wait_queue_prefix(subscriber)}{delay_ms}"
 
 
 @dataclass(frozen=True)
@@ -111,19 +130,19 @@ class SubscriberTopology:
 
     @property
     def dead_letter_exchange(self) -> str:
-        return f"{self.name}-dlx"
+        return dead_letter_exchange_name(self.name)
 
     @property
     def dead_letter_queue(self) -> str:
-        return f"{self.name}-dl"
+        return dead_letter_queue_name(self.name)
 
     @property
     def retry_exchange(self) -> str:
-        return f"{self.name}-retry"
+        return retry_exchange_name(self.name)
 
     def wait_queue(self, delay_ms: int) -> str:
         """Name of the wait queue (and of its exchange) for a retry delay."""
-        return f"{legacy_wait_queue_prefix(self.name)}{delay_ms}"
+        return wait_queue_name(self.name, delay_ms)
 
     # Arguments -------------------------------------------------------------
     def queue_arguments(self) -> dict[str, Any]:
