@@ -85,35 +85,48 @@ def copies() -> tuple[CopyChannel, _Connection]:
     return CopyChannel(connection), connection  # type: ignore[arg-type]
 
 
+def _publish(channel: CopyChannel, token: str, message_id: str = "m") -> None:
+    channel.publish(token, "x", "k", b"{}", pika.BasicProperties(message_id=message_id))
+
+
 def test_a_copy_without_a_confirm_stays_in_flight(copies: tuple[CopyChannel, _Connection]) -> None:
     channel, _ = copies
-    channel.publish("x", "k", b"{}", pika.BasicProperties())
-    assert channel.busy
-    assert channel.take_result() is None  # the store raises CopyTimeout past its deadline
-    assert channel.busy
+    _publish(channel, "a")
+    assert channel.in_flight == 1
+    assert channel.take_results() == []  # the store raises CopyTimeout past its deadline
+    assert channel.in_flight == 1
 
 
-def test_ack_nack_and_return_of_the_copy_in_flight(copies: tuple[CopyChannel, _Connection]) -> None:
-    channel, connection = copies
-    impl = connection.impl
-    channel.publish("x", "k", b"{}", pika.BasicProperties())
-    impl.on_confirm(_frame(pika.spec.Basic.Ack(delivery_tag=1)))
-    assert connection.wakes == 1, "the I/O loop is woken to act on the confirm"
-    assert channel.take_result() is Confirm.STORED
-    assert not channel.busy
-    channel.publish("x", "k", b"{}", pika.BasicProperties())
-    impl.on_confirm(_frame(pika.spec.Basic.Nack(delivery_tag=2)))
-    assert channel.take_result() is Confirm.REFUSED
-    channel.publish("x", "k", b"{}", pika.BasicProperties())
-    impl.on_return()
-    impl.on_confirm(_frame(pika.spec.Basic.Ack(delivery_tag=3)))
-    assert channel.take_result() is Confirm.UNROUTABLE
-
-
-def test_a_late_confirm_of_an_abandoned_copy_is_ignored(
+def test_acks_nacks_and_returns_reach_the_right_copies(
     copies: tuple[CopyChannel, _Connection],
 ) -> None:
     channel, connection = copies
-    channel.publish("x", "k", b"{}", pika.BasicProperties())
+    impl = connection.impl
+    for token in ("a", "b", "c", "d"):
+        _publish(channel, token, message_id=token)
+    # "c" was unroutable: its return comes before the ack that covers it.
+    impl.on_return(
+        None,
+        SimpleNamespace(exchange="x", routing_key="k"),
+        pika.BasicProperties(message_id="c"),
+        b"{}",
+    )
+    impl.on_confirm(_frame(pika.spec.Basic.Ack(delivery_tag=3, multiple=True)))
+    assert connection.wakes == 1, "the I/O loop is woken to act on the confirms"
+    assert channel.take_results() == [
+        ("a", Confirm.STORED),
+        ("b", Confirm.STORED),
+        ("c", Confirm.UNROUTABLE),
+    ]
+    impl.on_confirm(_frame(pika.spec.Basic.Nack(delivery_tag=4)))
+    assert channel.take_results() == [("d", Confirm.REFUSED)]
+    assert channel.in_flight == 0
+
+
+def test_a_confirm_is_never_reported_twice(copies: tuple[CopyChannel, _Connection]) -> None:
+    channel, connection = copies
+    _publish(channel, "a")
+    connection.impl.on_confirm(_frame(pika.spec.Basic.Ack(delivery_tag=1)))
+    connection.impl.on_confirm(_frame(pika.spec.Basic.Ack(delivery_tag=1, multiple=True)))
     connection.impl.on_confirm(_frame(pika.spec.Basic.Ack(delivery_tag=7)))
-    assert channel.take_result() is None
+    assert channel.take_results() == [("a", Confirm.STORED)]

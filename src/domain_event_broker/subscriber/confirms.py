@@ -1,11 +1,9 @@
-"""A channel that publishes one confirmed copy at a time without blocking the I/O thread.
+"""A channel that publishes confirmed copies without blocking the I/O thread.
 
 pika's ``BlockingChannel.basic_publish`` with confirms waits for the confirm
 with no time limit: a broker that keeps it to itself freezes the subscriber
 (and its SIGTERM handling). Here the copy goes out at once and the I/O loop
-looks at :attr:`CopyChannel.result` between its other work, giving up after a
-deadline. One copy is in flight at a time, so a ``basic.return`` (unroutable)
-belongs to it without doubt.
+takes the confirms between its other work, giving up after a deadline.
 
 pika has no public non-blocking confirm on a blocking connection: this module
 holds the subscriber's only uses of pika internals (the channel's ``_impl``
@@ -16,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+from dataclasses import dataclass
 from typing import Any
 
 import pika
@@ -30,8 +29,25 @@ class Confirm(enum.Enum):
     UNROUTABLE = "unroutable"  # basic.return, then basic.ack: no queue took it
 
 
+@dataclass(eq=False)
+class _Sent:
+    token: object
+    exchange: str
+    routing_key: str
+    body: bytes
+    message_id: str | None
+    returned: bool = False
+
+
 class CopyChannel:
-    """Publishes copies with ``mandatory`` and confirms, one at a time."""
+    """Publishes copies with ``mandatory`` and confirms, several in flight at once.
+
+    ``publish(token, ...)`` sends one; :meth:`take_results` hands back
+    ``(token, Confirm)`` pairs as the broker confirms them. A ``basic.return``
+    carries no sequence number: it is matched to the oldest copy in flight
+    with the same exchange, routing key, message id and body (copies alike in
+    all of these route alike, so either one may take it).
+    """
 
     def __init__(self, connection: BlockingConnection) -> None:
         self._connection = connection
@@ -45,37 +61,36 @@ class CopyChannel:
         impl.confirm_delivery(ack_nack_callback=self._on_confirm)
         impl.add_on_return_callback(self._on_return)
         self._sequence = 0
-        self._in_flight: int | None = None
-        self._returned = False
-        #: The confirm of the copy in flight, once it came.
-        self.result: Confirm | None = None
+        self._pending: dict[int, _Sent] = {}
+        self._results: list[tuple[object, Confirm]] = []
 
     @property
     def is_open(self) -> bool:
         return bool(self.channel.is_open)
 
     @property
-    def busy(self) -> bool:
-        return self._in_flight is not None
+    def in_flight(self) -> int:
+        return len(self._pending)
 
     def publish(
-        self, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties
+        self,
+        token: object,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: pika.BasicProperties,
     ) -> None:
-        """Send one copy (``mandatory``); its confirm appears in :attr:`result`."""
-        assert self._in_flight is None, "one copy at a time"
-        self.result = None
-        self._returned = False
+        """Send one copy (``mandatory``); its confirm comes back with ``token``."""
         self._impl.basic_publish(exchange, routing_key, body, properties, mandatory=True)
         self._sequence += 1
-        self._in_flight = self._sequence
+        self._pending[self._sequence] = _Sent(
+            token, exchange, routing_key, body, properties.message_id
+        )
 
-    def take_result(self) -> Confirm | None:
-        """The confirm of the copy in flight (then none is in flight), or None while waiting."""
-        result = self.result
-        if result is not None:
-            self.result = None
-            self._in_flight = None
-        return result
+    def take_results(self) -> list[tuple[object, Confirm]]:
+        """The confirms that came since the last call, as ``(token, Confirm)``."""
+        results, self._results = self._results, []
+        return results
 
     def close(self) -> None:
         with contextlib.suppress(pika.exceptions.AMQPError, OSError):
@@ -85,23 +100,40 @@ class CopyChannel:
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
         tag = int(method.delivery_tag)
-        if self._in_flight is None or not (
-            tag == self._in_flight or (method.multiple and tag >= self._in_flight)
-        ):
-            return  # a confirm of a copy we gave up on
-        if isinstance(method, pika.spec.Basic.Nack):
-            self.result = Confirm.REFUSED
-        elif self._returned:
-            self.result = Confirm.UNROUTABLE
+        if method.multiple:
+            confirmed = sorted(sequence for sequence in self._pending if sequence <= tag)
         else:
-            self.result = Confirm.STORED
-        # Confirms arrive inside process_data_events, which returns early only for
-        # its own events: one such event makes the I/O loop look at the result now.
-        with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-            self._connection.add_callback_threadsafe(_nothing)
+            confirmed = [tag] if tag in self._pending else []
+        refused = isinstance(method, pika.spec.Basic.Nack)
+        for sequence in confirmed:
+            sent = self._pending.pop(sequence)
+            if refused:
+                result = Confirm.REFUSED
+            elif sent.returned:
+                result = Confirm.UNROUTABLE
+            else:
+                result = Confirm.STORED
+            self._results.append((sent.token, result))
+        if confirmed:
+            # Confirms arrive inside process_data_events, which returns early only
+            # for its own events: one such event makes the I/O loop act on them now.
+            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+                self._connection.add_callback_threadsafe(_nothing)
 
-    def _on_return(self, *_args: Any) -> None:
-        self._returned = True
+    def _on_return(
+        self, _channel: Any, method: Any, properties: pika.BasicProperties, body: bytes
+    ) -> None:
+        for sequence in sorted(self._pending):
+            sent = self._pending[sequence]
+            if (
+                not sent.returned
+                and sent.exchange == method.exchange
+                and sent.routing_key == method.routing_key
+                and sent.message_id == properties.message_id
+                and sent.body == body
+            ):
+                sent.returned = True
+                return
 
 
 def _nothing() -> None:

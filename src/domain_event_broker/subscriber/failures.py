@@ -71,7 +71,7 @@ class RefusalBackoff:
         return refusals
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job:
     delivery: Delivery
     outcome: Outcome
@@ -80,15 +80,21 @@ class _Job:
     deadline: float = 0.0
 
 
+#: Copies published and not yet confirmed, at most (as a publisher pipelines events).
+MAX_IN_FLIGHT = 64
+
+
 class FailureStore:
-    """Stores the copies of one connection, one in flight at a time, in submission order."""
+    """Stores the copies of one connection, published in submission order, several in flight."""
 
     def __init__(self, connection: BlockingConnection, publish_timeout: float) -> None:
         self.publish_timeout = publish_timeout
         self._connection = connection
         self._channel = CopyChannel(connection)
         self._queued: deque[_Job] = deque()
-        self._in_flight: _Job | None = None
+        self._in_flight: set[_Job] = set()
+        # After a nack the channel is replaced, once the copies still on it are confirmed.
+        self._reopen = False
         #: Refused originals waiting for their subscriber's pause to end.
         self._held: list[tuple[float, Delivery]] = []
         self._backoff: dict[str, RefusalBackoff] = {}
@@ -96,7 +102,7 @@ class FailureStore:
     @property
     def pending(self) -> int:
         """Deliveries whose copy is queued, in flight, or held after a refusal."""
-        return len(self._queued) + len(self._held) + (self._in_flight is not None)
+        return len(self._queued) + len(self._held) + len(self._in_flight)
 
     def submit(self, delivery: Delivery, outcome: Outcome) -> None:
         self._queued.append(_Job(delivery, outcome))
@@ -104,14 +110,23 @@ class FailureStore:
     def pump(self, now: float) -> list[tuple[Delivery, bool]]:
         """Advance: returns deliveries whose copy is stored (True) or that go back now (False)."""
         settled: list[tuple[Delivery, bool]] = []
-        if self._in_flight is not None:
-            self._check_confirm(self._in_flight, now, settled)
+        for token, result in self._channel.take_results():
+            assert isinstance(token, _Job)
+            self._in_flight.discard(token)
+            self._on_confirm(token, result, now, settled)
+        self._check_in_flight(now)
         due = [delivery for resume_at, delivery in self._held if resume_at <= now]
         if due:
             self._held = [(at, delivery) for at, delivery in self._held if at > now]
             settled += [(delivery, False) for delivery in due]
-        if self._in_flight is None:
-            self._publish_next(now, settled)
+        if self._reopen and not self._in_flight:
+            # RabbitMQ 3.10 keeps refusing on a channel that first published to
+            # a quorum queue while it elected a new leader; a fresh one works.
+            self._reopen = False
+            self._channel.close()
+            self._channel = CopyChannel(self._connection)
+        if not self._reopen:
+            self._publish_queued(now, settled)
         return settled
 
     def release_held(self, now: float) -> list[Delivery]:
@@ -132,44 +147,43 @@ class FailureStore:
     def close(self) -> None:
         self._channel.close()
 
-    # The copy in flight ---------------------------------------------------------------
-    def _check_confirm(self, job: _Job, now: float, settled: list[tuple[Delivery, bool]]) -> None:
-        result = self._channel.take_result()
-        if result is None:
-            if not self._channel.is_open:
-                raise CopyChannelClosed("the channel storing retry and dead-letter copies closed")
-            if now > job.deadline:
-                raise CopyTimeout(
-                    f"RabbitMQ did not confirm the {job.outcome.action.value} copy of event "
-                    f"{job.delivery.event_id} within {self.publish_timeout:.0f} s"
-                )
+    # Copies in flight ---------------------------------------------------------------------
+    def _check_in_flight(self, now: float) -> None:
+        if not self._in_flight:
             return
-        self._in_flight = None
+        if not self._channel.is_open:
+            raise CopyChannelClosed("the channel storing retry and dead-letter copies closed")
+        late = min(self._in_flight, key=lambda job: job.deadline)
+        if now > late.deadline:
+            raise CopyTimeout(
+                f"RabbitMQ did not confirm the {late.outcome.action.value} copy of event "
+                f"{late.delivery.event_id} within {self.publish_timeout:.0f} s"
+            )
+
+    def _on_confirm(
+        self, job: _Job, result: Confirm, now: float, settled: list[tuple[Delivery, bool]]
+    ) -> None:
         if result is Confirm.STORED:
             self._stored(job)
             settled.append((job.delivery, True))
         elif result is Confirm.UNROUTABLE and not job.fallback_tried:
             job.fallback_tried = True
             self._publish(job, now, settled)
+        elif result is Confirm.REFUSED:
+            self._refused(job, now, "refused by RabbitMQ")
+            self._reopen = True
         else:
-            self._refused(
-                job, now, "refused by RabbitMQ" if result is Confirm.REFUSED else "unroutable"
-            )
-            if result is Confirm.REFUSED:
-                # RabbitMQ 3.10 keeps refusing on a channel that first published to
-                # a quorum queue while it elected a new leader; a fresh one works.
-                self._channel.close()
-                self._channel = CopyChannel(self._connection)
+            self._refused(job, now, "unroutable")
 
-    def _publish_next(self, now: float, settled: list[tuple[Delivery, bool]]) -> None:
+    def _publish_queued(self, now: float, settled: list[tuple[Delivery, bool]]) -> None:
         for _ in range(len(self._queued)):
+            if len(self._in_flight) >= MAX_IN_FLIGHT:
+                return
             job = self._queued.popleft()
             if self._backoff_of(job).paused(now):
                 self._queued.append(job)  # its subscriber pauses; others may go on
                 continue
             self._publish(job, now, settled)
-            if self._in_flight is not None:
-                return
 
     def _publish(self, job: _Job, now: float, settled: list[tuple[Delivery, bool]]) -> None:
         delivery = job.delivery
@@ -177,6 +191,7 @@ class FailureStore:
         try:
             exchange, routing_key = self._destination(job, topology, now)
             self._channel.publish(
+                job,
                 exchange,
                 routing_key or delivery.routing_key,
                 delivery.body,
@@ -187,7 +202,7 @@ class FailureStore:
             self._refused(job, now, f"cannot be written ({error})")
             return
         job.deadline = now + self.publish_timeout
-        self._in_flight = job
+        self._in_flight.add(job)
 
     def _destination(
         self, job: _Job, topology: SubscriberTopology, now: float
