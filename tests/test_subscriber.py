@@ -222,11 +222,23 @@ def test_stop_consuming_from_inside_a_handler(
     assert queue_depth(broker_url, name) == 0
 
 
-def test_no_broker_subscriber_does_nothing() -> None:
+def test_no_broker_subscriber_does_nothing(vhost: str) -> None:
+    connections_before = rabbitmqctl("list_connections", "-q", "name").splitlines()
     subscriber = Subscriber(None)
     subscriber.register(print, "nobody", ["user.*"])
-    subscriber.start_consuming(timeout=0.1)
+    started = time.monotonic()
+    subscriber.start_consuming(timeout=10)
+    assert time.monotonic() - started < 1, "start_consuming waited for events that cannot come"
     subscriber.stop_consuming()
+    assert not subscriber.connected
+    assert not subscriber.consuming
+    assert subscriber.registered_names == []
+    assert subscriber.last_handled_at is None
+    # No connection was opened and no queue declared, on any vhost.
+    connections_after = rabbitmqctl("list_connections", "-q", "name").splitlines()
+    assert not [c for c in connections_after if "subscriber" in c and c not in connections_before]
+    for listed_vhost in ("/", vhost):
+        assert "nobody" not in rabbitmqctl("list_queues", "-q", "-p", listed_vhost, "name").split()
 
 
 def test_exclusive_auto_delete_queue_goes_away_with_its_subscriber(

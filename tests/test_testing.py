@@ -72,3 +72,73 @@ def test_a_retry_loop_is_reported_not_hung() -> None:
     broker.publish(DomainEvent("a.b"))
     with pytest.raises(RuntimeError, match="retry loop"):
         broker.run(max_deliveries=100)
+
+
+def test_an_async_handler_is_awaited() -> None:
+    import asyncio
+
+    done: list[int] = []
+
+    async def handle(event: DomainEvent) -> None:
+        await asyncio.sleep(0)
+        done.append(event.data["n"])
+
+    broker = InMemoryBroker()
+    broker.register(handle, "async", ["a.*"])
+    broker.publish(DomainEvent("a.b", {"n": 1}))
+    assert broker.run() == 1
+    assert done == [1]
+
+
+def test_an_async_handler_is_awaited_from_inside_a_running_loop() -> None:
+    import asyncio
+
+    done: list[int] = []
+
+    async def handle(event: DomainEvent) -> None:
+        await asyncio.sleep(0)
+        done.append(event.data["n"])
+
+    async def a_users_async_test() -> None:
+        broker = InMemoryBroker()
+        broker.register(handle, "async", ["a.*"])
+        broker.publish(DomainEvent("a.b", {"n": 2}))
+        broker.run()
+
+    asyncio.run(a_users_async_test())
+    assert done == [2]
+
+
+def test_failures_are_decided_as_the_subscriber_decides() -> None:
+    class Meltdown(BaseException):
+        pass
+
+    def handle(event: DomainEvent) -> None:
+        if event.data["kind"] == "base":
+            raise Meltdown("hot")
+        raise Retry(float(event.data["delay"]))
+
+    broker = InMemoryBroker()
+    broker.register(handle, "rules", ["r.*"], dead_letter=True, max_retries=3)
+    broker.publish(DomainEvent("r.x", {"kind": "base"}))
+    broker.publish(DomainEvent("r.x", {"kind": "retry", "delay": "nan"}))
+    broker.run()
+    # A BaseException dead-letters like an exception; Retry(nan) fails at construction.
+    assert [type(letter.exception).__name__ for letter in broker.dead_letters("rules")] == [
+        "Meltdown",
+        "ValueError",
+    ]
+
+
+def test_a_handler_asking_to_stop_stops_the_run_and_keeps_the_event() -> None:
+    broker = InMemoryBroker()
+
+    def stop(event: DomainEvent) -> None:
+        raise KeyboardInterrupt
+
+    broker.register(stop, "stopper", ["s.*"], dead_letter=True)
+    sent = broker.publish(DomainEvent("s.x"))
+    with pytest.raises(KeyboardInterrupt):
+        broker.run()
+    assert broker.waiting("stopper") == [sent]
+    assert broker.dead_letters("stopper") == []

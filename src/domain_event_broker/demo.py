@@ -23,7 +23,14 @@ from .publisher import Publisher
 from .replay import RETRY, replay_all
 from .settings import BrokerSettings, ConnectionSettings, mask_url, resolve_url
 from .subscriber import Subscriber
-from .topology import EXCEPTION_MESSAGE_HEADER, EXCEPTION_TYPE_HEADER
+from .topology import (
+    EXCEPTION_MESSAGE_HEADER,
+    EXCEPTION_TYPE_HEADER,
+    dead_letter_exchange_name,
+    dead_letter_queue_name,
+    retry_exchange_name,
+    wait_queue_name,
+)
 
 
 class _Narrator:
@@ -95,7 +102,7 @@ def run_demo(connection_settings: ConnectionSettings = "", out: TextIO = sys.std
         )
         say(
             f"Subscriber {name!r} listens to '{routing_prefix}.order.*' with max_retries=3 "
-            f"and a dead-letter queue '{name}-dl'"
+            f"and a dead-letter queue '{dead_letter_queue_name(name)}'"
         )
         consumer = threading.Thread(target=subscriber.start_consuming, kwargs={"timeout": 25})
         consumer.start()
@@ -111,7 +118,7 @@ def run_demo(connection_settings: ConnectionSettings = "", out: TextIO = sys.std
             publisher.publish_event(event)
             say(f"Published {event.routing_key} order {data['order_id']} (confirmed by the broker)")
 
-        dead_letter_queue = f"{name}-dl"
+        dead_letter_queue = dead_letter_queue_name(name)
         waited = time.monotonic()
         while _depth(url, dead_letter_queue) < 1 or len(mailer.mails_sent) < 3:
             if time.monotonic() - waited > 15:
@@ -161,9 +168,11 @@ def _delete_topology(url: BrokerSettings, name: str) -> None:
     connection = connect_blocking(url, "demo")
     try:
         channel = connection.channel()
-        for queue in (name, f"{name}-dl", f"{name}-delay-500", f"{name}-delay-1000"):
+        # The demo's retries wait 0.5 s and 1 s (its handler's backoff).
+        wait_queues = [wait_queue_name(name, delay_ms) for delay_ms in (500, 1000)]
+        for queue in (name, dead_letter_queue_name(name), *wait_queues):
             channel.queue_delete(queue)
-        for exchange in (f"{name}-dlx", f"{name}-retry", f"{name}-delay-500", f"{name}-delay-1000"):
+        for exchange in (dead_letter_exchange_name(name), retry_exchange_name(name), *wait_queues):
             channel.exchange_delete(exchange)
     finally:
         connection.close()

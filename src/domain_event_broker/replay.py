@@ -20,17 +20,20 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from .connection import connect_blocking
+from .copies import copy_properties
 from .errors import InvalidEvent
 from .events import DomainEvent
 from .settings import ConnectionSettings, resolve_url
-from .subscriber import copy_properties
 from .topology import (
     ATTEMPT_HEADERS,
     EXCEPTION_MESSAGE_HEADER,
     EXCEPTION_TYPE_HEADER,
     FAILED_AT_HEADER,
     FAILED_SUBSCRIBER_HEADER,
+    REPLAYED_HEADER,
     ROUTING_KEY_HEADER,
+    dead_letter_queue_name,
+    retry_exchange_name,
 )
 
 log = logging.getLogger(__name__)
@@ -119,13 +122,13 @@ def _replay(
     url = resolve_url(connection_settings)
     if url is None:
         return _Replayed(0, 0)
-    dead_letter_queue = f"{queue_name}-dl"
-    retry_exchange = f"{queue_name}-retry"
+    dead_letter_queue = dead_letter_queue_name(queue_name)
+    retry_exchange = retry_exchange_name(queue_name)
     connection = connect_blocking(url, "replay")
     try:
         channel = connection.channel()
         channel.confirm_delivery()
-        waiting = _message_count(channel, dead_letter_queue)
+        waiting = _message_count(channel, dead_letter_queue, queue_name)
         to_visit = waiting if limit is None else min(limit, waiting)
         left: list[int] = []
         # basic.get-ok's message_count of the last event taken, plus the events
@@ -163,7 +166,7 @@ def _replay(
                 )
         # Counted before giving the left events back: the broker requeues them
         # asynchronously, and a count taken right after the nack can miss them.
-        still_waiting = _message_count(channel, dead_letter_queue) + len(left)
+        still_waiting = _message_count(channel, dead_letter_queue, queue_name) + len(left)
         for delivery_tag in left:
             channel.basic_nack(delivery_tag, requeue=True)
         return _Replayed(remaining, still_waiting)
@@ -172,13 +175,13 @@ def _replay(
             connection.close()
 
 
-def _message_count(channel: BlockingChannel, queue: str) -> int:
+def _message_count(channel: BlockingChannel, queue: str, subscriber: str) -> int:
     try:
         result = channel.queue_declare(queue=queue, passive=True)
     except pika.exceptions.ChannelClosedByBroker as error:
         if error.reply_code == 404:
             raise ValueError(
-                f"subscriber {queue[:-3]!r} has no dead-letter queue {queue!r}; "
+                f"subscriber {subscriber!r} has no dead-letter queue {queue!r}; "
                 "register it with dead_letter=True"
             ) from None
         raise
@@ -197,7 +200,7 @@ def _republish(
     # A replayed event starts afresh: retry count and failure details go.
     for name in ATTEMPT_HEADERS:
         headers.pop(name, None)
-    headers["x-domain-event-replayed"] = int(headers.get("x-domain-event-replayed", 0)) + 1
+    headers[REPLAYED_HEADER] = int(headers.get(REPLAYED_HEADER, 0)) + 1
     channel.basic_publish(
         retry_exchange,
         routing_key,
@@ -309,11 +312,11 @@ def list_dead_letters(
     url = resolve_url(connection_settings)
     if url is None:
         return []
-    dead_letter_queue = f"{queue_name}-dl"
+    dead_letter_queue = dead_letter_queue_name(queue_name)
     connection = connect_blocking(url, "replay")
     try:
         channel = connection.channel()
-        count = min(limit, _message_count(channel, dead_letter_queue))
+        count = min(limit, _message_count(channel, dead_letter_queue, queue_name))
         letters = []
         for _ in range(count):
             frame, header, body = channel.basic_get(dead_letter_queue)

@@ -8,6 +8,7 @@ import pika.exceptions
 
 from .connection import connect_blocking
 from .settings import ConnectionSettings, resolve_url
+from .topology import dead_letter_queue_name
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ def subscriber_status(name: str, connection_settings: ConnectionSettings = "") -
     connection = connect_blocking(url, "status")
     try:
         waiting, consumers = _counts(connection, name)
-        dead_letters, _ = _counts(connection, f"{name}-dl")
+        dead_letters, _ = _counts(connection, dead_letter_queue_name(name))
         return SubscriberStatus(name, waiting, consumers, dead_letters)
     finally:
         if connection.is_open:

@@ -33,19 +33,19 @@ import heapq
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from .errors import Retry
+from . import observability
 from .events import DomainEvent, topic_matches, validate_routing_key
+from .handlers import Handler, HandlerRunner
+from .outcome import Action, Policy, decide
 from .publisher import EventSink, redirect_events
 from .topology import SubscriberTopology, normalise_binding_keys
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[DomainEvent], object]
 
 
 @dataclass
@@ -142,39 +142,60 @@ class InMemoryBroker:
         """Deliver until nothing is left, retries included; return how many were delivered.
 
         Waiting retries come back in order of their due time; the virtual clock
-        jumps ahead to each.
+        jumps ahead to each. ``async def`` handlers are awaited.
         """
         delivered = 0
-        while delivered < max_deliveries:
-            subscription = next((s for s in self._subscriptions.values() if s.queue), None)
-            if subscription is None:
-                if not self._waiting:
-                    return delivered
-                due, _, name, body, retries = heapq.heappop(self._waiting)
-                self.clock = max(self.clock, due)
-                self._subscriptions[name].queue.append((body, retries))
-                continue
-            body, retries = subscription.queue.popleft()
-            self._deliver(subscription, body, retries)
-            delivered += 1
+        runner = HandlerRunner()
+        try:
+            while delivered < max_deliveries:
+                subscription = next((s for s in self._subscriptions.values() if s.queue), None)
+                if subscription is None:
+                    if not self._waiting:
+                        return delivered
+                    due, _, name, body, retries = heapq.heappop(self._waiting)
+                    self.clock = max(self.clock, due)
+                    self._subscriptions[name].queue.append((body, retries))
+                    continue
+                body, retries = subscription.queue.popleft()
+                self._deliver(subscription, body, retries, runner)
+                delivered += 1
+        finally:
+            runner.close()
         raise RuntimeError(f"still delivering after {max_deliveries} deliveries: a retry loop?")
 
-    def _deliver(self, subscription: _Subscription, body: str, retries: int) -> None:
-        name = subscription.topology.name
+    def _deliver(
+        self, subscription: _Subscription, body: str, retries: int, runner: HandlerRunner
+    ) -> None:
+        """One delivery, decided by the same rule as RabbitMQ's subscribers (outcome.decide)."""
+        topology = subscription.topology
+        policy = Policy(topology.name, subscription.max_retries, topology.dead_letter)
         event = DomainEvent.from_json(body)  # a copy: handlers may change what they get
         event.retries = retries
+        raised: BaseException | None = None
         try:
-            subscription.handler(event)
-        except Retry as retry:
-            if retries < subscription.max_retries:
-                heapq.heappush(
-                    self._waiting,
-                    (self.clock + retry.delay, next(self._sequence), name, body, retries + 1),
-                )
-                return
-            self._dead_letter(subscription, event, retry)
-        except Exception as error:
-            self._dead_letter(subscription, event, error)
+            runner.call(subscription.handler, observability.Handling(topology.name, event))
+        except BaseException as error:  # decided below, as the Subscriber decides
+            raised = error
+        outcome = decide(policy, retries, raised)
+        if outcome.action is Action.RETRY:
+            heapq.heappush(
+                self._waiting,
+                (
+                    self.clock + outcome.delay,
+                    next(self._sequence),
+                    topology.name,
+                    body,
+                    retries + 1,
+                ),
+            )
+        elif outcome.action is Action.REQUEUE:
+            # A handler asked the process to stop: the event stays, the stop goes on.
+            subscription.queue.appendleft((body, retries))
+            assert raised is not None
+            raise raised
+        elif outcome.failed:
+            assert raised is not None
+            self._dead_letter(subscription, event, raised)
 
     def _dead_letter(
         self, subscription: _Subscription, event: DomainEvent, error: BaseException

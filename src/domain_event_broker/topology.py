@@ -69,6 +69,23 @@ def legacy_wait_queue_prefix(subscriber: str) -> str:
     return f"{subscriber}-delay-"
 
 
+def dead_letter_queue_name(subscriber: str) -> str:
+    return f"{subscriber}-dl"
+
+
+def dead_letter_exchange_name(subscriber: str) -> str:
+    return f"{subscriber}-dlx"
+
+
+def retry_exchange_name(subscriber: str) -> str:
+    return f"{subscriber}-retry"
+
+
+def wait_queue_name(subscriber: str, delay_ms: int) -> str:
+    """Name of the wait queue (and of its exchange) of ``subscriber`` for a retry delay."""
+    return f"{legacy_wait_queue_prefix(subscriber)}{delay_ms}"
+
+
 @dataclass(frozen=True)
 class SubscriberTopology:
     """The queues and exchanges of one subscriber, and how to declare them."""
@@ -113,19 +130,19 @@ class SubscriberTopology:
 
     @property
     def dead_letter_exchange(self) -> str:
-        return f"{self.name}-dlx"
+        return dead_letter_exchange_name(self.name)
 
     @property
     def dead_letter_queue(self) -> str:
-        return f"{self.name}-dl"
+        return dead_letter_queue_name(self.name)
 
     @property
     def retry_exchange(self) -> str:
-        return f"{self.name}-retry"
+        return retry_exchange_name(self.name)
 
     def wait_queue(self, delay_ms: int) -> str:
         """Name of the wait queue (and of its exchange) for a retry delay."""
-        return f"{legacy_wait_queue_prefix(self.name)}{delay_ms}"
+        return wait_queue_name(self.name, delay_ms)
 
     # Arguments -------------------------------------------------------------
     def queue_arguments(self) -> dict[str, Any]:

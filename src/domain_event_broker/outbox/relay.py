@@ -17,17 +17,15 @@ payload is published byte for byte as stored.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from argparse import ArgumentParser
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from types import FrameType
 from typing import Any
 
-from .. import observability
+from .. import observability, signals
 from ..connection import Backoff
 from ..errors import DomainEventBrokerError, NoBroker, PublishError
 from ..messages import OutgoingMessage, PublishOutcome
@@ -374,29 +372,11 @@ def stop_on_signals(relay: OutboxRelay) -> Callable[[], None]:
     A second signal stops at once (the batch in flight stays pending).
     Only possible in the main thread; elsewhere it does nothing.
     """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    stopping = False
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        name = signal.Signals(signum).name
-        if stopping:
-            log.warning("second %s: stopping at once; the batch in flight stays pending", name)
-            raise SystemExit(128 + signum)
-        stopping = True
-        log.info("%s: stopping the outbox relay after the batch in flight", name)
-        relay.stop()
-
-    previous: dict[int, Any] = {}
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        previous[signum] = signal.signal(signum, on_signal)
-
-    def restore() -> None:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-    return restore
+    return signals.stop_on_signals(
+        relay.stop,
+        stopping="stopping the outbox relay after the batch in flight",
+        at_once="the batch in flight stays pending",
+    )
 
 
 def add_relay_arguments(parser: ArgumentParser) -> None:

@@ -1,0 +1,60 @@
+"""What travels through the delivery path: a registration and one delivery of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pika
+
+from ..acks import Ticket
+from ..handlers import Handler
+from ..outcome import Policy
+from ..topology import SubscriberTopology
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One registered handler: its queues and what to do with its failed events."""
+
+    handler: Handler
+    topology: SubscriberTopology
+    max_retries: int
+
+    @property
+    def name(self) -> str:
+        return self.topology.name
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(self.topology.name, self.max_retries, self.topology.dead_letter)
+
+
+class Delivery:
+    """One message from RabbitMQ, handed from the I/O thread to a worker and back."""
+
+    __slots__ = (
+        "body",
+        "event_id",
+        "properties",
+        "registration",
+        "retries",
+        "routing_key",
+        "ticket",
+    )
+
+    def __init__(
+        self,
+        registration: Registration,
+        ticket: Ticket,
+        routing_key: str,
+        properties: pika.BasicProperties,
+        body: bytes,
+    ) -> None:
+        self.registration = registration
+        self.ticket = ticket
+        self.routing_key = routing_key
+        self.properties = properties
+        self.body = body
+        #: Earlier deliveries to this subscriber, once the body was read as an event.
+        self.retries = 0
+        self.event_id: str | None = properties.message_id

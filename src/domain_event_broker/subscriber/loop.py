@@ -1,0 +1,302 @@
+"""The consume loop on the I/O thread: connect, consume, settle, housekeeping; reconnect on loss.
+
+One pass: ``process_data_events`` (deliveries go to the workers), then the
+workers' outcomes are settled (``Session.settle``), then housekeeping when due.
+A lost connection (or a copy the broker did not confirm in time) ends the
+session: the loop reconnects with backoff, declares the topology again and
+resumes; outcomes of deliveries from the lost channel are discarded, since
+RabbitMQ redelivers those events. On the way out it drains: no new
+deliveries, in-flight handlers get the grace period to finish and be settled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingConnection
+
+from ..acks import AckBook
+from ..connection import CONNECTION_LOST, Backoff
+from ..outcome import Action, Outcome
+from ..signals import StopFlag
+from .confirms import abort as abort_connection
+from .delivery import Delivery, Registration
+from .failures import CopyTimeout
+from .handling import log
+from .session import ConsumerCancelled, Session
+from .workers import WorkerPool
+
+LOST = (*CONNECTION_LOST, pika.exceptions.ChannelClosed, ConsumerCancelled)
+
+#: Longest a pass of the loop waits for I/O (a stop from a signal is seen within it).
+SLICE = 0.5
+#: Seconds between housekeeping calls.
+HOUSEKEEPING_INTERVAL = 5.0
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    prefetch_count: int
+    workers: int
+    shutdown_grace_period: float
+    publish_timeout: float
+
+
+class Connector:
+    """The subscriber's connection: opened on demand, topology declared on every (re)connect."""
+
+    def __init__(
+        self, connect: Callable[[], BlockingConnection], registrations: list[Registration]
+    ):
+        self._connect = connect
+        self._registrations = registrations
+        self.connection: BlockingConnection | None = None
+
+    @property
+    def connected(self) -> bool:
+        connection = self.connection
+        return connection is not None and bool(connection.is_open)
+
+    def ensure(self) -> BlockingConnection:
+        connection = self.connection
+        if connection is not None and connection.is_open:
+            return connection
+        connection = self.connection = self._connect()
+        for registration in self._registrations:
+            registration.topology.forget_declarations()
+            with connection.channel() as channel:
+                registration.topology.declare(channel)
+        return connection
+
+    def close(self, abort: bool = False) -> None:
+        connection, self.connection = self.connection, None
+        if connection is None or not connection.is_open:
+            return
+        if abort:
+            abort_connection(connection)
+            return
+        with contextlib.suppress(*LOST):
+            connection.close()
+
+
+class Waker:
+    """Makes the I/O thread's ``process_data_events`` return when a worker has an outcome.
+
+    Only workers and ordinary threads call :meth:`wake`; a signal handler never
+    does (it could interrupt the I/O thread while it holds the lock).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._scheduled = False
+        self._connection: BlockingConnection | None = None
+
+    def attach(self, connection: BlockingConnection | None) -> None:
+        with self._lock:
+            self._connection = connection
+            self._scheduled = False
+
+    def wake(self) -> None:
+        with self._lock:
+            connection = self._connection
+            if self._scheduled or connection is None:
+                return
+            self._scheduled = True
+        try:
+            connection.add_callback_threadsafe(_nothing)
+        except (pika.exceptions.ConnectionWrongStateError, *CONNECTION_LOST):
+            with self._lock:
+                self._scheduled = False
+
+    def woken(self) -> None:
+        """Called by the I/O thread before it takes the outcomes: later ones wake it again."""
+        with self._lock:
+            self._scheduled = False
+
+
+def _nothing() -> None:
+    pass
+
+
+class ConsumeLoop:
+    """Runs the subscriber's sessions until a stop, a deadline or a handler's KeyboardInterrupt."""
+
+    def __init__(
+        self,
+        connector: Connector,
+        registrations: list[Registration],
+        options: LoopOptions,
+        stop: StopFlag,
+        describe: Callable[[], str],
+    ) -> None:
+        self.connector = connector
+        self.registrations = registrations
+        self.options = options
+        self.stop = stop
+        self._describe = describe  # where we connect, password masked, for log lines
+        self.book = AckBook()
+        self.waker = Waker()
+        stop.on_request = self.waker.wake
+        self._completions: deque[tuple[Delivery, Outcome]] = deque()
+        self.pool = WorkerPool(
+            options.workers, self._on_done, self.book.is_current, self._on_interrupt
+        )
+        self.session: Session | None = None
+        self.consuming = False
+        self.last_handled_at: float | None = None
+        self._interrupt: BaseException | None = None
+        self._outage_started: float | None = None
+        self._next_housekeeping = 0.0
+
+    def run(self, deadline: float | None) -> None:
+        """Consume until stopped; re-raises a KeyboardInterrupt/SystemExit a handler raised."""
+        self._interrupt = None
+        self._completions.clear()
+        self.pool.start()
+        backoff = Backoff()
+        try:
+            while not self._should_stop(deadline):
+                try:
+                    self._open_session()
+                    backoff.reset()
+                    self._log_recovery()
+                    self._consume_until(deadline)
+                    self._drain()
+                    break
+                except LOST as error:
+                    self._lost(error)
+                    self.stop.sleep(_capped(backoff.next_delay(), deadline))
+        except KeyboardInterrupt:
+            self._drain()  # without our signal handlers (not the main thread, or turned off)
+        finally:
+            self.consuming = False
+            self.pool.stop()
+            self._close_session()
+            self.connector.close()
+        if self._interrupt is not None:
+            raise self._interrupt
+
+    def housekeeping(self, now: float) -> None:
+        """Every few seconds on the I/O thread: upkeep that needs no delivery to trigger it."""
+        if self.session is not None:
+            self.session.housekeeping(now)
+
+    # One session ------------------------------------------------------------------------
+    def _open_session(self) -> None:
+        connection = self.connector.ensure()
+        self.waker.attach(connection)
+        session = Session(
+            connection,
+            self.book,
+            self.pool.submit,
+            self.options.prefetch_count,
+            self.options.publish_timeout,
+        )
+        self.session = session
+        for registration in self.registrations:
+            session.consume(registration)
+        self.consuming = True
+
+    def _consume_until(self, deadline: float | None) -> None:
+        session = self.session
+        assert session is not None
+        while not self._should_stop(deadline):
+            session.connection.process_data_events(time_limit=_capped(SLICE, deadline))
+            self._settle(session)
+
+    def _settle(self, session: Session) -> None:
+        self.waker.woken()
+        completions = self._completions
+        taken = [completions.popleft() for _ in range(len(completions))]
+        now = time.monotonic()
+        session.settle(taken, now)
+        if now >= self._next_housekeeping:
+            self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
+            self.housekeeping(now)
+
+    def _drain(self) -> None:
+        """Stop taking events; let in-flight handlers finish and settle them."""
+        self.pool.draining = True
+        self.consuming = False
+        session = self.session
+        if session is None or not session.connection.is_open:
+            return
+        grace_ends = time.monotonic() + self.options.shutdown_grace_period
+        try:
+            session.cancel_consumers()
+            while True:
+                self._settle(session)
+                session.release_held(time.monotonic())
+                if session.unsettled == 0 or time.monotonic() >= grace_ends:
+                    break
+                session.connection.process_data_events(time_limit=0.05)
+        except LOST as error:
+            log.warning(
+                "connection lost while stopping (%s); unacked events are redelivered", error
+            )
+            return
+        if session.unsettled:
+            log.warning(
+                "%d events still being handled after the %.0f s grace period; "
+                "RabbitMQ redelivers them",
+                session.unsettled,
+                self.options.shutdown_grace_period,
+            )
+
+    # Worker threads report here ------------------------------------------------------------
+    def _on_done(self, delivery: Delivery, outcome: Outcome) -> None:
+        if outcome.action is not Action.REQUEUE:
+            self.last_handled_at = time.time()
+        self._completions.append((delivery, outcome))
+        self.waker.wake()
+
+    def _on_interrupt(self, raised: BaseException) -> None:
+        if self._interrupt is None:
+            self._interrupt = raised
+        self.stop.request()
+
+    # Losing and regaining the connection --------------------------------------------------
+    def _lost(self, error: BaseException) -> None:
+        self.consuming = False
+        if self._outage_started is None:  # once per outage, not per failed attempt
+            self._outage_started = time.monotonic()
+            log.warning(
+                "lost the connection to RabbitMQ at %s (%s: %s); reconnecting with backoff",
+                self._describe(),
+                type(error).__name__,
+                error,
+            )
+        self._close_session(abort=isinstance(error, CopyTimeout))
+
+    def _log_recovery(self) -> None:
+        if self._outage_started is not None:
+            log.warning(
+                "reconnected to RabbitMQ at %s after %.1f s; consuming %s again",
+                self._describe(),
+                time.monotonic() - self._outage_started,
+                ", ".join(registration.name for registration in self.registrations),
+            )
+            self._outage_started = None
+
+    def _close_session(self, abort: bool = False) -> None:
+        session, self.session = self.session, None
+        self.waker.attach(None)
+        self.book.reset()  # outcomes still on their way are stale now
+        if session is not None and not abort:
+            session.close()
+        self.connector.close(abort=abort)
+
+    def _should_stop(self, deadline: float | None) -> bool:
+        return self.stop.requested or (deadline is not None and time.monotonic() >= deadline)
+
+
+def _capped(seconds: float, deadline: float | None) -> float:
+    if deadline is None:
+        return seconds
+    return max(0.0, min(seconds, deadline - time.monotonic()))

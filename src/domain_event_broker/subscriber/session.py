@@ -1,0 +1,129 @@
+"""One connection's worth of consuming: the consume channel, its acks, its failure copies.
+
+Top to bottom, on the I/O thread: RabbitMQ delivers (``_on_message``: note the
+tag, hand the delivery to the workers); a worker's outcome comes back
+(``settle``): handled or dropped -> due an ack; retry or dead-letter -> a copy
+to store first; requeue -> nack. Copies stored -> due an ack; copies refused
+-> nack after the pause. Then the acks that are due go out, as few frames as
+the ack book allows. Lost with the connection, a session is never reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+
+from ..acks import AckBook
+from ..outcome import Action, Outcome
+from .delivery import Delivery, Registration
+from .failures import FailureStore, close_quietly
+
+
+class ConsumerCancelled(pika.exceptions.AMQPConnectionError):
+    """RabbitMQ cancelled a consumer (its queue was deleted): declare again and resume."""
+
+
+class Session:
+    """Consumes the registrations' queues on one connection and settles their deliveries."""
+
+    def __init__(
+        self,
+        connection: BlockingConnection,
+        book: AckBook,
+        submit: Callable[[Delivery], None],
+        prefetch_count: int,
+        publish_timeout: float,
+    ) -> None:
+        self.connection = connection
+        self.book = book
+        self._submit = submit
+        book.reset()  # deliveries of an earlier channel are stale from here on
+        self.store: FailureStore | None = FailureStore(connection, publish_timeout)
+        self.channel: BlockingChannel = connection.channel()
+        self.channel.basic_qos(prefetch_count=prefetch_count)
+        self.channel.add_on_cancel_callback(self._on_consumer_cancelled)
+        self._consumer_tags: list[str] = []
+
+    def consume(self, registration: Registration) -> None:
+        tag = self.channel.basic_consume(
+            queue=registration.topology.queue,
+            on_message_callback=functools.partial(self._on_message, registration),
+        )
+        self._consumer_tags.append(tag)
+
+    @property
+    def unsettled(self) -> int:
+        return self.book.unsettled
+
+    # Delivery -> worker -> outcome ------------------------------------------------------
+    def _on_message(
+        self,
+        registration: Registration,
+        _channel: BlockingChannel,
+        method: Any,
+        properties: pika.BasicProperties,
+        body: bytes,
+    ) -> None:
+        ticket = self.book.delivered(method.delivery_tag)
+        self._submit(Delivery(registration, ticket, method.routing_key, properties, body))
+
+    def settle(self, completions: Iterable[tuple[Delivery, Outcome]], now: float) -> None:
+        """Act on the workers' outcomes and on the failure copies' confirms, then ack."""
+        assert self.store is not None
+        for delivery, outcome in completions:
+            if not self.book.is_current(delivery.ticket):
+                continue  # its channel is gone; RabbitMQ redelivers the event
+            if outcome.action in (Action.ACK, Action.DROP):  # a drop was logged by the worker
+                self.book.finished(delivery.ticket)
+            elif outcome.action is Action.REQUEUE:
+                self._requeue(delivery)
+            else:
+                self.store.submit(delivery, outcome)
+        for delivery, stored in self.store.pump(now):
+            if stored:
+                self.book.finished(delivery.ticket)
+            else:
+                self._requeue(delivery)
+        self._send_acks()
+
+    def _requeue(self, delivery: Delivery) -> None:
+        if self.book.settle_alone(delivery.ticket):
+            self.channel.basic_nack(delivery.ticket.tag, requeue=True)
+
+    def _send_acks(self) -> None:
+        acks = self.book.take_acks()
+        if acks.multiple_up_to is not None:
+            self.channel.basic_ack(acks.multiple_up_to, multiple=True)
+        for tag in acks.singles:
+            self.channel.basic_ack(tag)
+
+    # Stopping ---------------------------------------------------------------------------
+    def cancel_consumers(self) -> None:
+        for tag in self._consumer_tags:
+            self.channel.basic_cancel(tag)
+        self._consumer_tags = []
+
+    def release_held(self, now: float) -> None:
+        """Stopping: originals waiting out a refusal pause go back to their queue now."""
+        assert self.store is not None
+        for delivery in self.store.release_held(now):
+            self._requeue(delivery)
+
+    def housekeeping(self, now: float) -> None:
+        if self.store is not None:
+            self.store.housekeeping(now)
+
+    def close(self) -> None:
+        close_quietly(self.store)
+        with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+            if self.channel.is_open:
+                self.channel.close()
+
+    def _on_consumer_cancelled(self, frame: Any) -> None:
+        raise ConsumerCancelled(f"RabbitMQ cancelled consumer {frame.method.consumer_tag}")
