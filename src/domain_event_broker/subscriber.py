@@ -470,6 +470,8 @@ class Subscriber:
             time_limit = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
             connection.process_data_events(time_limit=max(0.0, time_limit))
             self._settle_completed()
+            for registration in self._registrations:
+                registration.topology.remove_idle_wait_queues(connection, time.monotonic())
 
     def _drain(self) -> None:
         """Stop taking events; let in-flight handlers finish and settle them."""
@@ -512,7 +514,7 @@ class Subscriber:
                 registration,
                 self._generation,
                 method.delivery_tag,
-                method.routing_key,
+                registration.topology.event_routing_key(method.routing_key, properties.headers),
                 properties,
                 body,
             )
@@ -597,14 +599,15 @@ class Subscriber:
             delay_ms = round(outcome.delay * 1000)
             topology.declare_wait_queue(channel, delay_ms, time.monotonic())
             headers[RETRIES_HEADER] = delivery.retries + 1
-            exchange = topology.wait_queue(delay_ms)
+            headers[ROUTING_KEY_HEADER] = delivery.routing_key
+            exchange, routing_key = topology.retry_destination(delay_ms)
         else:
             headers[RETRIES_HEADER] = delivery.retries
             headers[FAILED_SUBSCRIBER_HEADER] = topology.name
             headers[EXCEPTION_TYPE_HEADER] = outcome.exception_type
             headers[EXCEPTION_MESSAGE_HEADER] = outcome.reason[:2000]
             headers[FAILED_AT_HEADER] = datetime.now(timezone.utc).isoformat()
-            exchange = topology.dead_letter_exchange
+            exchange, routing_key = topology.dead_letter_exchange, delivery.routing_key
 
         def store(exchange: str, routing_key: str) -> None:
             channel.basic_publish(
@@ -617,13 +620,13 @@ class Subscriber:
 
         try:
             try:
-                store(exchange, delivery.routing_key)
+                store(exchange, routing_key)
             except pika.exceptions.UnroutableError:
                 if outcome.action == _RETRY:
                     # The wait queue was deleted behind our back: declare it again.
                     topology.forget_declarations()
                     topology.declare_wait_queue(channel, delay_ms, time.monotonic())
-                    store(exchange, delivery.routing_key)
+                    store(exchange, routing_key)
                 else:
                     # The dead-letter exchange has no binding for this key (binding
                     # keys changed?): put it straight into the dead-letter queue.
