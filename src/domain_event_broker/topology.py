@@ -64,6 +64,7 @@ ATTEMPT_HEADERS = (
     "x-last-death-reason",
 )
 
+# 3.x added the longer "-delay-<ms>": names it accepted stay accepted, as before.
 _LONGEST_SUFFIX = len("-delay-") + 10
 
 QueueType = Literal["classic", "quorum"]
@@ -100,7 +101,7 @@ class SubscriberTopology:
         if len(self.name.encode()) > MAX_KEY_BYTES - _LONGEST_SUFFIX:
             raise ValueError(
                 f"subscriber name {self.name[:40]!r}... is too long: queue names are at most "
-                f"{MAX_KEY_BYTES} bytes, and '-delay-<ms>' is added for retries"
+                f"{MAX_KEY_BYTES} bytes, and '-wait-<ms>' is added for retries"
             )
         if not self.binding_keys:
             raise ValueError(
