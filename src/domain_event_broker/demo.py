@@ -161,9 +161,9 @@ def _delete_topology(url: str, name: str) -> None:
     connection = connect_blocking(url, "demo")
     try:
         channel = connection.channel()
-        for queue in (name, f"{name}-dl", f"{name}-delay-500", f"{name}-delay-1000"):
+        for queue in (name, f"{name}-dl", f"{name}-wait-500", f"{name}-wait-1000"):
             channel.queue_delete(queue)
-        for exchange in (f"{name}-dlx", f"{name}-retry", f"{name}-delay-500", f"{name}-delay-1000"):
+        for exchange in (f"{name}-dlx", f"{name}-retry"):
             channel.exchange_delete(exchange)
     finally:
         connection.close()
