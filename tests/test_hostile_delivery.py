@@ -241,7 +241,7 @@ def test_a_refused_retry_copy_does_not_hot_loop(
         "--apply-to",
         "queues",
         policy,
-        f"^{name}-delay-",
+        f"^{name}-wait-",
         '{"max-length": 0, "overflow": "reject-publish"}',
     )
     calls: list[int] = []

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 
 import pika
 import pytest
 
-from domain_event_broker import DomainEvent, Retry, Subscriber, publish_domain_event
-from domain_event_broker.topology import RETRIES_HEADER
+from domain_event_broker import (
+    DomainEvent,
+    Retry,
+    Subscriber,
+    publish_domain_event,
+    replay_event,
+    wait_queues,
+)
+from domain_event_broker.topology import RETRIES_HEADER, ROUTING_KEY_HEADER, SubscriberTopology
 from support import consume_until, get_all, queue_depth, rabbitmqctl
 
 MakeSubscriber = Callable[..., Subscriber]
@@ -37,13 +46,14 @@ def test_retried_event_comes_back_with_growing_delays_and_succeeds(
     assert queue_depth(broker_url, name) == 0
     assert queue_depth(broker_url, f"{name}-dl") == 0
     queues = rabbitmqctl("list_queues", "-q", "-p", vhost, "name", "arguments")
-    wait_queue = next(
-        line for line in queues.splitlines() if line.startswith(f"{name}-delay-200\t")
-    )
+    wait_queue = next(line for line in queues.splitlines() if line.startswith(f"{name}-wait-200\t"))
     arguments = wait_queue.split("\t", 1)[1].replace(" ", "")
-    assert f'"x-dead-letter-exchange","{name}-retry"' in arguments
+    # Back through the default exchange, straight to the subscriber's queue; no lease.
+    # (rabbitmqctl shows the empty name of the default exchange as [])
+    assert '"x-dead-letter-exchange",[]' in arguments
+    assert f'"x-dead-letter-routing-key","{name}"' in arguments
     assert '"x-message-ttl",200' in arguments
-    assert '"x-expires",10200' in arguments
+    assert "x-expires" not in arguments
 
 
 def test_a_short_delay_does_not_wait_behind_a_long_one(
@@ -162,8 +172,9 @@ def test_a_waiting_retry_is_stored_in_its_wait_queue_not_lost_when_the_subscribe
     publish_domain_event(f"{name}.x", {}, connection_settings=broker_url)
     consume_until(subscriber, lambda: bool(calls), settle=0.3)
     assert queue_depth(broker_url, name) == 0
-    [(_, properties, _)] = get_all(broker_url, f"{name}-delay-60000")
+    [(_, properties, _)] = get_all(broker_url, f"{name}-wait-60000")
     assert properties.headers[RETRIES_HEADER] == 1
+    assert properties.headers[ROUTING_KEY_HEADER] == f"{name}.x"
 
 
 def test_when_the_retry_copy_is_refused_the_original_is_not_acked(
@@ -179,7 +190,7 @@ def test_when_the_retry_copy_is_refused_the_original_is_not_acked(
         "--apply-to",
         "queues",
         policy,
-        f"^{name}-delay-",
+        f"^{name}-wait-",
         '{"max-length": 0, "overflow": "reject-publish"}',
     )
     try:
@@ -271,3 +282,112 @@ def test_an_old_style_retry_through_a_real_wait_queue_counts_one(
     )
     consume_until(subscriber, lambda: bool(seen), settle=0.2)
     assert seen == [1]
+
+
+@pytest.mark.timeout(90)
+def test_two_long_retries_twelve_seconds_apart_both_come_back(
+    broker_url: str, name: str, make_subscriber: MakeSubscriber
+) -> None:
+    # 3.x gave the wait queue an x-expires lease of delay + 10 s, renewed only by a
+    # declare: the queue was deleted with the second copy inside.
+    back: list[int] = []
+    first_seen = threading.Event()
+
+    def handler(event: DomainEvent) -> None:
+        if event.retries == 0:
+            first_seen.set()
+            raise Retry(20)
+        back.append(event.data["n"])
+
+    subscriber = make_subscriber()
+    subscriber.register(handler, name, [f"{name}.#"], max_retries=1)
+    publish_domain_event(f"{name}.x", {"n": 1}, connection_settings=broker_url)
+
+    def publish_second() -> None:
+        first_seen.wait(20)
+        time.sleep(12)
+        publish_domain_event(f"{name}.x", {"n": 2}, connection_settings=broker_url)
+
+    publisher = threading.Thread(target=publish_second)
+    publisher.start()
+    consume_until(subscriber, lambda: len(back) == 2, timeout=60)
+    publisher.join()
+    assert sorted(back) == [1, 2]
+
+
+def test_a_retried_then_dead_lettered_event_keeps_its_routing_key_and_replays(
+    broker_url: str, name: str, make_subscriber: MakeSubscriber
+) -> None:
+    seen: list[tuple[str, int]] = []
+
+    def handler(event: DomainEvent) -> None:
+        seen.append((event.routing_key, event.retries))
+        if event.data.get("replayed"):
+            return
+        if event.retries == 0:
+            raise Retry(0.1)
+        raise ValueError("still broken")
+
+    subscriber = make_subscriber()
+    subscriber.register(handler, name, [f"{name}.#"], dead_letter=True, max_retries=3)
+    publish_domain_event(f"{name}.a.b", {}, connection_settings=broker_url)
+    consume_until(
+        subscriber, lambda: queue_depth(broker_url, f"{name}-dl") == 1, timeout=15, settle=0.3
+    )
+    assert seen == [(f"{name}.a.b", 0), (f"{name}.a.b", 1)]
+    [(method, properties, body)] = get_all(broker_url, f"{name}-dl")
+    assert method.routing_key == f"{name}.a.b"
+    # Back into the dead-letter queue, then replayed: it reaches the handler once more.
+    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
+        connection.channel().basic_publish(f"{name}-dlx", method.routing_key, body, properties)
+    assert replay_event(name, connection_settings=broker_url) == 0
+    consume_until(subscriber, lambda: len(seen) == 3, timeout=15, settle=0.3)
+    assert seen[2] == (f"{name}.a.b", 0)
+
+
+def test_an_idle_wait_queue_is_removed_but_never_while_it_holds_a_copy(
+    broker_url: str, name: str, make_subscriber: MakeSubscriber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wait_queues, "IDLE_AFTER", 0.5)
+    monkeypatch.setattr(wait_queues, "CHECK_INTERVAL", 0.2)
+    attempts: list[int] = []
+
+    def handler(event: DomainEvent) -> None:
+        attempts.append(event.retries)
+        if event.retries == 0:
+            raise Retry(0.1)
+
+    subscriber = make_subscriber()
+    subscriber.register(handler, name, [f"{name}.#"], max_retries=1)
+    publish_domain_event(f"{name}.x", {}, connection_settings=broker_url)
+    consume_until(subscriber, lambda: len(attempts) == 2, timeout=15)
+    assert wait_queue_exists(broker_url, f"{name}-wait-100")
+    # Idle for delay + 0.5 s, looked at every 0.2 s: the subscriber removes it.
+    consume_until(
+        subscriber, lambda: not wait_queue_exists(broker_url, f"{name}-wait-100"), timeout=10
+    )
+
+    # A wait queue that holds a copy (ours not yet due, or another instance's) stays.
+    topology = SubscriberTopology(name, (f"{name}.#",))
+    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
+        channel = connection.channel()
+        topology.declare_wait_queue(channel, 60_000, now=0.0)
+        channel.basic_publish("", f"{name}-wait-60000", b"{}")
+        much_later = 10**6
+        assert topology.remove_idle_wait_queues(connection, now=much_later) == []
+        assert queue_depth(broker_url, f"{name}-wait-60000") == 1
+        channel.queue_purge(f"{name}-wait-60000")
+        later_still = much_later + 60 + wait_queues.IDLE_AFTER + 1
+        assert topology.remove_idle_wait_queues(connection, now=later_still) == [
+            f"{name}-wait-60000"
+        ]
+    assert not wait_queue_exists(broker_url, f"{name}-wait-60000")
+
+
+def wait_queue_exists(broker_url: str, queue: str) -> bool:
+    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
+        try:
+            connection.channel().queue_declare(queue, passive=True)
+        except pika.exceptions.ChannelClosedByBroker:
+            return False
+        return True

@@ -65,6 +65,10 @@ def _listings(vhost: str, *names: str) -> list[list[str]]:
     return [sorted(row.replace(name, "N") for row in rows if name in row) for name in names]
 
 
+def _is_wait_queue(row: str) -> bool:
+    return "N-delay-" in row or "N-wait-" in row
+
+
 @pytest.mark.parametrize("dead_letter", [True, False])
 def test_our_topology_is_exactly_that_of_the_old_library(
     broker_url: str, vhost: str, name: str, make_subscriber: MakeSubscriber, dead_letter: bool
@@ -84,12 +88,23 @@ def test_our_topology_is_exactly_that_of_the_old_library(
     publish_domain_event(f"{new}.x", {}, connection_settings=broker_url)
     consume_until(subscriber, lambda: len(attempts) == 2)
     subscriber.stop_consuming()
-    # Declared now, so that neither wait queue has expired when both are listed.
+    # Declared now, so that the old-style wait queue has not expired when both are listed.
     declare_like_the_old_library(broker_url, old, [f"{old}.*"], dead_letter, 250)
     listing_old, listing_new = _listings(vhost, old, new)
-    assert listing_new == listing_old
+    # N, N-dl, N-dlx, N-retry and their bindings: exactly as 3.x declared them.
+    assert [row for row in listing_new if not _is_wait_queue(row)] == [
+        row for row in listing_old if not _is_wait_queue(row)
+    ]
     assert listing_new, "nothing declared?"
-    delete_queues(broker_url, old, f"{old}-dl", f"{old}-delay-250", f"{new}-delay-250")
+    # Wait queues take a name of their own (3.x instances keep declaring theirs
+    # with the old arguments) and route expired copies through the default
+    # exchange straight to N: no exchange, no binding, no lease.
+    assert [row.replace(" ", "") for row in listing_new if _is_wait_queue(row)] == [
+        "\tN-wait-250\tN-wait-250",  # the default exchange's implicit binding
+        'N-wait-250\ttrue\tfalse\tfalse\t[{"x-dead-letter-exchange",[]},'
+        '{"x-dead-letter-routing-key","N"},{"x-message-ttl",250}]',
+    ]
+    delete_queues(broker_url, old, f"{old}-dl", f"{old}-delay-250", f"{new}-wait-250")
 
 
 def test_a_subscriber_upgraded_in_place_keeps_its_queue_and_events(
@@ -108,11 +123,25 @@ def test_a_subscriber_upgraded_in_place_keeps_its_queue_and_events(
 def test_the_old_library_can_still_declare_after_we_did(
     broker_url: str, name: str, make_subscriber: MakeSubscriber
 ) -> None:
-    # Rolling upgrade: old instances of the same service start next to new ones.
+    # Rolling upgrade: old instances of the same service start next to new ones,
+    # and retry with the same delay as we do.
+    attempts: list[int] = []
+
+    def retry_once(event: DomainEvent) -> None:
+        attempts.append(event.retries)
+        if event.retries == 0:
+            from domain_event_broker import Retry
+
+            raise Retry(1.0)
+
     subscriber = make_subscriber()
-    subscriber.register(print, name, [f"{name}.*"], dead_letter=True, max_retries=3)
+    subscriber.register(retry_once, name, [f"{name}.*"], dead_letter=True, max_retries=3)
+    publish_domain_event(f"{name}.x", {}, connection_settings=broker_url)
+    consume_until(subscriber, lambda: bool(attempts))
     declare_like_the_old_library(broker_url, name, [f"{name}.*"], True, 1000)
-    delete_queues(broker_url, f"{name}-delay-1000")
+    consume_until(subscriber, lambda: len(attempts) == 2)
+    assert attempts == [0, 1]
+    delete_queues(broker_url, f"{name}-delay-1000", f"{name}-wait-1000")
 
 
 def test_a_queue_with_other_arguments_is_a_clear_topology_mismatch(
@@ -157,10 +186,12 @@ def test_quorum_queues_are_opt_in_and_carry_at_least_once_dead_lettering(
     }
     assert "\tquorum\t" in queues[name]
     assert "\tquorum\t" in queues[f"{name}-dl"]
-    wait_queue = queues[f"{name}-delay-200"]
+    wait_queue = queues[f"{name}-wait-200"]
+    assert "\tquorum\t" in wait_queue
     assert '"x-dead-letter-strategy","at-least-once"' in wait_queue
     assert '"x-overflow","reject-publish"' in wait_queue
-    delete_queues(broker_url, f"{name}-delay-200")
+    assert "x-expires" not in wait_queue
+    delete_queues(broker_url, f"{name}-wait-200")
 
 
 def test_quorum_queues_cannot_be_exclusive(name: str, make_subscriber: MakeSubscriber) -> None:

@@ -172,7 +172,7 @@ def _delete_topology(url: BrokerSettings, name: str) -> None:
         wait_queues = [wait_queue_name(name, delay_ms) for delay_ms in (500, 1000)]
         for queue in (name, dead_letter_queue_name(name), *wait_queues):
             channel.queue_delete(queue)
-        for exchange in (dead_letter_exchange_name(name), retry_exchange_name(name), *wait_queues):
+        for exchange in (dead_letter_exchange_name(name), retry_exchange_name(name)):
             channel.exchange_delete(exchange)
     finally:
         connection.close()

@@ -8,8 +8,14 @@ arguments (``PRECONDITION_FAILED``). For a subscriber named ``N``:
   ``x-dead-letter-exchange = N-dlx`` when it keeps dead letters);
 - ``N-dlx`` / ``N-dl``: dead-letter exchange and queue, bound with the same keys;
 - ``N-retry``: exchange bound to ``N`` with the same keys, where retries come back;
-- ``N-delay-D``: a wait queue (TTL ``D`` ms, dead-lettering to ``N-retry``) and
-  its exchange, one pair for each distinct retry delay.
+- ``N-wait-D``: a wait queue for each distinct retry delay of ``D`` ms. A retry
+  copy is published to it through the default exchange and, when its TTL
+  expires, dead-lettered through the default exchange straight to ``N``: nothing
+  that can vanish (an exchange, a lease) stands between a copy and its queue.
+  The event's own routing key travels in ``ROUTING_KEY_HEADER``.
+- ``N-delay-D``: the wait queue (and exchange) of releases 2.x-3.x, which
+  dead-letter to ``N-retry``. Old instances still declare and use them during a
+  rolling upgrade; we never declare them, but count the copies coming back.
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pika.exceptions
-from pika.adapters.blocking_connection import BlockingChannel
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from .errors import TopologyMismatch
 from .events import MAX_KEY_BYTES, validate_binding_key
+from .wait_queues import WaitQueueBook
 
 DEFAULT_EXCHANGE = "domain-events"
 DEFAULT_EXCHANGE_TYPE = "topic"
@@ -35,7 +42,9 @@ FAILED_SUBSCRIBER_HEADER = "x-domain-event-failed-subscriber"
 EXCEPTION_TYPE_HEADER = "x-domain-event-exception-type"
 EXCEPTION_MESSAGE_HEADER = "x-domain-event-exception-message"
 FAILED_AT_HEADER = "x-domain-event-failed-at"
-# Set only when a dead letter had to bypass the dead-letter exchange.
+# The event's routing key, where a copy travels under another one: a retry copy
+# (it comes back from its wait queue with the queue's name as routing key) and a
+# dead letter that had to bypass the dead-letter exchange.
 ROUTING_KEY_HEADER = "x-domain-event-routing-key"
 #: How often an event was replayed from a dead-letter queue (set by replay).
 REPLAYED_HEADER = "x-domain-event-replayed"
@@ -57,8 +66,7 @@ ATTEMPT_HEADERS = (
     "x-last-death-reason",
 )
 
-# A wait queue outlives its last message by this long, then RabbitMQ deletes it.
-WAIT_QUEUE_GRACE_MS = 10_000
+# 3.x added the longer "-delay-<ms>": names it accepted stay accepted, as before.
 _LONGEST_SUFFIX = len("-delay-") + 10
 
 QueueType = Literal["classic", "quorum"]
@@ -81,9 +89,14 @@ def retry_exchange_name(subscriber: str) -> str:
     return f"{subscriber}-retry"
 
 
+def wait_queue_prefix(subscriber: str) -> str:
+    """Start of the names of the wait queues that we declare for ``subscriber``."""
+    return f"{subscriber}-wait-"
+
+
 def wait_queue_name(subscriber: str, delay_ms: int) -> str:
-    """Name of the wait queue (and of its exchange) of ``subscriber`` for a retry delay."""
-    return f"{legacy_wait_queue_prefix(subscriber)}{delay_ms}"
+    """Name of the wait queue of ``subscriber`` for a retry delay."""
+    return f"{wait_queue_prefix(subscriber)}{delay_ms}"
 
 
 @dataclass(frozen=True)
@@ -99,7 +112,7 @@ class SubscriberTopology:
     exclusive: bool = False
     auto_delete: bool = False
     queue_type: QueueType = "classic"
-    _wait_queue_cache: dict[int, float] = field(default_factory=dict, compare=False, repr=False)
+    _wait_queues: WaitQueueBook = field(default_factory=WaitQueueBook, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -107,7 +120,7 @@ class SubscriberTopology:
         if len(self.name.encode()) > MAX_KEY_BYTES - _LONGEST_SUFFIX:
             raise ValueError(
                 f"subscriber name {self.name[:40]!r}... is too long: queue names are at most "
-                f"{MAX_KEY_BYTES} bytes, and '-delay-<ms>' is added for retries"
+                f"{MAX_KEY_BYTES} bytes, and '-wait-<ms>' is added for retries"
             )
         if not self.binding_keys:
             raise ValueError(
@@ -141,8 +154,32 @@ class SubscriberTopology:
         return retry_exchange_name(self.name)
 
     def wait_queue(self, delay_ms: int) -> str:
-        """Name of the wait queue (and of its exchange) for a retry delay."""
+        """Name of the wait queue for a retry delay."""
         return wait_queue_name(self.name, delay_ms)
+
+    def legacy_wait_queue(self, delay_ms: int) -> str:
+        """Name of the wait queue (and of its exchange) that releases 2.x-3.x use for a delay."""
+        return f"{legacy_wait_queue_prefix(self.name)}{delay_ms}"
+
+    def retry_destination(self, delay_ms: int) -> tuple[str, str]:
+        """(exchange, routing key) a retry copy is published with: the default
+        exchange, which always exists, straight into the wait queue."""
+        return "", self.wait_queue(delay_ms)
+
+    def event_routing_key(self, routing_key: str, headers: Any) -> str:
+        """The routing key of the event in a delivery to this subscriber's queue.
+
+        A copy that comes back from a new-style wait queue is delivered with the
+        queue's name as routing key; its event's key is in ``ROUTING_KEY_HEADER``.
+        The header is trusted only then, so no publisher can re-route others' events.
+        """
+        if routing_key == self.queue and isinstance(headers, dict):
+            original = headers.get(ROUTING_KEY_HEADER)
+            if isinstance(original, bytes):
+                original = original.decode("utf-8", "replace")
+            if isinstance(original, str) and original:
+                return original
+        return routing_key
 
     # Arguments -------------------------------------------------------------
     def queue_arguments(self) -> dict[str, Any]:
@@ -157,10 +194,15 @@ class SubscriberTopology:
         return {"x-queue-type": "quorum"} if self.queue_type == "quorum" else {}
 
     def wait_queue_arguments(self, delay_ms: int) -> dict[str, Any]:
+        # No x-expires: a lease counts from the last declare, not from the last
+        # message, and RabbitMQ deletes an expired queue with its copies inside.
+        # Idle wait queues are removed by their subscriber, only when empty.
+        # The default exchange ("") always exists and routes by queue name, so an
+        # expired copy reaches N also after a restart took the non-durable N-retry.
         arguments: dict[str, Any] = {
-            "x-dead-letter-exchange": self.retry_exchange,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.queue,
             "x-message-ttl": delay_ms,
-            "x-expires": delay_ms + WAIT_QUEUE_GRACE_MS,
         }
         if self.queue_type == "quorum":
             # at-least-once dead-lettering keeps a retried event in the wait queue
@@ -210,30 +252,61 @@ class SubscriberTopology:
             self._bind(channel, self.retry_exchange, self.queue)
 
     def declare_wait_queue(self, channel: BlockingChannel, delay_ms: int, now: float) -> None:
-        """Make sure the wait queue for ``delay_ms`` exists, declaring it only when needed.
+        """Make sure the wait queue for ``delay_ms`` exists: declared once per
+        connection (it has no lease to renew), and noted as used at ``now``.
 
-        A wait queue deletes itself ``delay_ms + 10 s`` after it was last
-        declared; publishing does not keep it alive. Re-declaring once half of
-        that time has passed keeps it alive without a declare per retry.
+        Should another instance remove it as idle in between, the copy is
+        returned as unroutable (mandatory): forget, declare again, publish again.
         """
-        declared_at = self._wait_queue_cache.get(delay_ms)
-        if declared_at is not None and now - declared_at < (delay_ms + WAIT_QUEUE_GRACE_MS) / 2000:
+        book = self._wait_queues
+        if not book.needs_declare(delay_ms):
+            book.used(delay_ms, now)
             return
-        name = self.wait_queue(delay_ms)
         with _explain_mismatch(self):
             channel.queue_declare(
-                queue=name, durable=True, arguments=self.wait_queue_arguments(delay_ms)
+                queue=self.wait_queue(delay_ms),
+                durable=True,
+                arguments=self.wait_queue_arguments(delay_ms),
             )
-            # auto-delete: the exchange goes away together with its wait queue
-            channel.exchange_declare(
-                exchange=name, exchange_type="topic", durable=True, auto_delete=True
-            )
-            channel.queue_bind(queue=name, exchange=name, routing_key="#")
-        self._wait_queue_cache[delay_ms] = now
+        book.declared(delay_ms, now)
 
     def forget_declarations(self) -> None:
         """Forget which wait queues exist (after a reconnect they may be gone)."""
-        self._wait_queue_cache.clear()
+        self._wait_queues.forget()
+
+    def remove_idle_wait_queues(self, connection: BlockingConnection, now: float) -> list[str]:
+        """Delete the classic wait queues this subscriber has long stopped using, if empty.
+
+        Cheap to call often: it looks every ``wait_queues.CHECK_INTERVAL`` s.
+        ``if_empty`` makes RabbitMQ refuse while any copy (also another
+        instance's) waits inside; then it is tried again later. Quorum queues
+        cannot be deleted ``if_empty`` and are kept. Returns the deleted names.
+        """
+        book = self._wait_queues
+        idle = book.idle(now)
+        if self.queue_type == "quorum" or not idle:
+            return []
+        deleted = []
+        channel = connection.channel()
+        try:
+            for delay_ms in idle:
+                if not channel.is_open:
+                    channel = connection.channel()
+                name = self.wait_queue(delay_ms)
+                try:
+                    channel.queue_delete(queue=name, if_empty=True)
+                except pika.exceptions.ChannelClosedByBroker as error:
+                    if error.reply_code == 404:  # gone already (another instance removed it)
+                        book.removed(delay_ms)
+                    else:  # 406: copies still wait in it
+                        book.still_holds_copies(delay_ms, now)
+                    continue
+                book.removed(delay_ms)
+                deleted.append(name)
+        finally:
+            if channel.is_open:
+                channel.close()
+        return deleted
 
     def _bind(self, channel: BlockingChannel, exchange: str, queue: str) -> None:
         for key in self.binding_keys:

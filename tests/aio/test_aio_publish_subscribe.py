@@ -168,7 +168,7 @@ def test_a_retry_started_async_comes_back_counted_to_the_sync_side(
         await run_until(subscriber, lambda: len(seen_async) == 1)
 
     asyncio.run(first_attempt())
-    assert queue_depth(broker_url, f"{name}-delay-1000") == 1  # stored before the ack
+    assert queue_depth(broker_url, f"{name}-wait-1000") == 1  # stored before the ack
     seen_sync: list[int] = []
     sync_subscriber = make_subscriber()  # type: ignore[operator]
     sync_subscriber.register(
@@ -454,11 +454,10 @@ def test_a_retry_whose_wait_queue_vanished_is_stored_in_a_new_one(
         task = asyncio.create_task(subscriber.run())
         while len(seen) < 2:
             await asyncio.sleep(0.01)
-        # the wait queue (and its exchange) deleted behind the subscriber's back
+        # the wait queue deleted behind the subscriber's back
         with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
             channel = connection.channel()
-            channel.queue_delete(f"{name}-delay-200")
-            channel.exchange_delete(f"{name}-delay-200")
+            channel.queue_delete(f"{name}-wait-200")
         gate.set()
         deadline = asyncio.get_running_loop().time() + 20
         while len(seen) < 3 and asyncio.get_running_loop().time() < deadline:

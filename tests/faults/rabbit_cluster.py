@@ -49,22 +49,25 @@ def find_sbin() -> Path | None:
 class Node:
     index: int
     home: Path
+    amqp_port_base: int = AMQP_PORT_BASE
+    dist_port_base: int = DIST_PORT_BASE
+    prefix: str = "deb"  # node names must differ between clusters sharing epmd
 
     @property
     def name(self) -> str:
-        return f"deb{self.index}@localhost"
+        return f"{self.prefix}{self.index}@localhost"
 
     @property
     def amqp_port(self) -> int:
-        return AMQP_PORT_BASE + self.index
+        return self.amqp_port_base + self.index
 
     @property
     def dist_port(self) -> int:
-        return DIST_PORT_BASE + self.index
+        return self.dist_port_base + self.index
 
     @property
     def folder(self) -> Path:
-        return self.home / f"deb{self.index}"
+        return self.home / f"{self.prefix}{self.index}"
 
     @property
     def pid_file(self) -> Path:
@@ -78,10 +81,24 @@ class Node:
 class RabbitCluster:
     """Start, inspect, hurt and tear down the cluster; see the module docstring."""
 
-    def __init__(self, sbin: Path) -> None:
+    def __init__(
+        self,
+        sbin: Path,
+        *,
+        node_count: int = NODE_COUNT,
+        amqp_port_base: int = AMQP_PORT_BASE,
+        dist_port_base: int = DIST_PORT_BASE,
+        node_prefix: str = "deb",
+        rabbit_settings: dict[str, int] | None = None,
+    ) -> None:
+        """``rabbit_settings``: extra ``rabbit`` application settings (advanced.config)."""
         self.sbin = sbin
         self.home = Path(tempfile.mkdtemp(prefix="deb-cluster-"))
-        self.nodes = [Node(index, self.home) for index in range(1, NODE_COUNT + 1)]
+        self.nodes = [
+            Node(index, self.home, amqp_port_base, dist_port_base, node_prefix)
+            for index in range(1, node_count + 1)
+        ]
+        self.rabbit_settings = dict(rabbit_settings or {})
         self._servers: dict[str, subprocess.Popen[bytes]] = {}
         cookie = self.home / ".erlang.cookie"
         cookie.write_text(secrets.token_hex(20).upper())
@@ -162,7 +179,8 @@ class RabbitCluster:
             # Quorum queues need a majority; never pause or heal on our own.
             "cluster_partition_handling = ignore\n"
         )
-        (node.folder / "advanced.config").write_text("[].\n")
+        settings = ", ".join(f"{{{key}, {value}}}" for key, value in self.rabbit_settings.items())
+        (node.folder / "advanced.config").write_text(f"[{{rabbit, [{settings}]}}].\n")
         output = (node.folder / "server.out").open("ab")
         # A session of its own: teardown can kill every process the node started
         # (beam, erl_child_setup, inet_gethost) and nothing else.
@@ -283,6 +301,14 @@ class RabbitCluster:
                 raise RuntimeError(f"{node.name} (pid {pid}) did not die")
             time.sleep(0.05)
 
+    def stop_node(self, node: Node) -> None:
+        """Shut the node down in order (its VM too), as a restart for an upgrade would."""
+        self.ctl(node, "stop", "--timeout", "60", timeout=CLI_TIMEOUT + 60)
+        server = self._servers.get(node.name)
+        if server is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.wait(30)
+
     def stop_app(self, node: Node) -> None:
         """Stop RabbitMQ on the node (an orderly shutdown, as for maintenance); the VM stays."""
         self.ctl(node, "stop_app")
@@ -346,9 +372,12 @@ def _port_open(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def running_cluster(sbin: Path) -> Iterator[RabbitCluster]:
-    """A started cluster, always torn down afterwards (also when starting fails)."""
-    cluster = RabbitCluster(sbin)
+def running_cluster(sbin: Path, **options: Any) -> Iterator[RabbitCluster]:
+    """A started cluster, always torn down afterwards (also when starting fails).
+
+    ``options``: see :class:`RabbitCluster` (one node on other ports, settings).
+    """
+    cluster = RabbitCluster(sbin, **options)
     try:
         cluster.start()
         yield cluster

@@ -544,7 +544,9 @@ class AsyncSubscriber:
             observability.notify(
                 Occurrence(
                     kind,
-                    delivery.message.routing_key or "",
+                    topology.event_routing_key(
+                        delivery.message.routing_key or "", delivery.message.headers
+                    ),
                     delivery.message.message_id,
                     topology.name,
                     seconds,
@@ -618,12 +620,14 @@ class AsyncSubscriber:
         registration = delivery.registration
         topology = registration.topology
         message = delivery.message
-        routing_key = message.routing_key or ""
+        # A copy back from a wait queue arrives with the queue's name as its routing key.
+        routing_key = topology.event_routing_key(message.routing_key or "", message.headers)
         channel = await _publish_channel(session)
         if outcome.action is Action.RETRY:
             delay_ms = round(outcome.delay * 1000)
             headers = retry_headers(message.headers, retries)
-            exchange, key = await registration.wait_queues.route(channel, delay_ms, routing_key)
+            headers[ROUTING_KEY_HEADER] = routing_key
+            exchange, key = await registration.wait_queues.route(channel, delay_ms)
         else:
             headers = failure_headers(
                 message.headers,
@@ -642,9 +646,7 @@ class AsyncSubscriber:
                 if outcome.action is Action.RETRY:
                     # The wait queue was deleted behind our back: declare it again.
                     registration.wait_queues.forget()
-                    exchange, key = await registration.wait_queues.route(
-                        channel, delay_ms, routing_key
-                    )
+                    exchange, key = await registration.wait_queues.route(channel, delay_ms)
                     await _publish_copy(channel, exchange, key, message, headers)
                 else:
                     # The dead-letter exchange has no binding for this key (binding

@@ -13,7 +13,8 @@ import aio_pika.abc
 import aiormq.exceptions
 
 from ..errors import TopologyMismatch
-from ..topology import WAIT_QUEUE_GRACE_MS, SubscriberTopology, explain_precondition_failed
+from ..topology import SubscriberTopology, explain_precondition_failed
+from ..wait_queues import WaitQueueBook
 
 
 async def declare(channel: aio_pika.abc.AbstractChannel, topology: SubscriberTopology) -> None:
@@ -59,45 +60,41 @@ async def _declare(channel: aio_pika.abc.AbstractChannel, topology: SubscriberTo
 class WaitQueues:
     """Where the delayed copy of a retried event goes, declaring its wait queue when needed.
 
-    The one place that picks the wait queue and the route to it: new-style wait
-    queues (reached through the default exchange) only change :meth:`route`.
+    The one place on the asyncio side that picks the wait queue and the route
+    to it; the names, arguments and route are :class:`SubscriberTopology`'s, and
+    the declaration bookkeeping is the sync side's :class:`WaitQueueBook`.
     """
 
     def __init__(self, topology: SubscriberTopology) -> None:
         self.topology = topology
-        self._declared_at: dict[int, float] = {}
+        self._book = WaitQueueBook()
 
-    async def route(
-        self, channel: aio_pika.abc.AbstractChannel, delay_ms: int, routing_key: str
-    ) -> tuple[str, str]:
+    async def route(self, channel: aio_pika.abc.AbstractChannel, delay_ms: int) -> tuple[str, str]:
         """(exchange, routing key) to publish a copy to that comes back after ``delay_ms``.
 
-        A wait queue deletes itself ``delay_ms + 10 s`` after it was last
-        declared; it is declared again once half of that has passed.
+        Wait queues have no lease: declared once per connection, they stay
+        until removed when idle and empty (see :mod:`domain_event_broker.wait_queues`).
         """
         now = time.monotonic()
-        declared_at = self._declared_at.get(delay_ms)
-        name = self.topology.wait_queue(delay_ms)
-        if declared_at is None or now - declared_at >= (delay_ms + WAIT_QUEUE_GRACE_MS) / 2000:
+        if self._book.needs_declare(delay_ms):
             try:
-                queue = await channel.declare_queue(
-                    name, durable=True, arguments=self.topology.wait_queue_arguments(delay_ms)
+                await channel.declare_queue(
+                    self.topology.wait_queue(delay_ms),
+                    durable=True,
+                    arguments=self.topology.wait_queue_arguments(delay_ms),
                 )
-                # auto-delete: the exchange goes away together with its wait queue
-                exchange = await channel.declare_exchange(
-                    name, aio_pika.ExchangeType.TOPIC, durable=True, auto_delete=True
-                )
-                await queue.bind(exchange, "#")
             except aiormq.exceptions.ChannelPreconditionFailed as error:
                 raise TopologyMismatch(
                     explain_precondition_failed(_reply_text(error), self.topology)
                 ) from None
-            self._declared_at[delay_ms] = now
-        return name, routing_key
+            self._book.declared(delay_ms, now)
+        else:
+            self._book.used(delay_ms, now)
+        return self.topology.retry_destination(delay_ms)
 
     def forget(self) -> None:
         """Forget which wait queues exist (after a reconnect, or a copy came back unroutable)."""
-        self._declared_at.clear()
+        self._book.forget()
 
 
 def _reply_text(error: BaseException) -> str:

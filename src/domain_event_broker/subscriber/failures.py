@@ -141,9 +141,6 @@ class FailureStore:
                 self._queued.append(job)
         return released
 
-    def housekeeping(self, now: float) -> None:
-        """Called every few seconds on the I/O thread (idle wait queues may be removed here)."""
-
     def close(self) -> None:
         self._channel.close()
 
@@ -210,6 +207,8 @@ class FailureStore:
         delivery = job.delivery
         if job.outcome.action is Action.RETRY:
             job.headers = retry_headers(delivery.properties.headers, delivery.retries)
+            # The copy comes back with the wait queue's name as routing key: keep the event's.
+            job.headers[ROUTING_KEY_HEADER] = delivery.routing_key
             if job.fallback_tried:
                 topology.forget_declarations()  # the wait queue was deleted behind our back
             return self._retry_destination(topology, round(job.outcome.delay * 1000), now)
@@ -233,7 +232,7 @@ class FailureStore:
         The one place that knows how a retry reaches its wait queue.
         """
         topology.declare_wait_queue(self._channel.channel, delay_ms, now)
-        return topology.wait_queue(delay_ms), None
+        return topology.retry_destination(delay_ms)
 
     # Outcomes -------------------------------------------------------------------------
     def _backoff_of(self, job: _Job) -> RefusalBackoff:

@@ -49,8 +49,10 @@ class Session:
         self.channel.basic_qos(prefetch_count=prefetch_count)
         self.channel.add_on_cancel_callback(self._on_consumer_cancelled)
         self._consumer_tags: list[str] = []
+        self._registrations: list[Registration] = []
 
     def consume(self, registration: Registration) -> None:
+        self._registrations.append(registration)
         tag = self.channel.basic_consume(
             queue=registration.topology.queue,
             on_message_callback=functools.partial(self._on_message, registration),
@@ -71,7 +73,11 @@ class Session:
         body: bytes,
     ) -> None:
         ticket = self.book.delivered(method.delivery_tag)
-        self._submit(Delivery(registration, ticket, method.routing_key, properties, body))
+        # A copy back from a wait queue arrives with the queue's name as its routing key.
+        routing_key = registration.topology.event_routing_key(
+            method.routing_key, properties.headers
+        )
+        self._submit(Delivery(registration, ticket, routing_key, properties, body))
 
     def settle(self, completions: Iterable[tuple[Delivery, Outcome]], now: float) -> None:
         """Act on the workers' outcomes and on the failure copies' confirms, then ack."""
@@ -116,8 +122,9 @@ class Session:
             self._requeue(delivery)
 
     def housekeeping(self, now: float) -> None:
-        if self.store is not None:
-            self.store.housekeeping(now)
+        """Remove the wait queues this subscriber has long stopped using (if empty)."""
+        for registration in self._registrations:
+            registration.topology.remove_idle_wait_queues(self.connection, now)
 
     def close(self) -> None:
         close_quietly(self.store)
