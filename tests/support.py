@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import subprocess
 import threading
@@ -153,4 +154,57 @@ class TcpProxy:
             for sock in (source, sink):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+
+class FreezingProxy(TcpProxy):
+    """A proxy that can stop passing the broker's frames to the connections it has now.
+
+    The broker still takes what the client sends, and newer connections work:
+    as a broker that keeps a publisher's confirms to itself would look.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._accepted = 0
+        self._frozen_below = 0
+
+    def freeze(self) -> None:
+        self._frozen_below = self._accepted
+
+    def _accept(self, listener: Any) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self._sockets += [client, upstream]
+            self._accepted += 1
+            number = self._accepted
+            threading.Thread(
+                target=self._relay, args=(client, upstream, lambda: False), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._relay,
+                args=(upstream, client, functools.partial(self._is_frozen, number)),
+                daemon=True,
+            ).start()
+
+    def _is_frozen(self, number: int) -> bool:
+        return number <= self._frozen_below
+
+    @staticmethod
+    def _relay(source: Any, sink: Any, frozen: Callable[[], bool]) -> None:
+        try:
+            while data := source.recv(65536):
+                if not frozen():
+                    sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(2)
                 sock.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -148,3 +149,19 @@ def test_interactive_replay_asks_and_leaves_the_event_without_an_answer(
     [(_, _, body)] = get_all(broker_url, name)
     assert DomainEvent.from_json(body).data == {"n": 0}
     assert queue_depth(broker_url, f"{name}-dl") == 1
+
+
+def test_a_misplaced_url_option_is_refused_without_showing_its_password() -> None:
+    # --url belongs before the command; argparse echoes what it could not use.
+    for command in (
+        ["domain-events", "status", "mailer", "--url", "amqp://app:Pa55word-x@rabbit/%2F"],
+        ["domain-events-relay", "--database-url", "sqlite://", "amqp://app:Pa55word-x@rabbit/"],
+    ):
+        executable = os.path.join(os.path.dirname(sys.executable), command[0])
+        result = subprocess.run(
+            [executable, *command[1:]], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 2
+        assert "unrecognized arguments" in result.stderr
+        assert "app:***@rabbit" in result.stderr
+        assert "Pa55" not in result.stderr + result.stdout

@@ -9,10 +9,9 @@ returns when its time is up, not after the shutdown grace period.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
-import socket
+import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -22,8 +21,12 @@ import pika
 import pytest
 
 from domain_event_broker import DomainEvent, Retry, Subscriber, publish_domain_event
-from domain_event_broker.topology import EXCEPTION_MESSAGE_HEADER, EXCEPTION_TYPE_HEADER
-from support import TcpProxy, consume_until, get_all, queue_depth, rabbitmqctl
+from domain_event_broker.topology import (
+    EXCEPTION_MESSAGE_HEADER,
+    EXCEPTION_TYPE_HEADER,
+    ROUTING_KEY_HEADER,
+)
+from support import FreezingProxy, consume_until, get_all, queue_depth, rabbitmqctl
 
 MakeSubscriber = Callable[..., Subscriber]
 
@@ -310,59 +313,6 @@ def test_stop_consuming_before_start_consuming_is_honoured(
     assert queue_depth(broker_url, name) == 1
 
 
-class FreezingProxy(TcpProxy):
-    """A proxy that can stop passing the broker's frames to the connections it has now.
-
-    The broker still takes what the client sends, and newer connections work:
-    as a broker that keeps a publisher's confirms to itself would look.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._accepted = 0
-        self._frozen_below = 0
-
-    def freeze(self) -> None:
-        self._frozen_below = self._accepted
-
-    def _accept(self, listener: Any) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            with self._lock:
-                self._sockets += [client, upstream]
-            self._accepted += 1
-            number = self._accepted
-            threading.Thread(
-                target=self._relay, args=(client, upstream, lambda: False), daemon=True
-            ).start()
-            threading.Thread(
-                target=self._relay,
-                args=(upstream, client, functools.partial(self._is_frozen, number)),
-                daemon=True,
-            ).start()
-
-    def _is_frozen(self, number: int) -> bool:
-        return number <= self._frozen_below
-
-    @staticmethod
-    def _relay(source: Any, sink: Any, frozen: Callable[[], bool]) -> None:
-        try:
-            while data := source.recv(65536):
-                if not frozen():
-                    sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(2)
-                sock.close()
-
-
 def test_a_copy_whose_confirm_never_comes_makes_the_subscriber_reconnect_not_freeze(
     broker_url: str, vhost: str, name: str, make_subscriber: MakeSubscriber
 ) -> None:
@@ -398,4 +348,78 @@ def test_a_copy_whose_confirm_never_comes_makes_the_subscriber_reconnect_not_fre
     # The first copy was stored (only its confirm was withheld) and the second
     # was confirmed: at least once in the dead-letter queue, none left behind.
     assert queue_depth(broker_url, f"{name}-dl") >= 1
+    assert queue_depth(broker_url, name) == 0
+
+
+# Another publisher's headers and a careless Retry subclass ---------------------------------
+def _send_to_queue(broker_url: str, queue: str, body: bytes, headers: dict[str, Any]) -> None:
+    """Publish straight into ``queue`` through the default exchange, as any client can."""
+    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish("", queue, body, pika.BasicProperties(headers=headers))
+
+
+@pytest.mark.parametrize("routing_key_header", ["a" * 300, "user.*", "", "x..y"])
+def test_a_routing_key_header_that_is_no_routing_key_is_ignored(
+    broker_url: str, name: str, make_subscriber: MakeSubscriber, routing_key_header: str
+) -> None:
+    handled: list[DomainEvent] = []
+    subscriber = make_subscriber()
+    subscriber.register(handled.append, name, [f"{name}.#"], dead_letter=True)
+    _send_to_queue(broker_url, name, b"not json", {ROUTING_KEY_HEADER: routing_key_header})
+    after = publish_domain_event(f"{name}.after", {}, connection_settings=broker_url)
+    subscriber.start_consuming(timeout=3)  # must not raise
+    assert handled == [after]
+    assert queue_depth(broker_url, name) == 0
+    assert [body for _, _, body in get_all(broker_url, f"{name}-dl")] == [b"not json"]
+
+
+class RetryWithoutDelay(Retry):
+    def __init__(self, why: str) -> None:  # forgets super().__init__(delay)
+        Exception.__init__(self, why)
+
+
+def test_a_retry_subclass_without_a_delay_is_dead_lettered_not_a_hot_loop(
+    broker_url: str, name: str, make_subscriber: MakeSubscriber
+) -> None:
+    calls: list[int] = []
+
+    def handler(event: DomainEvent) -> None:
+        calls.append(event.retries)
+        raise RetryWithoutDelay("later")
+
+    subscriber = make_subscriber()
+    subscriber.register(handler, name, [f"{name}.#"], dead_letter=True, max_retries=3)
+    publish_domain_event(f"{name}.x", {}, connection_settings=broker_url)
+    subscriber.start_consuming(timeout=3)
+    assert calls == [0]
+    letters = get_all(broker_url, f"{name}-dl")
+    assert len(letters) == 1
+    assert "RetryWithoutDelay" in str(letters[0][1].headers[EXCEPTION_TYPE_HEADER])
+
+
+def test_subscribers_forked_after_connecting_each_consume_on_a_connection_of_their_own(
+    broker_url: str, name: str, make_subscriber: MakeSubscriber
+) -> None:
+    # Competing consumers started with multiprocessing (fork) from one configured subscriber.
+    subscriber = make_subscriber()
+    subscriber.register(lambda event: None, name, [f"{name}.#"])
+    for number in range(40):
+        publish_domain_event(f"{name}.x", {"n": number}, connection_settings=broker_url)
+
+    def child() -> None:
+        try:
+            subscriber.start_consuming(timeout=3)
+        except BaseException:
+            os._exit(1)
+        os._exit(0)
+
+    context = multiprocessing.get_context("fork")
+    processes = [context.Process(target=child) for _ in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(30)
+    assert [process.exitcode for process in processes] == [0, 0]
     assert queue_depth(broker_url, name) == 0

@@ -23,7 +23,7 @@ from domain_event_broker import (
     settings,
 )
 from domain_event_broker.publisher import shared_publisher
-from support import delete_queues, get_all, rabbitmqctl
+from support import FreezingProxy, delete_queues, get_all, rabbitmqctl
 
 
 @pytest.fixture
@@ -217,13 +217,28 @@ def test_the_publish_timeout_setting_is_read_at_call_time(
     publish_domain_event(f"{name}.patient", {}, connection_settings=broker_url)
 
 
-def test_a_per_call_publish_timeout_wins_over_the_setting(broker_url: str, name: str) -> None:
-    with pytest.raises(PublishError, match="in time"):
-        publish_domain_event(
-            f"{name}.hurried", {}, connection_settings=broker_url, publish_timeout=0.0
-        )
-    with Publisher(broker_url) as publisher, pytest.raises(PublishError, match="in time"):
-        publisher.publish("{}", f"{name}.hurried", publish_timeout=0.0)
+def test_a_per_call_publish_timeout_wins_over_the_setting(
+    vhost: str, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A broker that takes events but keeps its confirms to itself.
+    proxy = FreezingProxy()
+    proxy.start()
+    url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}"
+    monkeypatch.setattr(settings, "PUBLISH_TIMEOUT", 30.0)
+    try:
+        with Publisher(url) as publisher:
+            proxy.freeze()
+            started = time.monotonic()
+            with pytest.raises(PublishError, match="in time"):
+                publisher.publish("{}", f"{name}.hurried", publish_timeout=0.5)
+            assert time.monotonic() - started < 5, "the setting's 30 s were waited"
+            monkeypatch.setattr(settings, "PUBLISH_TIMEOUT", 0.5)
+            started = time.monotonic()
+            with pytest.raises(PublishError, match="in time"):
+                publisher.publish("{}", f"{name}.hurried")
+            assert time.monotonic() - started < 5, "the setting is not read at call time"
+    finally:
+        proxy.stop()
 
 
 def test_an_event_the_broker_refuses_raises_publish_error(

@@ -179,3 +179,34 @@ def test_replay_of_a_subscriber_without_dead_letter_queue_says_so(
 
 def test_replay_without_broker_is_a_no_op() -> None:
     assert replay_event("anything", connection_settings=None) == 0
+
+
+@pytest.mark.parametrize(
+    "foreign_headers",
+    [
+        {"x-domain-event-replayed": "abc", "x-domain-event-routing-key": ["not", "a", "key"]},
+        {"x-domain-event-replayed": [1, 2], "x-domain-event-routing-key": "a" * 300},
+    ],
+)
+def test_a_dead_letter_with_odd_headers_from_another_client_is_still_replayed(
+    broker_url: str, name: str, make_subscriber: MakeSubscriber, foreign_headers: dict[str, Any]
+) -> None:
+    import pika
+
+    [sent] = _dead_letter(broker_url, name, make_subscriber, 1)
+    # An operator's tool (or another library) rewrote the dead letter's headers.
+    [(method, properties, body)] = get_all(broker_url, f"{name}-dl")
+    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish(
+            "",
+            f"{name}-dl",
+            body,
+            pika.BasicProperties(headers={**(properties.headers or {}), **foreign_headers}),
+        )
+    assert replay_all(name, connection_settings=broker_url) == 0
+    [(method, properties, body)] = get_all(broker_url, name)
+    assert DomainEvent.from_json(body) == sent
+    assert method.routing_key == sent.routing_key
+    assert properties.headers["x-domain-event-replayed"] == 1

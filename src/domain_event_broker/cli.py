@@ -33,6 +33,7 @@ from .replay import (
     replay_dead_letters,
 )
 from .settings import (
+    BrokerArgumentParser,
     BrokerSettings,
     add_broker_arguments,
     broker_from_arguments,
@@ -68,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = BrokerArgumentParser(
         prog="domain-events", description="Publish, watch and repair domain events on RabbitMQ."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

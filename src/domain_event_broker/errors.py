@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from pika.exceptions import AMQPConnectionError
+
 #: The longest retry delay: RabbitMQ takes a message TTL of at most 2**32 - 1 ms.
 MAX_RETRY_DELAY = (2**32 - 1) // 1000
 
@@ -17,8 +19,19 @@ class DomainEventBrokerError(Exception):
     """Base class of the errors raised by domain-event-broker."""
 
 
-class BrokerUnavailable(DomainEventBrokerError, ConnectionError):
-    """RabbitMQ cannot be reached, or the connection was lost and not regained in time."""
+class BrokerUnavailable(DomainEventBrokerError, AMQPConnectionError, ConnectionError):
+    """RabbitMQ cannot be reached, or the connection was lost and not regained in time.
+
+    Also a ``pika.exceptions.AMQPConnectionError``, which releases 2.x-3.x let
+    through: code that catches that keeps catching it.
+    """
+
+    def __str__(self) -> str:
+        # pika's AMQPConnectionError formats its args its own way; ours is the message.
+        return str(self.args[0]) if self.args else ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
 
 
 class PublishError(DomainEventBrokerError):

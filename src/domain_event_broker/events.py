@@ -158,6 +158,15 @@ def _excerpt(text: str, limit: int = 120) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
+def is_routing_key(routing_key: object) -> bool:
+    """Whether ``routing_key`` passes :func:`validate_routing_key`."""
+    try:
+        validate_routing_key(routing_key)
+    except InvalidRoutingKey:
+        return False
+    return True
+
+
 def validate_routing_key(routing_key: object) -> str:
     """Check that ``routing_key`` names one event type, e.g. ``user.registered``.
 

@@ -16,11 +16,12 @@ Outcome(action=<Action.RETRY: 'retry'>, delay=2.5, exception_type='', reason='')
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidEvent, Retry
+from .errors import MAX_RETRY_DELAY, InvalidEvent, Retry
 from .events import DomainEvent
 from .topology import (
     EXCEPTION_MESSAGE_HEADER,
@@ -82,10 +83,25 @@ def decide(policy: Policy, retries: int, raised: BaseException | None) -> Outcom
     if isinstance(raised, (KeyboardInterrupt, SystemExit)):
         return REQUEUE
     if isinstance(raised, Retry):
+        delay = _retry_delay(raised)
+        if delay is None:
+            # A subclass that skipped Retry.__init__ (or changed .delay later).
+            return failure(
+                policy, raised, f"Retry without a valid delay: {getattr(raised, 'delay', None)!r}"
+            )
         if retries < policy.max_retries:
-            return Outcome(Action.RETRY, delay=raised.delay)
+            return Outcome(Action.RETRY, delay=delay)
         return failure(policy, raised, f"exceeded max_retries ({policy.max_retries})")
     return failure(policy, raised, safe_text(raised))
+
+
+def _retry_delay(retry: Retry) -> float | None:
+    delay = getattr(retry, "delay", None)
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)):
+        return None
+    if not math.isfinite(delay) or not 0 <= delay <= MAX_RETRY_DELAY:
+        return None
+    return float(delay)
 
 
 def undecodable(policy: Policy, error: InvalidEvent) -> Outcome:
@@ -118,7 +134,7 @@ def retries_of(headers: Mapping[str, Any] | None, subscriber: str) -> int:
         return 0
     counted = headers.get(RETRIES_HEADER)
     if counted is not None:
-        return _count(counted)
+        return header_count(counted)
     deaths = headers.get("x-death")
     if not isinstance(deaths, list):
         return 0
@@ -128,11 +144,12 @@ def retries_of(headers: Mapping[str, Any] | None, subscriber: str) -> int:
         if not isinstance(death, Mapping):
             continue
         if _text(death.get("queue")).startswith(prefix) and _text(death.get("reason")) == "expired":
-            retries += _count(death.get("count", 1))
+            retries += header_count(death.get("count", 1))
     return retries
 
 
-def _count(value: object) -> int:
+def header_count(value: object) -> int:
+    """A count from a header another publisher may have set to anything (0 then)."""
     if isinstance(value, bool):
         return 0
     if isinstance(value, bytes):

@@ -22,7 +22,8 @@ from pika.adapters.blocking_connection import BlockingChannel
 from .connection import connect_blocking
 from .copies import copy_properties
 from .errors import InvalidEvent
-from .events import DomainEvent
+from .events import DomainEvent, is_routing_key
+from .outcome import header_count
 from .settings import ConnectionSettings, resolve_url
 from .topology import (
     ATTEMPT_HEADERS,
@@ -31,9 +32,9 @@ from .topology import (
     FAILED_AT_HEADER,
     FAILED_SUBSCRIBER_HEADER,
     REPLAYED_HEADER,
-    ROUTING_KEY_HEADER,
     dead_letter_queue_name,
     retry_exchange_name,
+    routing_key_in,
 )
 
 log = logging.getLogger(__name__)
@@ -196,11 +197,11 @@ def _republish(
     body: bytes,
 ) -> None:
     headers: dict[str, Any] = dict(header.headers or {})
-    routing_key = str(headers.get(ROUTING_KEY_HEADER) or frame.routing_key)
+    routing_key = routing_key_in(headers) or _routing_key_of(frame, body)
     # A replayed event starts afresh: retry count and failure details go.
     for name in ATTEMPT_HEADERS:
         headers.pop(name, None)
-    headers[REPLAYED_HEADER] = int(headers.get(REPLAYED_HEADER, 0)) + 1
+    headers[REPLAYED_HEADER] = header_count(headers.get(REPLAYED_HEADER, 0)) + 1
     channel.basic_publish(
         retry_exchange,
         routing_key,
@@ -208,6 +209,23 @@ def _republish(
         copy_properties(header, headers),
         mandatory=True,
     )
+
+
+def _routing_key_of(frame: Any, body: bytes) -> str:
+    """The routing key to replay a dead letter with, when no valid header names it.
+
+    A letter put into the dead-letter queue through the default exchange (by a
+    tool moving messages, say) carries the queue's name as its routing key; the
+    event's own key is then the one in its body.
+    """
+    if frame.exchange == "":
+        try:
+            key = DomainEvent.from_json(body).routing_key
+        except InvalidEvent:
+            key = None
+        if is_routing_key(key):
+            return str(key)
+    return str(frame.routing_key)
 
 
 def interactive_callback(
@@ -324,7 +342,7 @@ def list_dead_letters(
                 break
             headers = dict(header.headers or {})
             letters.append(
-                DeadLetter(str(headers.get(ROUTING_KEY_HEADER) or frame.routing_key), body, headers)
+                DeadLetter(routing_key_in(headers) or str(frame.routing_key), body, headers)
             )
         return letters
     finally:

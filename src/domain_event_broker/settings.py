@@ -20,7 +20,7 @@ import argparse
 import os
 import re
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, NoReturn, TypeAlias
 
 from pika.connection import Parameters
 
@@ -328,6 +328,19 @@ def describe_node(parameters: Parameters) -> str:
     """Host, port and vhost of parsed node parameters in words, for error messages."""
     tls = " (TLS)" if parameters.ssl_options is not None else ""
     return f"host {parameters.host}, port {parameters.port}{tls}, vhost {parameters.virtual_host!r}"
+
+
+class BrokerArgumentParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors never show a URL's password.
+
+    argparse echoes what it could not use (``unrecognized arguments: --url
+    amqp://app:s3cret@...``) when an option is misplaced; every word of such a
+    message that holds ``://`` is masked. Subcommand parsers inherit the class.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        masked = " ".join(mask_url(word) if "://" in word else word for word in message.split(" "))
+        super().error(masked)
 
 
 def add_broker_arguments(parser: argparse.ArgumentParser) -> None:

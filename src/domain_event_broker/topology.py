@@ -21,7 +21,7 @@ arguments (``PRECONDITION_FAILED``). For a subscriber named ``N``:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,7 +29,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from .errors import TopologyMismatch
-from .events import MAX_KEY_BYTES, validate_binding_key
+from .events import MAX_KEY_BYTES, is_routing_key, validate_binding_key
 from .wait_queues import WaitQueueBook
 
 DEFAULT_EXCHANGE = "domain-events"
@@ -70,6 +70,20 @@ ATTEMPT_HEADERS = (
 _LONGEST_SUFFIX = len("-delay-") + 10
 
 QueueType = Literal["classic", "quorum"]
+
+
+def routing_key_in(headers: object) -> str | None:
+    """The event's routing key kept in ``ROUTING_KEY_HEADER``, if it holds a valid one.
+
+    Another publisher's header may hold anything: only a key RabbitMQ could
+    route (and a copy could be published with) is used.
+    """
+    if not isinstance(headers, Mapping):
+        return None
+    value = headers.get(ROUTING_KEY_HEADER)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value if isinstance(value, str) and is_routing_key(value) else None
 
 
 def legacy_wait_queue_prefix(subscriber: str) -> str:
@@ -173,12 +187,8 @@ class SubscriberTopology:
         queue's name as routing key; its event's key is in ``ROUTING_KEY_HEADER``.
         The header is trusted only then, so no publisher can re-route others' events.
         """
-        if routing_key == self.queue and isinstance(headers, dict):
-            original = headers.get(ROUTING_KEY_HEADER)
-            if isinstance(original, bytes):
-                original = original.decode("utf-8", "replace")
-            if isinstance(original, str) and original:
-                return original
+        if routing_key == self.queue:
+            return routing_key_in(headers) or routing_key
         return routing_key
 
     # Arguments -------------------------------------------------------------

@@ -46,9 +46,11 @@ from ..outcome import (
     Outcome,
     Policy,
     decide,
+    failure,
     failure_headers,
     parse_event,
     retry_headers,
+    safe_text,
     undecodable,
 )
 from ..settings import ConnectionSettings, mask_url, resolve_url
@@ -65,6 +67,19 @@ from . import topology as aio_topology
 from .connection import CONNECTION_LOST, connect
 
 log = logging.getLogger(__name__)
+
+#: Errors of a copy that cannot be written at all (never a dead worker for them).
+_UNWRITABLE: tuple[type[BaseException], ...] = (
+    TypeError,
+    ValueError,
+    UnicodeError,
+    aiormq.exceptions.AMQPError,
+)
+_REFUSED_OR_UNWRITABLE: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.DeliveryError,
+    asyncio.TimeoutError,
+    *_UNWRITABLE,
+)
 
 AsyncHandler = Callable[[DomainEvent], Awaitable[object]]
 
@@ -463,7 +478,19 @@ class AsyncSubscriber:
             self._in_flight += 1
             try:
                 started = time.perf_counter()
-                outcome, retries = await self._handle(delivery)
+                try:
+                    outcome, retries = await self._handle(delivery)
+                except Exception as error:  # a bug of ours: never a dead worker
+                    outcome = failure(
+                        delivery.registration.policy, error, f"internal error: {safe_text(error)}"
+                    )
+                    retries = 0
+                    log.exception(
+                        "subscriber %s: could not handle event %s; %s",
+                        delivery.registration.topology.name,
+                        delivery.message.message_id,
+                        _fate_of_failed(delivery.registration.topology),
+                    )
                 if observability.listening():
                     self._report(delivery, outcome, time.perf_counter() - started)
                 await self._settle(delivery, outcome, retries)
@@ -653,7 +680,9 @@ class AsyncSubscriber:
                     # keys changed?): put it straight into the dead-letter queue.
                     headers[ROUTING_KEY_HEADER] = routing_key
                     await _publish_copy(channel, "", topology.dead_letter_queue, message, headers)
-        except (aiormq.exceptions.DeliveryError, asyncio.TimeoutError) as error:
+        except _REFUSED_OR_UNWRITABLE as error:
+            # Refused, or a copy the client cannot even write (e.g. a header of
+            # another publisher's): the event goes back to its queue after a pause.
             log.error(
                 "subscriber %s: could not store the %s copy of event %s (%s): %s; "
                 "returning it to the queue",

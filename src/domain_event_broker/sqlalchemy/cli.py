@@ -16,7 +16,13 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import DomainEventBrokerError
 from ..outbox.relay import OutboxRelay, add_relay_arguments, relay_options, stop_on_signals
-from ..settings import add_broker_arguments, broker_from_arguments, mask_url, resolve_broker
+from ..settings import (
+    BrokerArgumentParser,
+    add_broker_arguments,
+    broker_from_arguments,
+    mask_url,
+    resolve_broker,
+)
 from .outbox import SQLAlchemyOutboxStore
 from .tables import metadata
 
@@ -81,7 +87,7 @@ def _names_no_broker(given: str | None) -> bool:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = BrokerArgumentParser(
         prog="domain-events-relay",
         description=(
             "Publish the events in the outbox table (domain_event_outbox), oldest first, with "

@@ -194,7 +194,7 @@ class FailureStore:
                 delivery.body,
                 copy_properties(delivery.properties, job.headers),
             )
-        except (TypeError, ValueError, UnicodeError) as error:
+        except (TypeError, ValueError, UnicodeError, pika.exceptions.AMQPError) as error:
             # A header pika cannot write: this copy can never be stored as it is.
             self._refused(job, now, f"cannot be written ({error})")
             return

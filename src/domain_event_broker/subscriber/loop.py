@@ -12,6 +12,7 @@ deliveries, in-flight handlers get the grace period to finish and be settled.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections import deque
@@ -57,13 +58,15 @@ class Connector:
         self._connect = connect
         self._registrations = registrations
         self.connection: BlockingConnection | None = None
+        self._pid = os.getpid()
 
     @property
     def connected(self) -> bool:
         connection = self.connection
-        return connection is not None and bool(connection.is_open)
+        return connection is not None and self._pid == os.getpid() and bool(connection.is_open)
 
     def ensure(self) -> BlockingConnection:
+        self._forget_after_fork()
         connection = self.connection
         if connection is not None and connection.is_open:
             return connection
@@ -74,7 +77,16 @@ class Connector:
                 registration.topology.declare(channel)
         return connection
 
+    def _forget_after_fork(self) -> None:
+        # A forked child (competing consumers started with multiprocessing) has a
+        # copy of the parent's socket: talking on it would mix two processes'
+        # frames on one AMQP connection. Drop it unclosed; open one of its own.
+        if self._pid != os.getpid():
+            self.connection = None
+            self._pid = os.getpid()
+
     def close(self, abort: bool = False) -> None:
+        self._forget_after_fork()
         connection, self.connection = self.connection, None
         if connection is None or not connection.is_open:
             return

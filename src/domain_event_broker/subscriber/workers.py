@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from ..acks import Ticket
 from ..handlers import HandlerRunner
-from ..outcome import REQUEUE, Outcome
+from ..outcome import REQUEUE, Action, Outcome, failure, safe_text
 from .delivery import Delivery
 from .handling import StopRequest, handle, log
 
@@ -79,10 +79,13 @@ class WorkerPool:
             return REQUEUE
         try:
             return handle(delivery, runner, self._request_stop)
-        except BaseException:  # a bug of ours: never a dead worker
+        except BaseException as error:  # a bug of ours: never a dead worker, never a hot loop
+            registration = delivery.registration
+            outcome = failure(registration.policy, error, f"internal error: {safe_text(error)}")
             log.exception(
-                "subscriber %s: could not handle event %s; it goes back to its queue",
-                delivery.registration.name,
+                "subscriber %s: could not handle event %s; %s",
+                registration.name,
                 delivery.event_id,
+                "dead-lettered" if outcome.action is Action.DEAD_LETTER else "dropped",
             )
-            return REQUEUE
+            return outcome

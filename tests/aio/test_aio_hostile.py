@@ -1,0 +1,80 @@
+"""What another publisher's headers and a careless Retry subclass do to the asyncio subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pika
+import pytest
+
+from domain_event_broker import DomainEvent, Retry, publish_domain_event
+from domain_event_broker.topology import EXCEPTION_TYPE_HEADER, ROUTING_KEY_HEADER
+from support import get_all, queue_depth
+
+from .conftest import MakeAsyncSubscriber
+
+
+def _send_to_queue(broker_url: str, queue: str, body: bytes, headers: dict[str, Any]) -> None:
+    """Publish straight into ``queue`` through the default exchange, as any client can."""
+    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish("", queue, body, pika.BasicProperties(headers=headers))
+
+
+def _run_for(subscriber: Any, seconds: float) -> None:
+    async def main() -> None:
+        task = asyncio.create_task(subscriber.run())
+        await asyncio.sleep(seconds)
+        await asyncio.wait_for(subscriber.stop(), 10)
+        await task
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("routing_key_header", ["a" * 300, "user.*"])
+def test_a_routing_key_header_that_is_no_routing_key_is_ignored(
+    broker_url: str, name: str, make_async_subscriber: MakeAsyncSubscriber, routing_key_header: str
+) -> None:
+    handled: list[DomainEvent] = []
+
+    async def handler(event: DomainEvent) -> None:
+        handled.append(event)
+
+    subscriber = make_async_subscriber(concurrency=1)
+    subscriber.register(handler, name, [f"{name}.#"], dead_letter=True)
+    asyncio.run(subscriber.declare())
+    _send_to_queue(broker_url, name, b"not json", {ROUTING_KEY_HEADER: routing_key_header})
+    after = publish_domain_event(f"{name}.after", {}, connection_settings=broker_url)
+    _run_for(subscriber, 3)
+    assert handled == [after]
+    assert queue_depth(broker_url, name) == 0
+    assert [body for _, _, body in get_all(broker_url, f"{name}-dl")] == [b"not json"]
+
+
+class RetryWithoutDelay(Retry):
+    def __init__(self, why: str) -> None:  # forgets super().__init__(delay)
+        Exception.__init__(self, why)
+
+
+def test_a_retry_subclass_without_a_delay_is_dead_lettered_and_the_next_event_handled(
+    broker_url: str, name: str, make_async_subscriber: MakeAsyncSubscriber
+) -> None:
+    calls: list[Any] = []
+
+    async def handler(event: DomainEvent) -> None:
+        calls.append(event.data["n"])
+        if event.data["n"] == 0:
+            raise RetryWithoutDelay("later")
+
+    subscriber = make_async_subscriber(concurrency=1, shutdown_grace_period=3)
+    subscriber.register(handler, name, [f"{name}.#"], dead_letter=True, max_retries=3)
+    asyncio.run(subscriber.declare())
+    for number in (0, 1):
+        publish_domain_event(f"{name}.x", {"n": number}, connection_settings=broker_url)
+    _run_for(subscriber, 3)
+    assert calls == [0, 1]
+    letters = get_all(broker_url, f"{name}-dl")
+    assert len(letters) == 1
+    assert "RetryWithoutDelay" in str(letters[0][1].headers[EXCEPTION_TYPE_HEADER])
