@@ -18,7 +18,7 @@ What is reported (``Occurrence.kind``):
 - ``dropped``: it failed and the subscriber keeps no dead letters;
 - ``publish_failed``: ``publish_on_commit`` could not publish an event (after
   the commit, or at once outside a transaction); ``event_id`` is ``None``
-  unless the caller gave ``uuid_string``.
+  unless the caller gave ``uuid_string``;
 - ``outbox_refused``: the broker refused an outbox row's event (it backs off);
 - ``outbox_parked``: an outbox row was refused too often and is parked.
 
