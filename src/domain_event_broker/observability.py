@@ -15,10 +15,12 @@ What is reported (``Occurrence.kind``):
 - ``handled``: a handler returned; ``seconds`` is how long it ran;
 - ``retried``: a handler raised :class:`Retry` and a delayed copy was scheduled;
 - ``dead_lettered``: the event went to the dead-letter queue;
-- ``dropped``: it failed and the subscriber keeps no dead letters.
+- ``dropped``: it failed and the subscriber keeps no dead letters;
 - ``publish_failed``: ``publish_on_commit`` could not publish an event (after
   the commit, or at once outside a transaction); ``event_id`` is ``None``
-  unless the caller gave ``uuid_string``.
+  unless the caller gave ``uuid_string``;
+- ``outbox_refused``: the broker refused an outbox row's event (it backs off);
+- ``outbox_parked``: an outbox row was refused too often and is parked.
 
 Listeners run on the thread where it happened (a publisher's caller, a
 subscriber's worker) and must be quick; an exception in one is logged, never

@@ -511,7 +511,7 @@ class Publisher(Transport):
     ... # doctest: +SKIP
     >>> publisher.disconnect()  # doctest: +SKIP
 
-    ``connection_settings``: an AMQP URL, ``''`` for ``settings.BROKER`` or
+    ``connection_settings``: an AMQP URL, ``''`` for the default broker or
     ``None`` for no broker (every publish is then a no-op).
     ``publish_timeout``: seconds a publish waits for the broker's confirm;
     ``settings.PUBLISH_TIMEOUT`` (read at each publish) when not given.
@@ -828,7 +828,7 @@ def publish_domain_event(
     :param domain_object_id: optional id of the domain object the event is about.
     :param uuid_string: the event's id; a new UUID4 when not given.
     :param timestamp: seconds since the Unix epoch (UTC); now when not given.
-    :param connection_settings: an AMQP URL, ``''`` for ``settings.BROKER``, or
+    :param connection_settings: an AMQP URL, ``''`` for the default broker, or
         ``None`` to build and return the event without sending it.
     :param publish_timeout: seconds to wait for the broker's confirm;
         ``settings.PUBLISH_TIMEOUT`` when not given.

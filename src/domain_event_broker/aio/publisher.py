@@ -51,7 +51,7 @@ class AsyncPublisher:
     >>> async with AsyncPublisher() as publisher:  # doctest: +SKIP
     ...     await publisher.publish_event(DomainEvent("user.registered", {"id": 7}))
 
-    ``connection_settings``: an AMQP URL, ``''`` for ``settings.BROKER`` or
+    ``connection_settings``: an AMQP URL, ``''`` for the default broker or
     ``None`` for no broker (then nothing is sent). One publisher belongs to the
     event loop that first uses it.
     """

@@ -99,7 +99,7 @@ class OutboxRelay:
     >>> relay.run()            # until stop() or SIGTERM  # doctest: +SKIP
     >>> relay.run(once=True)   # until nothing is pending  # doctest: +SKIP
 
-    ``connection_settings``: an AMQP URL, ``''`` for ``settings.BROKER``.
+    ``connection_settings``: an AMQP URL, ``''`` for the default broker.
     ``None`` (no broker, e.g. ``DOMAIN_EVENT_BROKER = None``) raises
     :class:`NoBroker` (a ``ValueError``): a relay without a broker would have
     nothing to do but lose events.

@@ -52,7 +52,7 @@ class Subscriber(Transport):
     ...                     dead_letter=True, max_retries=3)  # doctest: +SKIP
     >>> subscriber.start_consuming()  # doctest: +SKIP
 
-    ``connection_settings``: an AMQP URL, ``''`` for ``settings.BROKER`` or
+    ``connection_settings``: an AMQP URL, ``''`` for the default broker or
     ``None`` for no broker (then nothing is consumed).
     ``prefetch_count``: deliveries each handler's queue may have outstanding.
     ``workers``: threads running handlers; more than one handles events of a
