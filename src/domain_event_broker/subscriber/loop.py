@@ -37,6 +37,8 @@ LOST = (*CONNECTION_LOST, pika.exceptions.ChannelClosed, ConsumerCancelled)
 
 #: Longest a pass of the loop waits for I/O (a stop from a signal is seen within it).
 SLICE = 0.5
+#: Seconds a session must last before a loss of it starts the reconnect backoff afresh.
+STABLE_SESSION = 10.0
 #: Seconds between housekeeping calls.
 HOUSEKEEPING_INTERVAL = 5.0
 
@@ -174,15 +176,21 @@ class ConsumeLoop:
         backoff = Backoff()
         try:
             while not self._should_stop(deadline):
+                opened_at: float | None = None
                 try:
                     self._open_session()
-                    backoff.reset()
+                    opened_at = time.monotonic()
                     self._log_recovery()
                     self._consume_until(deadline)
                     self._drain()
                     break
                 except LOST as error:
                     self._lost(error)
+                    # Only a session that lasted starts the backoff afresh: one lost
+                    # right after opening (a declare the broker refuses, say) keeps
+                    # it growing, so a repeating error never reconnects in a tight loop.
+                    if opened_at is not None and time.monotonic() - opened_at >= STABLE_SESSION:
+                        backoff.reset()
                     self.stop.sleep(_capped(backoff.next_delay(), deadline))
         except KeyboardInterrupt:
             self._drain()  # without our signal handlers (not the main thread, or turned off)
