@@ -78,3 +78,25 @@ def test_a_retry_subclass_without_a_delay_is_dead_lettered_and_the_next_event_ha
     letters = get_all(broker_url, f"{name}-dl")
     assert len(letters) == 1
     assert "RetryWithoutDelay" in str(letters[0][1].headers[EXCEPTION_TYPE_HEADER])
+
+
+def test_the_applications_own_signal_handlers_are_back_after_run(
+    broker_url: str, name: str, make_async_subscriber: MakeAsyncSubscriber
+) -> None:
+    import signal
+
+    def applications_handler(signum: int, frame: object) -> None:
+        pass
+
+    previous = signal.signal(signal.SIGTERM, applications_handler)
+    try:
+
+        async def handler(event: DomainEvent) -> None:
+            pass
+
+        subscriber = make_async_subscriber(handle_signals=True)
+        subscriber.register(handler, name, [f"{name}.#"])
+        _run_for(subscriber, 0.5)
+        assert signal.getsignal(signal.SIGTERM) is applications_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -302,7 +302,7 @@ class AsyncSubscriber:
             asyncio.create_task(self._work(self._deliveries), name=f"domain-event-worker-{n}")
             for n in range(self.concurrency)
         ]
-        removers = self._install_signal_handlers()
+        replaced_handlers = self._install_signal_handlers()
         backoff = Backoff()
         try:
             while not self._stopping.is_set():
@@ -328,7 +328,7 @@ class AsyncSubscriber:
                 await asyncio.wait_for(asyncio.gather(*workers, return_exceptions=True), 1.0)
             for worker in workers:
                 worker.cancel()
-            self._restore_signal_handlers(removers)
+            self._restore_signal_handlers(replaced_handlers)
             if self._session is not None:
                 await self._close_session(self._session)
             self._running = False
@@ -696,18 +696,20 @@ class AsyncSubscriber:
         return True
 
     # Signals --------------------------------------------------------------------------------
-    def _install_signal_handlers(self) -> list[signal.Signals]:
+    def _install_signal_handlers(self) -> dict[signal.Signals, Any]:
+        """Our SIGTERM/SIGINT handling; returns the handlers it replaced, to put back."""
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            return []
+            return {}
         loop = asyncio.get_running_loop()
-        installed = []
+        replaced: dict[signal.Signals, Any] = {}
         for signum in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(signum)
             try:
                 loop.add_signal_handler(signum, self._on_signal, signum)
             except (NotImplementedError, RuntimeError, ValueError):
                 continue
-            installed.append(signum)
-        return installed
+            replaced[signum] = previous
+        return replaced
 
     def _on_signal(self, signum: signal.Signals) -> None:
         assert self._stopping is not None
@@ -727,10 +729,12 @@ class AsyncSubscriber:
         self.request_stop()
 
     @staticmethod
-    def _restore_signal_handlers(installed: list[signal.Signals]) -> None:
+    def _restore_signal_handlers(replaced: dict[signal.Signals, Any]) -> None:
         loop = asyncio.get_running_loop()
-        for signum in installed:
-            loop.remove_signal_handler(signum)
+        for signum, previous in replaced.items():
+            loop.remove_signal_handler(signum)  # sets SIG_DFL: the application's goes back
+            if previous is not None:
+                signal.signal(signum, previous)
 
 
 async def _publish_channel(session: _Session) -> aio_pika.abc.AbstractChannel:
