@@ -730,9 +730,9 @@ def _properties(
 
 
 def _pending_message(message: OutgoingMessage) -> Pending:
-    headers = observability.outgoing_headers(message.routing_key, message.message_id)
-    if message.headers:
-        headers = {**(headers or {}), **message.headers}
+    headers = observability.message_headers(
+        message.routing_key, message.message_id, message.headers, message.injected
+    )
     return Pending(
         message.body,
         message.routing_key,

@@ -41,7 +41,9 @@ class DjangoOutboxStore:
                 .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
                 .order_by("id")
                 .select_for_update(skip_locked=True)
-                .values_list("id", "payload", "routing_key", "uuid_string", "attempts")[:limit]
+                .values_list("id", "payload", "routing_key", "uuid_string", "attempts", "headers")[
+                    :limit
+                ]
             )
             if not rows:
                 return 0
