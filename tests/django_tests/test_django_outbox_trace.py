@@ -55,10 +55,9 @@ def test_one_trace_from_the_request_through_the_relay_to_the_handler(
         channel.queue_declare(spy)
         channel.queue_bind(spy, "domain-events", routing_key=f"{name}.*")
     try:
-        with tracer.start_as_current_span("POST /orders") as request:
-            with transaction.atomic():
-                Order.objects.create(reference="T-1")
-                event = publish_on_commit(f"{name}.placed", {"n": 1}, outbox=True)
+        with tracer.start_as_current_span("POST /orders") as request, transaction.atomic():
+            Order.objects.create(reference="T-1")
+            event = publish_on_commit(f"{name}.placed", {"n": 1}, outbox=True)
         row = OutboxEvent.objects.get()
         assert row.headers is not None and "traceparent" in json.loads(row.headers)
 
