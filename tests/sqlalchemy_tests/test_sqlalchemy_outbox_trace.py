@@ -62,10 +62,13 @@ def test_the_handler_continues_the_trace_of_the_request_that_wrote_the_row(
     seen: list[tuple[bytes, dict[str, object]]] = []
     subscriber = make_subscriber()
     subscriber.register(lambda event: None, name, [f"{name}.*"])
-    with tracer.start_as_current_span("POST /orders") as request:
-        with Session(pg_engine) as session, session.begin():
-            session.execute(orders.insert().values(reference="T-1"))
-            event = add_event(session, f"{name}.placed", {"n": 1, "note": "é"})
+    with (
+        tracer.start_as_current_span("POST /orders") as request,
+        Session(pg_engine) as session,
+        session.begin(),
+    ):
+        session.execute(orders.insert().values(reference="T-1"))
+        event = add_event(session, f"{name}.placed", {"n": 1, "note": "é"})
     ((payload, headers),) = stored(pg_engine)
     assert headers is not None and json.loads(headers)["traceparent"]
     (create,) = named(exporter, "create")
