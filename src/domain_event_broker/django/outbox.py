@@ -26,6 +26,10 @@ class DjangoOutboxStore:
     run one relay there.
     """
 
+    #: Django's connections belong to threads: a reader on a short-lived thread
+    #: (a metrics scrape) closes its own after use.
+    connections_per_thread = True
+
     def __init__(self, using: str = DEFAULT_DB_ALIAS) -> None:
         self.using = using
         self.description = f"Django database {using!r}"
