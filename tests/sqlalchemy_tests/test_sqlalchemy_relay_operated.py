@@ -118,7 +118,8 @@ def test_relay_process_serves_its_health_and_outbox_metrics(
         assert abs(health(health_port)["last_handled_at"] - time.time()) < 30
         published = f'domain_events_published_total{{routing_key="{name}.placed"}} 3.0'
         assert published in get(metrics_port, "/metrics")[1]
-        assert gauge(metrics_port, "domain_event_outbox_pending") == 0
+        # The gauges are read at most every 5 s: wait for a fresh read.
+        wait_for(lambda: gauge(metrics_port, "domain_event_outbox_pending") == 0, what="gauge")
 
         # A batch that cannot finish (the table is locked) is stuck: liveness fails,
         # and the backlog shows on /metrics meanwhile.
