@@ -103,7 +103,8 @@ def test_relay_process_serves_its_health_and_outbox_metrics(
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": ""},
+        # One process: no multi-process directory (even an empty value switches it on).
+        env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
     )
     try:
         wait_for(lambda: get(health_port, "/readyz")[0] == 200, what="ready")
