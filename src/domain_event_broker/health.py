@@ -29,10 +29,18 @@ Semantics:
 - A quiet queue is normal: the time of the last handled event is reported,
   never judged.
 
-Other long-running parts (the outbox relay) can be watched too: pass any
-object with ``connected``, ``consuming`` and ``last_handled_at`` attributes,
-and wrap each unit of work in ``with probe.working("relay"):`` so that a hung
-one counts as stuck.
+The outbox relay is watched the same way (``HealthProbe(relay)``, or
+``--health-port`` on ``relay_domain_events`` and ``domain-events-relay``):
+``connected`` to RabbitMQ, ``consuming`` while it relays (false while the
+broker or the database is unreachable), ``last_handled_at`` when a batch was
+last published and committed, and a batch running longer than
+``stuck_after`` is stuck.
+
+Other long-running parts can be watched too: pass any object with
+``connected``, ``consuming`` and ``last_handled_at`` attributes (and
+optionally ``working_since``, the ``time.monotonic()`` start of the work in
+flight, and ``health_name``), or wrap each unit of work in
+``with probe.working("name"):`` so that a hung one counts as stuck.
 """
 
 from __future__ import annotations
@@ -58,7 +66,12 @@ STUCK_AFTER = 300.0
 
 
 class Watched(Protocol):
-    """What a probe reads from a component (a Subscriber; later the outbox relay)."""
+    """What a probe reads from a component (a Subscriber, the outbox relay).
+
+    A component may also have ``working_since`` (``time.monotonic()`` when its
+    work in flight started, or ``None``) and ``health_name``; such work running
+    past ``stuck_after`` is stuck.
+    """
 
     @property
     def connected(self) -> bool: ...
@@ -174,6 +187,11 @@ class HealthProbe:
                 Running(what, event_id, now - started)
                 for what, event_id, started in self._running.values()
             ]
+        for component in self.components:
+            since = getattr(component, "working_since", None)
+            if since is not None:
+                name = getattr(component, "health_name", type(component).__name__)
+                running.append(Running(name, None, now - since))
         handled = [c.last_handled_at for c in self.components if c.last_handled_at is not None]
         return HealthReport(
             connected=all(component.connected for component in self.components),

@@ -19,13 +19,16 @@ class OutgoingMessage:
     """An event body exactly as it goes on the wire, with its routing key and id.
 
     ``body`` is sent byte for byte (the outbox publishes its stored payload so).
-    ``headers`` are extra AMQP headers, e.g. a trace context.
+    ``headers`` are extra AMQP headers, e.g. a trace context. ``injected``:
+    they already hold what the header injectors added when the event was
+    written (an outbox row), and publishers call no injector again.
     """
 
     routing_key: str
     body: bytes
     message_id: str | None = None
     headers: Mapping[str, Any] | None = field(default=None, compare=False)
+    injected: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         validate_routing_key(self.routing_key)

@@ -35,6 +35,7 @@ import logging
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,6 +201,79 @@ def add_header_injector(injector: HeaderInjector) -> Callable[[], None]:
             _injectors = tuple(known for known in _injectors if known is not injector)
 
     return remove
+
+
+#: True while :func:`outbox_headers` runs: the message is written now and published later.
+_for_outbox: ContextVar[bool] = ContextVar("domain_event_for_outbox", default=False)
+
+
+#: The message's own stored headers while injectors run for an outbox row's publish.
+_stored: ContextVar[Mapping[str, Any] | None] = ContextVar("domain_event_stored", default=None)
+
+
+def stored_headers() -> Mapping[str, Any] | None:
+    """While injectors run for the publish of an outbox row: the headers stored with it.
+
+    What an injector returns then is not sent (the row keeps the context taken
+    when it was written); a tracer can start its publish span in that context.
+    ``None`` for every other publish.
+    """
+    return _stored.get()
+
+
+def publishing_later() -> bool:
+    """Whether the headers asked for now go into an outbox row (the relay publishes it later).
+
+    Injectors may use it: the OpenTelemetry one starts a ``create`` span that
+    ends at once instead of a ``send`` span waiting for the broker's confirm,
+    which would come in another process.
+    """
+    return _for_outbox.get()
+
+
+def outbox_headers(routing_key: str, message_id: str | None) -> dict[str, Any] | None:
+    """:func:`outgoing_headers` for an event written to the outbox now and published later.
+
+    They are stored with the row, and the relay publishes the row with them and
+    calls no injector of its own, so the publish continues the trace of the
+    request that wrote the row.
+    """
+    if not _injectors:
+        return None
+    token = _for_outbox.set(True)
+    try:
+        return outgoing_headers(routing_key, message_id)
+    finally:
+        _for_outbox.reset(token)
+
+
+def message_headers(
+    routing_key: str,
+    message_id: str | None,
+    headers: Mapping[str, Any] | None,
+    injected: bool = False,
+) -> dict[str, Any] | None:
+    """The AMQP headers of an outgoing message: the injectors' and its own (its own win).
+
+    ``injected``: ``headers`` already hold what injectors added when the event
+    was written (an outbox row); no injector runs again, so the message carries
+    one trace context, the writer's.
+    """
+    if injected:
+        stored = dict(headers) if headers else None
+        if _injectors and stored:
+            # Injectors still see the publish (a tracer records a publish span in the
+            # stored trace), but what they return is not added.
+            token = _stored.set(stored)
+            try:
+                outgoing_headers(routing_key, message_id)
+            finally:
+                _stored.reset(token)
+        return stored
+    added = outgoing_headers(routing_key, message_id)
+    if headers:
+        return {**(added or {}), **headers}
+    return added
 
 
 def outgoing_headers(routing_key: str, message_id: str | None) -> dict[str, Any] | None:

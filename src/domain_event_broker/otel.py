@@ -12,6 +12,13 @@ do too.
   starts and its W3C trace context goes into the message headers
   (``traceparent``, ``tracestate``, and baggage). It ends when the broker's
   confirm is reported (so its duration is the publish-confirm latency).
+- **Outbox.** ``publish_on_commit(..., outbox=True)`` and ``add_event`` take
+  the trace context when the row is written: a ``create`` span (kind
+  PRODUCER, ended at once) whose context is stored with the row. The relay
+  publishes the row with it and adds no context of its own, so the handlers'
+  spans are children of the ``create`` span, in the trace of the request that
+  wrote the row. The relay's ``publish`` span (ended at the confirm) is
+  another child of the ``create`` span.
 - **Handle.** Each handler call runs in a ``process`` span (kind CONSUMER)
   that is the *child* of the publish span and also *links* to it. The OTel
   messaging conventions require the link (it works for batches too) and allow
@@ -37,7 +44,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -135,20 +142,30 @@ class _Tracing:
 
     # Publish ----------------------------------------------------------------------
     def inject(self, routing_key: str, message_id: str | None) -> dict[str, Any]:
+        # Written to the outbox: the relay publishes it later, in another process,
+        # with these headers. A "create" span ends now; the handlers continue it.
+        later = observability.publishing_later()
+        # An outbox row's publish by the relay: its span goes into the trace
+        # stored with the row (the headers sent stay the stored ones).
+        stored = observability.stored_headers()
         span = self.tracer.start_span(
-            f"publish {self.exchange}",
+            f"create {self.exchange}" if later else f"publish {self.exchange}",
+            context=None if stored is None else propagate.extract(_carrier(stored)),
             kind=SpanKind.PRODUCER,
             attributes={
                 MESSAGING_SYSTEM: "rabbitmq",
                 MESSAGING_DESTINATION_NAME: self.exchange,
                 MESSAGING_RABBITMQ_ROUTING_KEY: routing_key,
-                MESSAGING_OPERATION_TYPE: "send",
-                MESSAGING_OPERATION_NAME: "publish",
+                MESSAGING_OPERATION_TYPE: "create" if later else "send",
+                MESSAGING_OPERATION_NAME: "outbox" if later else "publish",
                 **({MESSAGING_MESSAGE_ID: message_id} if message_id else {}),
             },
         )
         headers: dict[str, Any] = {}
         propagate.inject(headers, context=trace.set_span_in_context(span))
+        if later:
+            span.end()
+            return headers
         if message_id is None:
             span.end()  # nothing to match its confirm with
             return headers
@@ -184,8 +201,7 @@ class _Tracing:
     # Handle -----------------------------------------------------------------------
     def _start_process_span(self, handling: Handling) -> Span:
         headers = handling.headers
-        carrier = {key: _text(value) for key, value in headers.items() if _is_text(value)}
-        creation = propagate.extract(carrier)
+        creation = propagate.extract(_carrier(headers))
         creation_span = trace.get_current_span(creation).get_span_context()
         replayed = _int(headers.get(REPLAYED_HEADER))
         event = handling.event
@@ -241,6 +257,10 @@ class _Tracing:
         finally:
             otel_context.detach(token)
             span.end()
+
+
+def _carrier(headers: Mapping[str, Any]) -> dict[str, str]:
+    return {key: _text(value) for key, value in headers.items() if _is_text(value)}
 
 
 def _end_unconfirmed(span: Span) -> None:

@@ -17,8 +17,9 @@ What is exported:
   ``domain_event_queue_consumers{subscriber}`` and
   ``domain_event_dead_letters{subscriber}`` for :func:`watch_subscribers`, and
   ``domain_event_outbox_pending`` and ``domain_event_outbox_oldest_pending_seconds``
-  for :func:`watch_outbox`, which takes two functions so that any outbox can
-  be wired to it.
+  for :func:`watch_outbox_store` (an outbox store: the relay's
+  ``--metrics-port`` wires it) or :func:`watch_outbox`, which takes two
+  functions so that any outbox can be wired to it.
 
 Multi-process servers (gunicorn): set ``PROMETHEUS_MULTIPROC_DIR`` to an
 empty directory before the server starts, call :func:`instrument` in each
@@ -34,7 +35,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     REGISTRY,
@@ -54,6 +56,9 @@ from . import observability
 from .observability import Occurrence
 from .status import SubscriberStatus, subscriber_status
 
+if TYPE_CHECKING:
+    from .outbox.store import OutboxStore
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -65,6 +70,7 @@ __all__ = [
     "serve_metrics",
     "uninstrument",
     "watch_outbox",
+    "watch_outbox_store",
     "watch_subscribers",
 ]
 
@@ -321,6 +327,13 @@ class OutboxGauges(Collector):
     ) -> None:
         self._values = _Cached(lambda: (pending(), oldest_pending_age()), min_interval)
 
+    @classmethod
+    def of_store(cls, store: OutboxStore, min_interval: float = 5.0) -> OutboxGauges:
+        """Gauges read from ``store.status()``: one query per scrape for both."""
+        gauges = cls(lambda: 0, lambda: None, min_interval)
+        gauges._values = _Cached(lambda: _backlog(store), min_interval)
+        return gauges
+
     def describe(self) -> Iterator[Metric]:
         # Without it, registering would call the functions at once (before the database is up).
         yield GaugeMetricFamily("domain_event_outbox_pending", "")
@@ -353,3 +366,34 @@ def watch_outbox(
     collector = OutboxGauges(pending, oldest_pending_age, min_interval)
     (metrics_registry() if registry is None else registry).register(collector)
     return collector
+
+
+def watch_outbox_store(
+    store: OutboxStore,
+    *,
+    registry: CollectorRegistry | None = None,
+    min_interval: float = 5.0,
+) -> OutboxGauges:
+    """Export the backlog of an outbox store (Django's or SQLAlchemy's, as the relay uses).
+
+    >>> prometheus.watch_outbox_store(SQLAlchemyOutboxStore(engine))  # doctest: +SKIP
+    >>> prometheus.watch_outbox_store(DjangoOutboxStore("default"))   # doctest: +SKIP
+
+    Pending rows exclude parked ones (``domain-events outbox status`` shows those).
+    """
+    collector = OutboxGauges.of_store(store, min_interval)
+    (metrics_registry() if registry is None else registry).register(collector)
+    return collector
+
+
+def _backlog(store: OutboxStore) -> tuple[int, float | None]:
+    try:
+        status = store.status()
+    finally:
+        if getattr(store, "connections_per_thread", False):
+            # Scrapes come on short-lived threads: close this thread's connection.
+            store.close()
+    if status.oldest_pending_at is None:
+        return status.pending, None
+    age = (datetime.now(timezone.utc) - status.oldest_pending_at).total_seconds()
+    return status.pending, max(0.0, age)

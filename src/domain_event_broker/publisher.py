@@ -543,6 +543,21 @@ class Publisher(Transport):
     def _lock(self) -> threading.Lock:
         return self._slot.lock
 
+    @property
+    def connected(self) -> bool:
+        """Whether this process's publishing connection is open now (no I/O: for health probes)."""
+        connection = self._slot.value
+        return connection is not None and connection.usable
+
+    def ensure_connected(self) -> None:
+        """Open the publishing connection now unless it is open.
+
+        Raises :class:`~domain_event_broker.errors.BrokerUnavailable` when the
+        broker cannot be reached. Nothing happens without a broker configured.
+        """
+        if self.connection_settings is not None:
+            self._confirming_connection()
+
     def _confirming_connection(self) -> _ConfirmingConnection:
         return self._slot.get(_is_usable, self._connect)
 
@@ -730,9 +745,9 @@ def _properties(
 
 
 def _pending_message(message: OutgoingMessage) -> Pending:
-    headers = observability.outgoing_headers(message.routing_key, message.message_id)
-    if message.headers:
-        headers = {**(headers or {}), **message.headers}
+    headers = observability.message_headers(
+        message.routing_key, message.message_id, message.headers, message.injected
+    )
     return Pending(
         message.body,
         message.routing_key,

@@ -242,6 +242,8 @@ def test_relay_killed_before_marking_sent_sends_again_and_idempotent_handler_run
 def _backend_waiting_for_a_lock(blocker: psycopg.Connection[tuple[object, ...]]) -> int:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
+        # The blocker's transaction would otherwise see one snapshot of the activity.
+        blocker.execute("SELECT pg_stat_clear_snapshot()")
         row = blocker.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
             "AND wait_event_type = 'Lock' AND query ILIKE 'UPDATE%%domain_event_outbox%%'"

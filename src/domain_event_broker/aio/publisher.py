@@ -349,10 +349,9 @@ class _Sender:
 
     def send(self, message: OutgoingMessage) -> Awaitable[object]:
         """Publish ``message``; the awaitable ends with its confirm (nack: DeliveryError)."""
-        headers = dict(message.headers) if message.headers else None
-        injected = observability.outgoing_headers(message.routing_key, message.message_id)
-        if injected:
-            headers = {**(headers or {}), **injected}
+        headers = observability.message_headers(
+            message.routing_key, message.message_id, message.headers, message.injected
+        )
         return self.channel.basic_publish(
             message.body,
             exchange=self.exchange,

@@ -47,6 +47,7 @@ async def add_event(
             routing_key=entry.routing_key,
             uuid_string=entry.uuid_string,
             payload=entry.payload,
+            headers=entry.headers(),
             created_at=utc_now(),
         )
     )

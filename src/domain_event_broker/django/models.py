@@ -30,6 +30,8 @@ class OutboxEvent(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     #: When the relay gave up on it (too many refusals); it waits for retry or discard.
     parked_at = models.DateTimeField(null=True, blank=True)
+    #: AMQP headers taken when the row was written (JSON: the trace context), sent with it.
+    headers = models.TextField(null=True, blank=True)
 
     class Meta:
         db_table = OUTBOX_TABLE

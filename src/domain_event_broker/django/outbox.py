@@ -26,6 +26,10 @@ class DjangoOutboxStore:
     run one relay there.
     """
 
+    #: Django's connections belong to threads: a reader on a short-lived thread
+    #: (a metrics scrape) closes its own after use.
+    connections_per_thread = True
+
     def __init__(self, using: str = DEFAULT_DB_ALIAS) -> None:
         self.using = using
         self.description = f"Django database {using!r}"
@@ -41,7 +45,9 @@ class DjangoOutboxStore:
                 .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
                 .order_by("id")
                 .select_for_update(skip_locked=True)
-                .values_list("id", "payload", "routing_key", "uuid_string", "attempts")[:limit]
+                .values_list("id", "payload", "routing_key", "uuid_string", "attempts", "headers")[
+                    :limit
+                ]
             )
             if not rows:
                 return 0

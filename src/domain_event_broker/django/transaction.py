@@ -145,7 +145,10 @@ def _write_to_outbox(
     from .models import OutboxEvent  # needs the app registry
 
     row = OutboxEvent.objects.using(using or DEFAULT_DB_ALIAS).create(
-        routing_key=entry.routing_key, uuid_string=entry.uuid_string, payload=entry.payload
+        routing_key=entry.routing_key,
+        uuid_string=entry.uuid_string,
+        payload=entry.payload,
+        headers=entry.headers(),
     )
     log.debug(
         "event %s (%s) written to the outbox as row %d", entry.uuid_string, routing_key, row.id

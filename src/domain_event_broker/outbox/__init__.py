@@ -6,7 +6,7 @@ Framework-neutral parts only; the tables and helpers live in
 
 from ..errors import NoBroker
 from .attempts import RetryPolicy
-from .relay import OutboxRelay, RelayStats, stop_on_signals
+from .relay import OutboxRelay, RelayStats, serve_probes, stop_on_signals
 from .store import (
     OutboxEntry,
     OutboxStatus,
@@ -27,5 +27,6 @@ __all__ = [
     "RelayStats",
     "RetryPolicy",
     "outbox_entry",
+    "serve_probes",
     "stop_on_signals",
 ]

@@ -28,6 +28,7 @@ from typing import Any
 from .. import observability, signals
 from ..connection import Backoff
 from ..errors import DomainEventBrokerError, NoBroker, PublishError
+from ..health import STUCK_AFTER, HealthProbe
 from ..messages import OutgoingMessage, PublishOutcome
 from ..observability import Occurrence
 from ..outage import OutageLog
@@ -150,6 +151,35 @@ class OutboxRelay:
         self._publisher: Publisher | None = None
         self._stop = threading.Event()
         self._last_cleanup = time.monotonic()
+        # For health probes (read from another thread; plain attribute writes).
+        self._relaying = False
+        self._batch_started: float | None = None
+        self._last_batch_at: float | None = None
+
+    # Health (see domain_event_broker.health) ----------------------------------
+    #: The name a health probe reports for a batch in flight.
+    health_name = "outbox relay"
+
+    @property
+    def connected(self) -> bool:
+        """Whether the relay's connection to RabbitMQ is open now."""
+        publisher = self._publisher
+        return publisher is not None and publisher.connected
+
+    @property
+    def consuming(self) -> bool:
+        """Whether :meth:`run` is relaying: running, not stopping, its last attempt succeeded."""
+        return self._relaying and not self._stop.is_set()
+
+    @property
+    def last_handled_at(self) -> float | None:
+        """``time.time()`` when a batch of rows was last published and committed."""
+        return self._last_batch_at
+
+    @property
+    def working_since(self) -> float | None:
+        """``time.monotonic()`` when the batch in flight started (``None``: none in flight)."""
+        return self._batch_started
 
     # Public API ---------------------------------------------------------------
     def relay_pending(self) -> int:
@@ -169,15 +199,20 @@ class OutboxRelay:
             return results[-1]
 
         while not self._stop.is_set():
-            started = time.monotonic()
+            started = self._batch_started = time.monotonic()
             results.clear()
-            count = self.store.relay_batch(self.batch_size, publish)
+            try:
+                count = self.store.relay_batch(self.batch_size, publish)
+            finally:
+                self._batch_started = None
             self.stats.seconds += time.monotonic() - started
             for result in results:
                 sent += len(result.sent)
                 if result.outage is not None:
                     # The rows it could not try stay as they were; the caller backs off.
                     raise result.outage
+            if count:
+                self._last_batch_at = time.time()
             if count < self.batch_size:
                 break
         return sent
@@ -204,8 +239,12 @@ class OutboxRelay:
         try:
             while not self._stop.is_set() and not _past(deadline):
                 try:
+                    if not once:
+                        # Connected while idle too, so that a probe sees the broker.
+                        self._connected_publisher()
                     self.relay_pending()
                 except Exception as error:
+                    self._relaying = False
                     self.stats.failed_attempts += 1
                     self._drop_database_connection()
                     if once:
@@ -217,11 +256,13 @@ class OutboxRelay:
                     self._stop.wait(_until(deadline, delay))
                     continue
                 outage.succeeded()
+                self._relaying = True
                 self._delete_old_rows(force=once)
                 if once:
                     break
                 self._stop.wait(_until(deadline, self.poll_interval))
         finally:
+            self._relaying = False
             log.info("outbox relay stopped: %s", self.stats.summary())
         return self.stats
 
@@ -282,6 +323,10 @@ class OutboxRelay:
                 invalid[index] = PublishOutcome(placeholder, error)
                 continue
             messages.append(message)
+        outcomes = iter(self._connected_publisher().publish_batch(messages))
+        return [invalid.get(index) or next(outcomes) for index in range(len(rows))]
+
+    def _connected_publisher(self) -> Publisher:
         if self._publisher is None:
             # No nack grace: a refused row comes back through the relay's own
             # durable backoff, and a grace's re-send on a fresh channel would
@@ -289,8 +334,9 @@ class OutboxRelay:
             self._publisher = Publisher(
                 self.url, self.exchange, publish_timeout=self.publish_timeout, nack_grace=0.0
             )
-        outcomes = iter(self._publisher.publish_batch(messages))
-        return [invalid.get(index) or next(outcomes) for index in range(len(rows))]
+        else:
+            self._publisher.ensure_connected()
+        return self._publisher
 
     def _report_refusals(self, rows: Sequence[PendingEvent], refused: Sequence[Refusal]) -> None:
         by_id = {row.id: row for row in rows}
@@ -426,6 +472,90 @@ def add_relay_arguments(parser: ArgumentParser) -> None:
         default=MAX_RETRY_DELAY,
         help="longest pause between two attempts of a refused row",
     )
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        help="serve /livez, /readyz and /healthz on this port (see domain_event_broker.health)",
+    )
+    parser.add_argument(
+        "--stuck-after",
+        type=float,
+        default=STUCK_AFTER,
+        help="seconds a batch may run before /livez fails",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus /metrics on this port (the [prometheus] extra): published "
+        "events, confirm latency, outbox pending rows and the oldest one's age",
+    )
+
+
+def serve_probes(
+    relay: OutboxRelay,
+    *,
+    health_port: int | None = None,
+    metrics_port: int | None = None,
+    stuck_after: float = STUCK_AFTER,
+    addr: str = "0.0.0.0",
+) -> Callable[[], None]:
+    """Serve the relay's health probe and/or Prometheus metrics from daemon threads.
+
+    The same port for both serves ``/metrics`` beside the probe's paths.
+    Returns a function that stops serving (and takes the outbox gauges out of
+    the registry). Metrics need prometheus_client (the ``[prometheus]`` extra).
+    """
+    stops: list[Callable[[], None]] = []
+    registry = None
+    if metrics_port is not None:
+        from .. import prometheus
+
+        prometheus.instrument()
+        registry = prometheus.metrics_registry()
+        gauges = prometheus.watch_outbox_store(relay.store, registry=registry)
+        stops.append(lambda: registry.unregister(gauges))
+    try:
+        if health_port is not None:
+            probe = HealthProbe(relay, stuck_after=stuck_after)
+            served = registry if metrics_port == health_port else None
+            stops.append(_stopper(probe.serve(health_port, addr, metrics=served)))
+            log.info("outbox relay health probe on port %d", health_port)
+        if metrics_port is not None and metrics_port != health_port:
+            from .. import prometheus
+
+            stops.append(_stopper(prometheus.serve_metrics(metrics_port, addr, registry)))
+        if metrics_port is not None:
+            log.info("outbox relay metrics on port %d (/metrics)", metrics_port)
+    except BaseException:
+        _stop_all(stops)
+        raise
+    return lambda: _stop_all(stops)
+
+
+def serve_probes_from(relay: OutboxRelay, parsed: Mapping[str, Any]) -> Callable[[], None]:
+    """:func:`serve_probes` with options parsed by :func:`add_relay_arguments`."""
+    return serve_probes(
+        relay,
+        health_port=parsed.get("health_port"),
+        metrics_port=parsed.get("metrics_port"),
+        stuck_after=parsed.get("stuck_after") or STUCK_AFTER,
+    )
+
+
+def _stopper(server: Any) -> Callable[[], None]:
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return stop
+
+
+def _stop_all(stops: Sequence[Callable[[], None]]) -> None:
+    for stop in reversed(stops):
+        try:
+            stop()
+        except Exception:
+            log.debug("stopping a probe server failed", exc_info=True)
 
 
 def relay_options(parsed: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,8 @@ The outbox table is the same for every framework (Django, SQLAlchemy):
 ``last_error`` why the broker last refused it
 ``next_attempt_at`` not tried again before this time (``NULL``: at once)
 ``parked_at``  when the relay gave up after too many refusals (``NULL``: not parked)
+``headers``    AMQP headers taken when the row was written (a JSON object: the
+               W3C trace context while tracing is on), ``NULL`` when none
 =============  ==============================================================
 
 A row is *pending* while ``sent_at`` and ``parked_at`` are ``NULL``; the relay
@@ -26,14 +28,19 @@ twice is the same event twice, with the same ``uuid_string`` and timestamp.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from .. import observability
 from ..events import DomainEvent, validate_routing_key
 from ..messages import OutgoingMessage
 from .attempts import BatchResult
+
+log = logging.getLogger(__name__)
 
 #: Table names shared by the Django models and the SQLAlchemy tables, so one
 #: relay can serve either.
@@ -51,6 +58,8 @@ class PendingEvent:
     uuid_string: str
     #: Refusals so far.
     attempts: int = 0
+    #: The ``headers`` column: what the header injectors added when the row was written.
+    headers: str | None = None
 
     def event(self) -> DomainEvent:
         """The stored event, with its original ``uuid_string`` and ``timestamp``."""
@@ -62,7 +71,40 @@ class PendingEvent:
         Raises :class:`~domain_event_broker.errors.InvalidRoutingKey` for a
         routing key that RabbitMQ would not route as meant.
         """
-        return OutgoingMessage(self.routing_key, self.payload.encode("utf-8"), self.uuid_string)
+        headers = decode_headers(self.headers, self.id)
+        return OutgoingMessage(
+            self.routing_key,
+            self.payload.encode("utf-8"),
+            self.uuid_string,
+            headers,
+            # Stored headers win: the publish continues the writer's trace, and
+            # the relay adds no trace context of its own. A row written while
+            # nothing injected headers (or before the column) gets the relay's.
+            injected=headers is not None,
+        )
+
+
+def encode_headers(headers: Mapping[str, Any] | None) -> str | None:
+    """The ``headers`` column's value for ``headers`` (JSON; ``None`` when empty)."""
+    if not headers:
+        return None
+    # default=str: a header value JSON cannot hold is stored as its text.
+    return json.dumps(dict(headers), separators=(",", ":"), sort_keys=True, default=str)
+
+
+def decode_headers(text: str | None, row_id: int | None = None) -> dict[str, Any] | None:
+    """The headers stored in a ``headers`` column; ``None`` when empty or unreadable."""
+    if not text:
+        return None
+    try:
+        headers = json.loads(text)
+    except ValueError:
+        headers = None
+    if not isinstance(headers, dict):
+        # The event still goes out (its payload is intact), without the trace context.
+        log.warning("outbox row %s: stored headers are not a JSON object; ignored", row_id)
+        return None
+    return headers or None
 
 
 @dataclass(frozen=True)
@@ -98,6 +140,14 @@ class OutboxEntry:
 
     event: DomainEvent
     payload: str
+
+    def headers(self) -> str | None:
+        """The ``headers`` column's value, taken now, on the writer's thread.
+
+        What the header injectors add (the trace context of the current span
+        while OpenTelemetry tracing is on), as JSON; ``None`` when nothing does.
+        """
+        return encode_headers(observability.outbox_headers(self.routing_key, self.uuid_string))
 
     @property
     def routing_key(self) -> str:

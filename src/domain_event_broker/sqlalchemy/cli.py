@@ -15,7 +15,13 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import DomainEventBrokerError
-from ..outbox.relay import OutboxRelay, add_relay_arguments, relay_options, stop_on_signals
+from ..outbox.relay import (
+    OutboxRelay,
+    add_relay_arguments,
+    relay_options,
+    serve_probes_from,
+    stop_on_signals,
+)
 from ..settings import (
     BrokerArgumentParser,
     add_broker_arguments,
@@ -60,6 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         store.close()
         print(f"error: {error}", file=sys.stderr)
         return 2
+    try:
+        stop_probes = serve_probes_from(relay, vars(args))
+    except (ImportError, OSError) as error:  # no prometheus_client; a port in use
+        relay.close()
+        print(f"error: cannot serve the health probe or metrics: {error}", file=sys.stderr)
+        return 2
     restore_signals = stop_on_signals(relay)
     print(f"relaying the outbox of {store.description} to {mask_url(url)}", flush=True)
     try:
@@ -69,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         restore_signals()
+        stop_probes()
         relay.close()
     print(stats.summary(), flush=True)
     return 0

@@ -64,6 +64,7 @@ def add_event(
             routing_key=entry.routing_key,
             uuid_string=entry.uuid_string,
             payload=entry.payload,
+            headers=entry.headers(),
             created_at=utc_now(),
         )
     )
@@ -95,6 +96,7 @@ class SQLAlchemyOutboxStore:
                     table.c.routing_key,
                     table.c.uuid_string,
                     table.c.attempts,
+                    table.c.headers,
                 )
                 .where(
                     self._pending(),
@@ -107,7 +109,9 @@ class SQLAlchemyOutboxStore:
             if not rows:
                 return 0
             pending = [
-                PendingEvent(row.id, row.payload, row.routing_key, row.uuid_string, row.attempts)
+                PendingEvent(
+                    row.id, row.payload, row.routing_key, row.uuid_string, row.attempts, row.headers
+                )
                 for row in rows
             ]
             result = publish(pending)

@@ -19,8 +19,13 @@ COLUMN`` per column, with ``DATETIME`` for the times)::
         ADD COLUMN next_attempt_at timestamp with time zone,
         ADD COLUMN parked_at timestamp with time zone;
 
-(:data:`OUTBOX_UPGRADE_DDL` holds the PostgreSQL statement.) Django users run
-``manage.py migrate`` instead.
+Then (any database) the column that keeps the trace context taken when a row
+is written, which the relay publishes the row with::
+
+    ALTER TABLE domain_event_outbox ADD COLUMN headers text;
+
+(:data:`OUTBOX_UPGRADE_DDL` and :data:`OUTBOX_HEADERS_UPGRADE_DDL` hold the
+statements.) Django users run ``manage.py migrate`` instead.
 """
 
 from __future__ import annotations
@@ -68,6 +73,8 @@ outbox_table = Table(
     Column("last_error", Text, nullable=True),
     Column("next_attempt_at", DateTime(timezone=True), nullable=True),
     Column("parked_at", DateTime(timezone=True), nullable=True),
+    # AMQP headers taken when the row was written (JSON: the trace context).
+    Column("headers", Text, nullable=True),
     Index("domain_event_outbox_pending", "sent_at", "id"),
 )
 
@@ -78,6 +85,10 @@ ALTER TABLE domain_event_outbox
     ADD COLUMN last_error text,
     ADD COLUMN next_attempt_at timestamp with time zone,
     ADD COLUMN parked_at timestamp with time zone"""
+
+#: Adds the ``headers`` column (the trace context taken when a row is written)
+#: to an outbox table that has the columns above (any database).
+OUTBOX_HEADERS_UPGRADE_DDL = "ALTER TABLE domain_event_outbox ADD COLUMN headers text"
 
 #: Which subscriber handled which event (for idempotent handlers).
 inbox_table = Table(

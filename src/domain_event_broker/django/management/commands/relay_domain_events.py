@@ -14,6 +14,7 @@ from ....outbox.relay import (
     OutboxRelay,
     add_relay_arguments,
     relay_options,
+    serve_probes_from,
     stop_on_signals,
 )
 from ....settings import mask_url, resolve_url
@@ -41,6 +42,11 @@ class Command(BaseCommand):
             )
         except NoBroker as error:
             raise CommandError(f"{error} (the setting DOMAIN_EVENT_BROKER is None)") from error
+        try:
+            stop_probes = serve_probes_from(relay, options)
+        except (ImportError, OSError) as error:  # no prometheus_client; a port in use
+            relay.close()
+            raise CommandError(f"cannot serve the health probe or metrics: {error}") from error
         restore_signals = stop_on_signals(relay)
         self.stdout.write(
             f"relaying the outbox of database {options['database']!r} to {mask_url(url)}"
@@ -52,5 +58,6 @@ class Command(BaseCommand):
             raise CommandError(f"{error}; {relay.stats.summary()}") from error
         finally:
             restore_signals()
+            stop_probes()
             relay.close()
         self.stdout.write(stats.summary())
