@@ -234,6 +234,13 @@ class RabbitCluster:
             busy = [port for port in ports if _port_open(port)]
             if not busy:
                 return
+            # A node of ours left by an earlier run that died (its test process is
+            # gone, so it is init's child now) would hold the ports for ever.
+            names = {node.name for node in self.nodes}
+            for pid, environment in _throwaway_node_processes():
+                if environment.get("RABBITMQ_NODENAME") in names and _parent_of(pid) == 1:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
             if time.monotonic() > deadline:
                 raise RuntimeError(
                     f"ports {busy} on 127.0.0.1 stay busy: is another cluster test running? "
@@ -362,7 +369,40 @@ class RabbitCluster:
                 if pid is not None:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
+            # Whatever else still runs from our folder (a node restarted outside
+            # self._servers, one whose pid file is gone): never leave it running.
+            for pid, environment in _throwaway_node_processes():
+                if environment.get("RABBITMQ_PID_FILE", "").startswith(f"{self.home}/"):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
             shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _throwaway_node_processes() -> list[tuple[int, dict[str, str]]]:
+    """Processes of throw-away nodes (their files in a ``deb-cluster-*`` temp folder), by pid."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"/deb-cluster-" not in raw:
+            continue
+        environment = dict(
+            item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item
+        )
+        if "/deb-cluster-" in environment.get("RABBITMQ_PID_FILE", ""):
+            found.append((int(entry.name), environment))
+    return found
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _port_open(port: int) -> bool:
