@@ -74,12 +74,22 @@ def relay_through_a_late_broker(
         time.sleep(2.0)  # several failed attempts, with backoff
         assert relay.store.count_pending() > 0
         rabbitmqctl("add_vhost", vhost)
+        # The queue must be bound before the relay (user guest) can reach the vhost:
+        # an event it published before would be unroutable, and dropped by design.
+        # So a user of the test's own sets the vhost up first.
+        setup_user = f"setup-{queue}"
+        rabbitmqctl("add_user", setup_user, "setup-password")
+        try:
+            rabbitmqctl("set_permissions", "-p", vhost, setup_user, ".*", ".*", ".*")
+            setup_url = broker_url.replace("guest:guest@", f"{setup_user}:setup-password@", 1)
+            with pika.BlockingConnection(pika.URLParameters(setup_url)) as connection:
+                channel = connection.channel()
+                channel.exchange_declare("domain-events", exchange_type="topic", durable=True)
+                channel.queue_declare(queue, durable=True)
+                channel.queue_bind(queue, "domain-events", routing_key=binding_key)
+        finally:
+            rabbitmqctl("delete_user", setup_user)
         rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
-            channel = connection.channel()
-            channel.exchange_declare("domain-events", exchange_type="topic", durable=True)
-            channel.queue_declare(queue, durable=True)
-            channel.queue_bind(queue, "domain-events", routing_key=binding_key)
         deadline = time.monotonic() + 30
         while relay.store.count_pending():
             assert time.monotonic() < deadline, "rows not relayed after the broker came"
