@@ -41,6 +41,7 @@ from ..connection import Backoff
 from ..errors import InvalidEvent
 from ..events import DomainEvent
 from ..observability import Handling, Occurrence
+from ..outage import OutageLog, reconnecting
 from ..outcome import (
     Action,
     Outcome,
@@ -70,6 +71,8 @@ AsyncHandler = Callable[[DomainEvent], Awaitable[object]]
 
 #: Seconds to wait for the broker's confirm of a retry or dead-letter copy.
 CONFIRM_TIMEOUT = 30.0
+
+RECONNECTING = reconnecting("asyncio subscriber")
 
 
 @dataclass
@@ -192,7 +195,6 @@ class AsyncSubscriber:
         self._draining = False
         self._deliveries: asyncio.Queue[_Delivery | None] | None = None
         self._in_flight = 0
-        self._outage_started: float | None = None
         self._running = False
         self._flushes: set[asyncio.Task[None]] = set()
         # stop() before run() got going (a task created, not yet started): run() returns at once.
@@ -288,22 +290,23 @@ class AsyncSubscriber:
             for n in range(self.concurrency)
         ]
         removers = self._install_signal_handlers()
-        backoff = Backoff()
+        outage = OutageLog(
+            log, f"RabbitMQ at {self.masked_url}", backoff=Backoff(), wording=RECONNECTING
+        )
         try:
             while not self._stopping.is_set():
                 try:
                     session = await self._open_session()
                 except CONNECTION_LOST as error:
-                    self._note_outage(error)
-                    await self._sleep(backoff.next_delay())
+                    await self._sleep(outage.failed(error))
                     continue
-                backoff.reset()
-                self._note_recovery()
+                outage.succeeded()
                 await self._wait_any(session.lost, self._stopping)
                 if self._stopping.is_set():
                     await self._drain(session)
                 else:
-                    self._note_outage(None)
+                    # Reconnect at once: a lost connection is often one cut, not an outage.
+                    outage.failed(ConnectionError("connection closed"))
                 await self._close_session(session)
         finally:
             self._draining = True
@@ -430,24 +433,6 @@ class AsyncSubscriber:
         finally:
             for waiter in waiters:
                 waiter.cancel()
-
-    def _note_outage(self, error: BaseException | None) -> None:
-        if self._outage_started is None:
-            self._outage_started = time.monotonic()
-            log.warning(
-                "asyncio subscriber lost RabbitMQ at %s (%s); reconnecting",
-                self.masked_url,
-                type(error).__name__ if error is not None else "connection closed",
-            )
-
-    def _note_recovery(self) -> None:
-        if self._outage_started is not None:
-            log.warning(
-                "asyncio subscriber reconnected to RabbitMQ at %s after %.1f s",
-                self.masked_url,
-                time.monotonic() - self._outage_started,
-            )
-            self._outage_started = None
 
     # Workers ----------------------------------------------------------------------------
     async def _work(self, deliveries: asyncio.Queue[_Delivery | None]) -> None:
