@@ -36,7 +36,7 @@ import aio_pika
 import aio_pika.abc
 import aiormq.exceptions
 
-from .. import observability
+from .. import observability, wait_queues
 from ..connection import Backoff
 from ..errors import InvalidEvent
 from ..events import DomainEvent
@@ -54,6 +54,7 @@ from ..outcome import (
 )
 from ..settings import ConnectionSettings, mask_url, resolve_url
 from ..subscriber import PREFETCH_COUNT, SHUTDOWN_GRACE_PERIOD
+from ..subscriber.loop import HOUSEKEEPING_INTERVAL
 from ..topology import (
     DEFAULT_EXCHANGE,
     DEFAULT_EXCHANGE_TYPE,
@@ -301,7 +302,11 @@ class AsyncSubscriber:
                     await self._sleep(outage.failed(error))
                     continue
                 outage.succeeded()
-                await self._wait_any(session.lost, self._stopping)
+                housekeeping = asyncio.create_task(self._housekeeping(session))
+                try:
+                    await self._wait_any(session.lost, self._stopping)
+                finally:
+                    housekeeping.cancel()
                 if self._stopping.is_set():
                     await self._drain(session)
                 else:
@@ -414,6 +419,18 @@ class AsyncSubscriber:
                 self._in_flight,
                 self.shutdown_grace_period,
             )
+
+    async def _housekeeping(self, session: _Session) -> None:
+        """Every few seconds: remove the wait queues this subscriber has long stopped using."""
+        while not session.lost.is_set():
+            await asyncio.sleep(min(HOUSEKEEPING_INTERVAL, wait_queues.CHECK_INTERVAL))
+            now = time.monotonic()
+            for registration in self._registrations:
+                try:
+                    await registration.wait_queues.remove_idle(session.connection, now)
+                except CONNECTION_LOST as error:
+                    # The session's loss is run()'s to handle; a queue kept is tried later.
+                    log.debug("removing idle wait queues failed: %s", type(error).__name__)
 
     async def _close_session(self, session: _Session) -> None:
         if self._session is session:
