@@ -38,6 +38,7 @@ import aiormq.exceptions
 
 from .. import observability, wait_queues
 from ..connection import Backoff
+from ..copies import COPIED_PROPERTIES
 from ..errors import InvalidEvent
 from ..events import DomainEvent
 from ..observability import Handling, Occurrence
@@ -48,6 +49,7 @@ from ..outcome import (
     Policy,
     decide,
     failure_headers,
+    fate,
     parse_event,
     retry_headers,
     undecodable,
@@ -61,7 +63,7 @@ from ..topology import (
     ROUTING_KEY_HEADER,
     QueueType,
     SubscriberTopology,
-    normalise_binding_keys,
+    registration_topology,
 )
 from . import topology as aio_topology
 from .connection import CONNECTION_LOST, connect
@@ -222,9 +224,11 @@ class AsyncSubscriber:
         """
         if not callable(handler):
             raise TypeError(f"handler must be an async function, not {type(handler).__name__}")
-        topology = SubscriberTopology(
-            name=name,
-            binding_keys=normalise_binding_keys(binding_keys),
+        topology = registration_topology(
+            name,
+            binding_keys,
+            max_retries=max_retries,
+            registered=self.registered_names,
             exchange=self.exchange,
             exchange_type=self.exchange_type,
             dead_letter=dead_letter,
@@ -233,10 +237,6 @@ class AsyncSubscriber:
             auto_delete=auto_delete,
             queue_type=queue_type,
         )
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        if any(r.topology.name == name for r in self._registrations):
-            raise ValueError(f"a handler named {name!r} is already registered on this subscriber")
         if self._running:
             raise RuntimeError("register() every handler before run()")
         self._registrations.append(
@@ -486,7 +486,7 @@ class AsyncSubscriber:
                 message.message_id,
                 message.routing_key,
                 outcome.reason,
-                _fate_of_failed(registration.topology),
+                fate(outcome.action, registration.topology.dead_letter_queue),
             )
             return outcome, 0
         raised: BaseException | None = None
@@ -520,7 +520,7 @@ class AsyncSubscriber:
                 event.routing_key,
                 outcome.exception_type,
                 outcome.reason,
-                _fate_of_failed(registration.topology),
+                fate(outcome.action, registration.topology.dead_letter_queue),
             )
         elif outcome.action is Action.REQUEUE:
             log.warning(
@@ -725,22 +725,13 @@ async def _publish_copy(
 ) -> None:
     """Publish a persistent copy of ``original`` and wait for the broker's confirm.
 
-    ``user_id`` is dropped (RabbitMQ refuses it unless it names our own user) and
-    so is ``expiration`` (a copy must not expire in a queue).
+    It keeps the properties the sync side's copies keep (:mod:`domain_event_broker.copies`).
     """
     copy = aio_pika.Message(
         original.body,
         headers=headers,
-        content_type=original.content_type,
-        content_encoding=original.content_encoding,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        priority=original.priority,
-        correlation_id=original.correlation_id,
-        reply_to=original.reply_to,
-        message_id=original.message_id,
-        timestamp=original.timestamp,
-        type=original.type,
-        app_id=original.app_id,
+        **{name: getattr(original, name) for name in COPIED_PROPERTIES},
     )
     target = await channel.get_exchange(exchange, ensure=False) if exchange else None
     target = target or channel.default_exchange
@@ -757,9 +748,3 @@ async def _close_quietly(connection: aio_pika.abc.AbstractConnection) -> None:
 def _cancelling(task: asyncio.Task[Any]) -> bool:
     cancelling = getattr(task, "cancelling", None)  # Python 3.11+
     return True if cancelling is None else bool(cancelling())
-
-
-def _fate_of_failed(topology: SubscriberTopology) -> str:
-    if topology.dead_letter:
-        return f"moved to dead-letter queue {topology.dead_letter_queue}"
-    return "dropped (register with dead_letter=True to keep failed events)"
