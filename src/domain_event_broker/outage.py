@@ -40,6 +40,8 @@ class Wording:
     failed: str
     still_failing: str
     recovered: str
+    #: DEBUG, for the failures between two WARNINGs.
+    again: str = "{what} failed again: {kind}: {error} (next in {delay:.1f} s)"
     #: A reconnect ends an outage whose WARNING the operator saw: it is a WARNING
     #: too, or whoever reads WARNINGs only would never learn that it ended.
     recovered_level: int = logging.INFO
@@ -56,22 +58,26 @@ RETRYING = Wording(
 )
 
 
-def reconnecting(client: str = "", then: str = "") -> Wording:
+def reconnecting(client: str = "", then: str = "", *, error_text: bool = True) -> Wording:
     """For a connection to RabbitMQ: ``what`` is "RabbitMQ at <url with the password masked>".
 
     ``client`` names who lost it where one process runs several (asyncio);
-    ``then`` says what happens on reconnect ("consuming orders again").
+    ``then`` says what happens on reconnect ("consuming orders again");
+    ``error_text=False`` names the error's type only (aiormq's texts may quote
+    the URL it was given, password and all).
     """
     then = then.replace("{", "{{").replace("}", "}}")  # names are data, not template
     lost = f"{client} lost" if client else "lost the connection to"
     reconnected = f"{client} reconnected to" if client else "reconnected to"
+    error = "{kind}: {error}" if error_text else "{kind}"
     return Wording(
-        failed=lost + " {what} ({kind}: {error}); reconnecting with backoff",
+        failed=lost + " {what} (" + error + "); reconnecting with backoff",
         still_failing=(
             "still no connection to {what} after {elapsed:.0f} s: {count} failed attempts "
-            "since the last warning; last error: {kind}: {error}"
+            "since the last warning; last error: " + error
         ),
         recovered=reconnected + " {what} after {elapsed:.1f} s" + (f"; {then}" if then else ""),
+        again="still no connection to {what} (" + error + "; next attempt in {delay:.1f} s)",
         recovered_level=logging.WARNING,
     )
 
@@ -126,14 +132,9 @@ class OutageLog:
             self._warn(self.wording.failed, error, delay, now, traceback)
         elif self._warned_at is not None and now - self._warned_at >= self.interval:
             self._warn(self.wording.still_failing, error, delay, now, traceback)
-        else:
-            self.logger.debug(
-                "%s failed again: %s: %s (next in %.1f s)",
-                self.what,
-                type(error).__name__,
-                error,
-                delay,
-            )
+        elif self.logger.isEnabledFor(logging.DEBUG):
+            text = self._text(self.wording.again, error, delay, now - self._started)
+            self.logger.debug("%s", text)
         return delay
 
     def succeeded(self) -> None:

@@ -81,7 +81,9 @@ class AsyncPublisher:
         self._closed = False
         # Logs only: each publish backs off on its own, within its own deadline.
         self._outage = OutageLog(
-            log, f"RabbitMQ at {self.masked_url}", wording=reconnecting("publisher")
+            log,
+            f"RabbitMQ at {self.masked_url}",
+            wording=reconnecting("publisher", error_text=False),
         )
 
     # Public API -------------------------------------------------------------

@@ -75,7 +75,7 @@ AsyncHandler = Callable[[DomainEvent], Awaitable[object]]
 #: Seconds to wait for the broker's confirm of a retry or dead-letter copy.
 CONFIRM_TIMEOUT = 30.0
 
-RECONNECTING = reconnecting("asyncio subscriber")
+RECONNECTING = reconnecting("asyncio subscriber", error_text=False)
 
 
 @dataclass
