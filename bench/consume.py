@@ -15,7 +15,7 @@ import pika
 
 from domain_event_broker import DomainEvent, Retry, Subscriber
 from domain_event_broker.subscriber import PREFETCH_COUNT, WORKERS
-from domain_event_broker.topology import RETRIES_HEADER, SubscriberTopology
+from domain_event_broker.topology import RETRIES_HEADER, ROUTING_KEY_HEADER, SubscriberTopology
 
 from .harness import Broker, Context, Row, Series, children, interleave, median, now, unique
 
@@ -112,7 +112,8 @@ def pika_retry(url: str, name: str, count: int) -> float:
         publish = connection.channel()
         publish.confirm_delivery()
         topology.declare_wait_queue(publish, 0, time.monotonic())
-        wait_exchange = topology.wait_queue(0)
+        # Copies go through the default exchange straight into the wait queue, as ours do.
+        wait_exchange, wait_key = topology.retry_destination(0)
         channel = connection.channel()
         channel.basic_qos(prefetch_count=100)
         handled = 0
@@ -124,9 +125,13 @@ def pika_retry(url: str, name: str, count: int) -> float:
                 copy = pika.BasicProperties(
                     delivery_mode=2,
                     content_type=properties.content_type,
-                    headers={**(properties.headers or {}), RETRIES_HEADER: 1},
+                    headers={
+                        **(properties.headers or {}),
+                        RETRIES_HEADER: 1,
+                        ROUTING_KEY_HEADER: method.routing_key,
+                    },
                 )
-                publish.basic_publish(wait_exchange, method.routing_key, body, copy, mandatory=True)
+                publish.basic_publish(wait_exchange, wait_key, body, copy, mandatory=True)
                 channel.basic_ack(method.delivery_tag)
                 return
             channel.basic_ack(method.delivery_tag)

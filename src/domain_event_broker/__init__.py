@@ -2,8 +2,10 @@
 
 from .errors import (
     BrokerUnavailable,
+    ConfirmTimeout,
     DomainEventBrokerError,
     EventNotSerializable,
+    EventRefused,
     InvalidEvent,
     InvalidRoutingKey,
     PublishError,
@@ -24,9 +26,11 @@ __all__ = [
     "RETRY",
     "BrokerSettings",
     "BrokerUnavailable",
+    "ConfirmTimeout",
     "DomainEvent",
     "DomainEventBrokerError",
     "EventNotSerializable",
+    "EventRefused",
     "InvalidEvent",
     "InvalidRoutingKey",
     "PublishError",

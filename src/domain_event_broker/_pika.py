@@ -6,9 +6,11 @@ on, each degrades to doing nothing (or to the public path) instead of failing.
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from typing import Any
 
+import pika.exceptions
 import pika.frame
 
 
@@ -40,3 +42,34 @@ def check_properties(properties: Any) -> None:
         pika.frame.Header(1, 0, properties).marshal()
     except Exception as error:
         raise TypeError(f"the message properties cannot be encoded: {error}") from error
+
+
+def channel_impl(channel: Any) -> Any:
+    """The asynchronous channel under a ``BlockingChannel``, to publish without waiting.
+
+    ``BlockingChannel.basic_publish`` with confirms waits for each confirm with
+    no time limit; the channel underneath sends at once and reports confirms by
+    callback. No fallback exists that keeps the time limit, so a pika without
+    it is a clear error at once rather than a subscriber a silent broker freezes.
+    """
+    impl = getattr(channel, "_impl", None)
+    if impl is None or not hasattr(impl, "confirm_delivery"):
+        raise RuntimeError("this pika version has no channel implementation to confirm on")
+    return impl
+
+
+def abort(connection: Any, reason: str) -> None:
+    """Drop a ``BlockingConnection`` without the closing handshake (the broker may not answer).
+
+    RabbitMQ sees the socket close and requeues the connection's unacked
+    deliveries. Without pika's stream termination, a plain close is the fallback.
+    """
+    terminate = getattr(getattr(connection, "_impl", None), "_terminate_stream", None)
+    if terminate is None:
+        with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+            connection.close()
+        return
+    terminate(pika.exceptions.StreamLostError(reason))
+    # Let pika process the termination; it reports it as the error it is.
+    with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+        connection.process_data_events(time_limit=0)

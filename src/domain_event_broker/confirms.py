@@ -25,7 +25,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .errors import PublishError
+from .errors import EventRefused
 
 #: Seconds a refused (nacked) message is re-sent before the refusal is final.
 #: A quorum queue whose leader's node was lost nacks messages until a new
@@ -199,7 +199,7 @@ class ConfirmBook:
                 kept.append(pending)
             else:
                 pending.settle(
-                    PublishError(
+                    EventRefused(
                         f"{self.where} refused an event for {pending.routing_key!r} "
                         "(basic.nack: an internal error or a queue limit); it was not stored"
                     )

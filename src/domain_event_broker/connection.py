@@ -197,6 +197,20 @@ def asyncio_connect_arguments(connection_settings: object, role: str) -> list[di
     return nodes
 
 
+#: Why a connection failed, in the words both the sync and asyncio sides use.
+BAD_CREDENTIALS = "the broker refused the user name or password; check the credentials in the URL"
+NO_VHOST_ACCESS = (
+    "the user has no access to this vhost (or the vhost does not exist); "
+    "check the vhost in the URL (%2F is the default vhost '/') and its permissions"
+)
+CHECK_ADDRESS = "is RabbitMQ running there, and are host and port right?"
+
+
+def unreachable(masked_url: str, where: str, reason: str) -> BrokerUnavailable:
+    """The error for a broker we could not connect to: where we tried, why, what to check."""
+    return BrokerUnavailable(f"cannot reach RabbitMQ at {masked_url} ({where}): {reason}")
+
+
 def explain_connection_error(
     connection_settings: object, error: BaseException
 ) -> BrokerUnavailable:
@@ -210,7 +224,7 @@ def explain_connection_error(
             "the broker refused the client certificate's user; a user named after the "
             "certificate's subject must exist and have access to the vhost"
             if broker.external_auth
-            else "the broker refused the user name or password; check the credentials in the URL"
+            else BAD_CREDENTIALS
         )
     elif isinstance(error, pika.exceptions.AuthenticationError):
         reason = (
@@ -219,10 +233,7 @@ def explain_connection_error(
             "to auth_mechanisms"
         )
     elif isinstance(error, pika.exceptions.ProbableAccessDeniedError):
-        reason = (
-            "the user has no access to this vhost (or the vhost does not exist); "
-            "check the vhost in the URL (%2F is the default vhost '/') and its permissions"
-        )
+        reason = NO_VHOST_ACCESS
     elif isinstance(cause, ssl.SSLCertVerificationError):
         reason = (
             f"TLS: the broker's certificate was not accepted ({cause.verify_message}); check "
@@ -236,8 +247,8 @@ def explain_connection_error(
         )
     else:
         detail = _root_cause(error)
-        reason = f"{detail}; is RabbitMQ running there, and are host and port right?"
-    return BrokerUnavailable(f"cannot reach RabbitMQ at {masked} ({where}): {reason}")
+        reason = f"{detail}; {CHECK_ADDRESS}"
+    return unreachable(masked, where, reason)
 
 
 def _described_nodes(broker: BrokerSettings) -> list[Parameters]:

@@ -38,6 +38,21 @@ class PublishError(DomainEventBrokerError):
     """The broker did not confirm an event: it refused it, or no confirm came in time."""
 
 
+class EventRefused(PublishError):
+    """The broker refused this event (basic.nack, a queue limit), or it cannot be sent at all.
+
+    About one event: sending it again as it is may well fail again.
+    """
+
+
+class ConfirmTimeout(PublishError):
+    """No confirm came in time: the broker is slow or blocks publishers (a memory or disk alarm).
+
+    About the broker, not the event: it may or may not have been stored, and
+    sending it again later (at-least-once) is right.
+    """
+
+
 class TopologyMismatch(DomainEventBrokerError):
     """A queue or exchange exists on the broker with other properties than declared."""
 

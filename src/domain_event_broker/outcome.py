@@ -45,6 +45,13 @@ class Action(enum.Enum):
     REQUEUE = "requeue"  # back into its own queue, to be tried again later
 
 
+def fate(action: Action, dead_letter_queue: str) -> str:
+    """What became of a failed event, for the log line that reports it."""
+    if action is Action.DEAD_LETTER:
+        return f"moved to dead-letter queue {dead_letter_queue}"
+    return "dropped (register with dead_letter=True to keep failed events)"
+
+
 @dataclass(frozen=True)
 class Policy:
     """What a subscriber's registration says about failed events."""

@@ -47,13 +47,22 @@ from ._pika import check_properties, coalesce_output
 from ._transport import Transport
 from .confirms import NACK_GRACE, ConfirmBook, Pending
 from .connection import Backoff, cluster_parameters, explain_connection_error
-from .errors import BrokerUnavailable, PublishError, TopologyMismatch
+from .errors import (
+    BrokerUnavailable,
+    ConfirmTimeout,
+    EventRefused,
+    PublishError,
+    TopologyMismatch,
+)
 from .events import DomainEvent, validate_routing_key
 from .forking import ProcessSlot
 from .messages import OutgoingMessage, PublishOutcome
 from .observability import Occurrence
+from .outage import OutageLog, reconnecting
 from .settings import BrokerSettings, ConnectionSettings, mask_url, resolve_url
 from .topology import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_TYPE
+
+RECONNECTING = reconnecting(then="re-sending unconfirmed events")
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +158,9 @@ class _Link:
         self._nodes = cluster_parameters(url, "publisher")
         self._node = 0  # index into _nodes of the node to connect to next
         self._first_attempts_left = len(self._nodes)
-        self._backoff = Backoff()
-        self._outage_logged = False
+        self._outage = OutageLog(
+            log, f"RabbitMQ at {self.masked_url}", backoff=Backoff(), wording=RECONNECTING
+        )
         self.connection: SelectConnection | None = None
         self.channel: Any = None
         #: The channel is open, in confirm mode, and the exchange declared.
@@ -203,12 +213,7 @@ class _Link:
     def _on_exchange_ok(self, _frame: object) -> None:
         self._book.channel_opened()
         self.ready = True
-        self._backoff.reset()
-        if self._outage_logged:
-            log.info(
-                "reconnected to RabbitMQ at %s; re-sending unconfirmed events", self.masked_url
-            )
-            self._outage_logged = False
+        self._outage.succeeded()
         self.first_attempt.set()
         self._owner.flush()
 
@@ -238,8 +243,7 @@ class _Link:
             self.first_attempt.set()
             self._ioloop.stop()
             return
-        self._log_outage(error)
-        self._ioloop.call_later(self._backoff.next_delay(), self._guard(self.connect))
+        self._ioloop.call_later(self._outage.failed(error), self._guard(self.connect))
 
     def _on_connection_closed(self, _connection: object, reason: BaseException) -> None:
         self.connection = None
@@ -250,8 +254,7 @@ class _Link:
             self._ioloop.stop()
             return
         self._node = (self._node + 1) % len(self._nodes)
-        self._log_outage(reason)
-        self._ioloop.call_later(self._backoff.next_delay(), self._guard(self.connect))
+        self._ioloop.call_later(self._outage.failed(reason), self._guard(self.connect))
 
     def _on_channel_closed(self, _channel: object, reason: BaseException) -> None:
         was_ready = self.ready
@@ -276,7 +279,8 @@ class _Link:
             )
         else:
             log.warning("channel to RabbitMQ at %s closed (%s); reopening", self.masked_url, reason)
-        self._ioloop.call_later(self._backoff.next_delay(), self._guard(self._reopen_channel))
+        delay = self._outage.backoff.next_delay()
+        self._ioloop.call_later(delay, self._guard(self._reopen_channel))
 
     def _reopen_channel(self) -> None:
         connection = self.connection
@@ -295,15 +299,6 @@ class _Link:
             self.connection.close()
         elif self.connection is None or not self.connection.is_closing:
             self._ioloop.stop()
-
-    def _log_outage(self, reason: BaseException) -> None:
-        if not self._outage_logged:
-            log.warning(
-                "lost the connection to RabbitMQ at %s (%s); reconnecting with backoff",
-                self.masked_url,
-                reason,
-            )
-            self._outage_logged = True
 
 
 class _ConfirmingConnection:
@@ -387,12 +382,12 @@ class _ConfirmingConnection:
                 "Is RabbitMQ running? Raise publish_timeout to ride out longer outages."
             )
         if self.link.blocked_reason is not None:
-            return PublishError(
+            return ConfirmTimeout(
                 f"RabbitMQ at {self.masked_url} is blocking publishers "
                 f"({self.link.blocked_reason}: a memory or disk alarm), so {what} was not "
                 "confirmed in time; free memory or disk on the broker"
             )
-        return PublishError(
+        return ConfirmTimeout(
             f"RabbitMQ at {self.masked_url} did not confirm {what} in time; "
             "it may or may not have been stored"
         )
@@ -479,7 +474,7 @@ def _sender(channel: Any, exchange: str) -> Callable[[Pending], bool]:
                 raise  # the channel died: its close callback hands the message back
             # Nothing went out (pika encodes before writing); only this message fails.
             pending.settle(
-                PublishError(f"cannot send an event for {pending.routing_key!r}: {error}")
+                EventRefused(f"cannot send an event for {pending.routing_key!r}: {error}")
             )
             return False
         return True

@@ -43,7 +43,7 @@ from .events import DomainEvent, topic_matches, validate_routing_key
 from .handlers import Handler, HandlerRunner
 from .outcome import Action, Policy, decide
 from .publisher import EventSink, redirect_events
-from .topology import SubscriberTopology, normalise_binding_keys
+from .topology import SubscriberTopology, registration_topology
 
 log = logging.getLogger(__name__)
 
@@ -107,16 +107,16 @@ class InMemoryBroker:
         **options: Any,
     ) -> None:
         """Register like :meth:`Subscriber.register` (same validation of name and keys)."""
-        topology = SubscriberTopology(
-            name=name,
-            binding_keys=normalise_binding_keys(binding_keys),
+        topology = registration_topology(
+            name,
+            binding_keys,
+            max_retries=max_retries,
+            registered=self._subscriptions,
             dead_letter=dead_letter,
             durable=durable,
             exclusive=exclusive,
             auto_delete=auto_delete,
         )
-        if name in self._subscriptions:
-            raise ValueError(f"a handler named {name!r} is already registered")
         self._subscriptions[name] = _Subscription(handler, topology, max_retries)
 
     def publish(self, event: DomainEvent) -> DomainEvent:

@@ -21,7 +21,7 @@ arguments (``PRECONDITION_FAILED``). For a subscriber named ``N``:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -330,6 +330,43 @@ def declare_events_exchange(
     channel.exchange_declare(
         exchange=exchange, exchange_type=exchange_type, durable=True, auto_delete=False
     )
+
+
+def registration_topology(
+    name: str,
+    binding_keys: str | Sequence[str],
+    *,
+    max_retries: int,
+    registered: Iterable[str],
+    exchange: str = DEFAULT_EXCHANGE,
+    exchange_type: str = DEFAULT_EXCHANGE_TYPE,
+    dead_letter: bool = False,
+    durable: bool = True,
+    exclusive: bool = False,
+    auto_delete: bool = False,
+    queue_type: QueueType = "classic",
+) -> SubscriberTopology:
+    """The topology of a handler being registered, after the checks every subscriber makes.
+
+    The sync, asyncio and in-memory subscribers all register through it, so that
+    a name, a key or an option is accepted or refused alike by each.
+    """
+    topology = SubscriberTopology(
+        name=name,
+        binding_keys=normalise_binding_keys(binding_keys),
+        exchange=exchange,
+        exchange_type=exchange_type,
+        dead_letter=dead_letter,
+        durable=durable,
+        exclusive=exclusive,
+        auto_delete=auto_delete,
+        queue_type=queue_type,
+    )
+    if max_retries < 0:
+        raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+    if name in registered:
+        raise ValueError(f"a handler named {name!r} is already registered on this subscriber")
+    return topology
 
 
 def normalise_binding_keys(binding_keys: str | Sequence[str]) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain_event_broker.subscriber.confirms import Confirm, CopyChannel
+from domain_event_broker.subscriber.copy_channel import Confirm, CopyChannel
 from domain_event_broker.subscriber.failures import RefusalBackoff
 
 

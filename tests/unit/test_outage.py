@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from domain_event_broker.connection import Backoff
-from domain_event_broker.outage import OutageLog
+from domain_event_broker.outage import OutageLog, reconnecting
 
 
 class Clock:
@@ -115,3 +115,53 @@ def test_default_backoff_has_jitter_within_its_bounds() -> None:
     delays = [outage.failed(OSError("down")) for _ in range(12)]
     assert all(0 < delay <= 30.0 for delay in delays)
     assert delays[-1] >= 15.0
+
+
+def test_a_lost_connection_is_one_warning_and_its_end_a_warning_too(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, "test.outage")
+    outage = OutageLog(
+        logging.getLogger("test.outage"),
+        "RabbitMQ at amqp://guest:***@host/",
+        backoff=NoJitter(initial=0.5, maximum=30.0),
+        wording=reconnecting(then="consuming {orders} again"),
+        clock=clock,
+    )
+    for _ in range(3):
+        outage.failed(ConnectionError("refused"))
+        clock.now += 4
+    assert records(caplog, logging.WARNING) == [
+        "lost the connection to RabbitMQ at amqp://guest:***@host/ (ConnectionError: refused); "
+        "reconnecting with backoff"
+    ]
+    assert len(records(caplog, logging.DEBUG)) == 2
+    outage.succeeded()
+    # Whoever reads WARNINGs only saw the outage begin: they see it end as well.
+    assert records(caplog, logging.WARNING)[-1] == (
+        "reconnected to RabbitMQ at amqp://guest:***@host/ after 12.0 s; consuming {orders} again"
+    )
+
+
+def test_error_text_false_names_the_type_only(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, "test.outage")
+    outage = OutageLog(
+        logging.getLogger("test.outage"),
+        "RabbitMQ at amqp://app:***@host/",
+        wording=reconnecting("asyncio subscriber", error_text=False),
+        clock=clock,
+    )
+    leaky = OSError("cannot connect to amqp://app:s3cret-pw@host/")
+    outage.failed(leaky)
+    outage.failed(leaky)
+    clock.now += 61
+    outage.failed(leaky)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3
+    assert lines[0] == (
+        "asyncio subscriber lost RabbitMQ at amqp://app:***@host/ (OSError); "
+        "reconnecting with backoff"
+    )
+    assert all("s3cret" not in line for line in lines)

@@ -6,13 +6,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain_event_broker.errors import BrokerUnavailable, PublishError, TopologyMismatch
+from domain_event_broker.errors import (
+    BrokerUnavailable,
+    ConfirmTimeout,
+    EventRefused,
+    PublishError,
+    TopologyMismatch,
+)
 from domain_event_broker.messages import OutgoingMessage, PublishOutcome
 from domain_event_broker.outbox.attempts import (
     MAX_ATTEMPTS,
     MAX_RETRY_DELAY,
     RETRY_DELAY,
     RetryPolicy,
+    is_outage,
     sort_outcomes,
 )
 
@@ -88,6 +95,69 @@ def test_an_unreachable_broker_touches_no_row() -> None:
     assert result.sent == [1]
     assert result.refused == []
     assert result.outage is lost
+
+
+def test_a_confirm_timeout_is_an_outage_however_often_it_happens() -> None:
+    # A memory or disk alarm blocks publishers for as long as it lasts: no
+    # confirm comes, and that must never count as the row's refusal.
+    policy = RetryPolicy(max_attempts=2, first_delay=1, max_delay=1)
+    late = ConfirmTimeout("RabbitMQ at amqp://guest:***@host/ is blocking publishers")
+    for _ in range(10):
+        result = sort_outcomes([1, 2], [0, 1], [outcome(late), outcome()], policy)
+        assert result.refused == []
+        assert result.outage is late
+        assert result.sent == [2]
+
+
+def test_a_refusal_counts_an_attempt_and_parks_the_row_at_max_attempts() -> None:
+    policy = RetryPolicy(max_attempts=2, first_delay=1, max_delay=1)
+    nack = EventRefused("basic.nack")
+    [first] = sort_outcomes([1], [0], [outcome(nack)], policy).refused
+    [second] = sort_outcomes([1], [first.attempts], [outcome(nack)], policy).refused
+    assert (first.attempts, first.parked, second.attempts, second.parked) == (1, False, 2, True)
+    assert second.error == "EventRefused: basic.nack"
+
+
+@pytest.mark.parametrize(
+    ("error", "outage"),
+    [
+        (BrokerUnavailable("down"), True),
+        (TopologyMismatch("exchange"), True),
+        (ConfirmTimeout("no confirm"), True),
+        (EventRefused("nack"), False),
+        (PublishError("the publisher failed internally"), False),
+        (ValueError("bad routing key"), False),
+    ],
+)
+def test_outage_or_refusal(error: BaseException, outage: bool) -> None:
+    assert is_outage(error) is outage
+
+
+def test_both_kinds_are_still_publish_errors_for_callers_of_3x() -> None:
+    assert issubclass(EventRefused, PublishError)
+    assert issubclass(ConfirmTimeout, PublishError)
+
+
+@given(st.lists(st.sampled_from(["sent", "refused", "timeout", "lost"]), min_size=1, max_size=30))
+def test_every_row_is_sent_refused_or_left_untried_and_only_refusals_count(
+    kinds: list[str],
+) -> None:
+    errors: dict[str, BaseException | None] = {
+        "sent": None,
+        "refused": EventRefused("nack"),
+        "timeout": ConfirmTimeout("late"),
+        "lost": BrokerUnavailable("down"),
+    }
+    ids = list(range(len(kinds)))
+    result = sort_outcomes(
+        ids, [0] * len(ids), [outcome(errors[kind]) for kind in kinds], RetryPolicy()
+    )
+    assert result.sent == [i for i, kind in zip(ids, kinds, strict=True) if kind == "sent"]
+    assert [r.id for r in result.refused] == [
+        i for i, kind in zip(ids, kinds, strict=True) if kind == "refused"
+    ]
+    assert all(r.attempts == 1 for r in result.refused)
+    assert (result.outage is not None) == any(kind in ("timeout", "lost") for kind in kinds)
 
 
 def test_a_long_error_is_cut_to_valid_utf8() -> None:

@@ -8,7 +8,15 @@ import aio_pika
 import aio_pika.abc
 import aiormq.exceptions
 
-from ..connection import CONNECT_TIMEOUT, asyncio_connect_arguments, cluster_parameters
+from ..connection import (
+    BAD_CREDENTIALS,
+    CHECK_ADDRESS,
+    CONNECT_TIMEOUT,
+    NO_VHOST_ACCESS,
+    asyncio_connect_arguments,
+    cluster_parameters,
+    unreachable,
+)
 from ..errors import BrokerUnavailable
 from ..settings import describe_node, mask_url
 
@@ -58,21 +66,16 @@ def explain(connection_settings: object, error: BaseException) -> BrokerUnavaila
         for parameters in cluster_parameters(connection_settings, "asyncio")
     )
     if isinstance(error, aiormq.exceptions.ProbableAuthenticationError):
-        reason = "the broker refused the user name or password; check the credentials in the URL"
+        reason = BAD_CREDENTIALS
     elif isinstance(
         error, (aiormq.exceptions.ConnectionNotAllowed, aiormq.exceptions.ChannelAccessRefused)
     ):
-        reason = (
-            "the user has no access to this vhost (or the vhost does not exist); "
-            "check the vhost in the URL (%2F is the default vhost '/') and its permissions"
-        )
+        reason = NO_VHOST_ACCESS
     elif isinstance(error, ConnectionRefusedError):
-        reason = "connection refused; is RabbitMQ running there, and are host and port right?"
+        reason = f"connection refused; {CHECK_ADDRESS}"
     elif isinstance(error, TimeoutError):
-        reason = "timed out; is RabbitMQ running there, and are host and port right?"
+        reason = f"timed out; {CHECK_ADDRESS}"
     else:
         # aiormq's texts may quote the URL it was given: name the type only.
-        reason = f"{type(error).__name__}; is RabbitMQ running there, and are host and port right?"
-    return BrokerUnavailable(
-        f"cannot reach RabbitMQ at {mask_url(connection_settings)} ({where}): {reason}"
-    )
+        reason = f"{type(error).__name__}; {CHECK_ADDRESS}"
+    return unreachable(mask_url(connection_settings), where, reason)

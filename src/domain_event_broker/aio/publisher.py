@@ -28,10 +28,11 @@ from pamqp import commands as amqp_spec
 from .. import observability
 from .. import publisher as sync_publisher
 from ..connection import Backoff
-from ..errors import BrokerUnavailable, PublishError
+from ..errors import BrokerUnavailable, ConfirmTimeout, EventRefused, PublishError
 from ..events import DomainEvent
 from ..messages import OutgoingMessage, PublishOutcome
 from ..observability import Occurrence
+from ..outage import OutageLog, reconnecting
 from ..publisher import NACK_GRACE, PUBLISH_TIMEOUT
 from ..settings import BrokerSettings, ConnectionSettings, mask_url, resolve_url
 from ..topology import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_TYPE
@@ -78,7 +79,12 @@ class AsyncPublisher:
         self._exchange: _Sender | None = None
         self._generation = 0
         self._closed = False
-        self._outage_started: float | None = None
+        # Logs only: each publish backs off on its own, within its own deadline.
+        self._outage = OutageLog(
+            log,
+            f"RabbitMQ at {self.masked_url}",
+            wording=reconnecting("publisher", error_text=False),
+        )
 
     # Public API -------------------------------------------------------------
     async def connect(self) -> None:
@@ -143,7 +149,7 @@ class AsyncPublisher:
                 ),
             )
         except asyncio.TimeoutError:
-            late = PublishError(
+            late = ConfirmTimeout(
                 f"no confirm from {self.masked_url} within {self.publish_timeout:.0f} s"
             )
             return [PublishOutcome(message, late) for message in window]
@@ -199,7 +205,7 @@ class AsyncPublisher:
                 now = time.monotonic()
                 first_nacked = first_nacked or now
                 if now - first_nacked >= NACK_GRACE or now >= deadline:
-                    raise PublishError(
+                    raise EventRefused(
                         f"RabbitMQ refused event {message.message_id} ({message.routing_key}) "
                         f"on {self.masked_url}: {type(error).__name__}"
                     ) from None
@@ -208,12 +214,12 @@ class AsyncPublisher:
                 await asyncio.sleep(min(backoff.next_delay(), max(0.0, deadline - now)))
                 continue
             except asyncio.TimeoutError:
-                raise PublishError(
+                raise ConfirmTimeout(
                     f"no confirm for event {message.message_id} ({message.routing_key}) "
                     f"from {self.masked_url} within {self.publish_timeout:.0f} s"
                 ) from None
             except CONNECTION_LOST as error:
-                self._note_outage(error)
+                self._outage.failed(error)
                 await self._lost(generation)
                 now = time.monotonic()
                 if now >= deadline:
@@ -248,7 +254,7 @@ class AsyncPublisher:
                         raise
                     await asyncio.sleep(min(backoff.next_delay(), deadline - now))
                 except CONNECTION_LOST as error:
-                    self._note_outage(error)
+                    self._outage.failed(error)
                     await self._drop_connection()
                     now = time.monotonic()
                     if now >= deadline:
@@ -272,13 +278,7 @@ class AsyncPublisher:
         self._channel = channel
         self._exchange = _Sender(await channel.get_underlay_channel(), self.exchange)
         self._generation += 1
-        if self._outage_started is not None:
-            log.warning(
-                "publisher reconnected to RabbitMQ at %s after %.1f s",
-                self.masked_url,
-                time.monotonic() - self._outage_started,
-            )
-            self._outage_started = None
+        self._outage.succeeded()
 
     async def _lost(self, generation: int) -> None:
         """Forget the channel of ``generation`` (once, however many publishes saw it fail)."""
@@ -297,15 +297,6 @@ class AsyncPublisher:
         if connection is not None and not connection.is_closed:
             with contextlib.suppress(*CONNECTION_LOST):
                 await connection.close()
-
-    def _note_outage(self, error: BaseException) -> None:
-        if self._outage_started is None:
-            self._outage_started = time.monotonic()
-            log.warning(
-                "publisher lost RabbitMQ at %s (%s); reconnecting",
-                self.masked_url,
-                type(error).__name__,
-            )
 
     def _check_loop(self) -> None:
         loop = asyncio.get_running_loop()

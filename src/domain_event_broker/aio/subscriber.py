@@ -36,11 +36,13 @@ import aio_pika
 import aio_pika.abc
 import aiormq.exceptions
 
-from .. import observability
+from .. import observability, wait_queues
 from ..connection import Backoff
+from ..copies import COPIED_PROPERTIES
 from ..errors import InvalidEvent
 from ..events import DomainEvent
 from ..observability import Handling, Occurrence
+from ..outage import OutageLog, reconnecting
 from ..outcome import (
     Action,
     Outcome,
@@ -48,6 +50,7 @@ from ..outcome import (
     decide,
     failure,
     failure_headers,
+    fate,
     parse_event,
     retry_headers,
     safe_text,
@@ -55,13 +58,14 @@ from ..outcome import (
 )
 from ..settings import ConnectionSettings, mask_url, resolve_url
 from ..subscriber import PREFETCH_COUNT, SHUTDOWN_GRACE_PERIOD
+from ..subscriber.loop import HOUSEKEEPING_INTERVAL
 from ..topology import (
     DEFAULT_EXCHANGE,
     DEFAULT_EXCHANGE_TYPE,
     ROUTING_KEY_HEADER,
     QueueType,
     SubscriberTopology,
-    normalise_binding_keys,
+    registration_topology,
 )
 from . import topology as aio_topology
 from .connection import CONNECTION_LOST, connect
@@ -85,6 +89,8 @@ AsyncHandler = Callable[[DomainEvent], Awaitable[object]]
 
 #: Seconds to wait for the broker's confirm of a retry or dead-letter copy.
 CONFIRM_TIMEOUT = 30.0
+
+RECONNECTING = reconnecting("asyncio subscriber", error_text=False)
 
 
 @dataclass
@@ -207,7 +213,6 @@ class AsyncSubscriber:
         self._draining = False
         self._deliveries: asyncio.Queue[_Delivery | None] | None = None
         self._in_flight = 0
-        self._outage_started: float | None = None
         self._running = False
         self._flushes: set[asyncio.Task[None]] = set()
         # stop() before run() got going (a task created, not yet started): run() returns at once.
@@ -234,9 +239,11 @@ class AsyncSubscriber:
         """
         if not callable(handler):
             raise TypeError(f"handler must be an async function, not {type(handler).__name__}")
-        topology = SubscriberTopology(
-            name=name,
-            binding_keys=normalise_binding_keys(binding_keys),
+        topology = registration_topology(
+            name,
+            binding_keys,
+            max_retries=max_retries,
+            registered=self.registered_names,
             exchange=self.exchange,
             exchange_type=self.exchange_type,
             dead_letter=dead_letter,
@@ -245,10 +252,6 @@ class AsyncSubscriber:
             auto_delete=auto_delete,
             queue_type=queue_type,
         )
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        if any(r.topology.name == name for r in self._registrations):
-            raise ValueError(f"a handler named {name!r} is already registered on this subscriber")
         if self._running:
             raise RuntimeError("register() every handler before run()")
         self._registrations.append(
@@ -303,22 +306,27 @@ class AsyncSubscriber:
             for n in range(self.concurrency)
         ]
         replaced_handlers = self._install_signal_handlers()
-        backoff = Backoff()
+        outage = OutageLog(
+            log, f"RabbitMQ at {self.masked_url}", backoff=Backoff(), wording=RECONNECTING
+        )
         try:
             while not self._stopping.is_set():
                 try:
                     session = await self._open_session()
                 except CONNECTION_LOST as error:
-                    self._note_outage(error)
-                    await self._sleep(backoff.next_delay())
+                    await self._sleep(outage.failed(error))
                     continue
-                backoff.reset()
-                self._note_recovery()
-                await self._wait_any(session.lost, self._stopping)
+                outage.succeeded()
+                housekeeping = asyncio.create_task(self._housekeeping(session))
+                try:
+                    await self._wait_any(session.lost, self._stopping)
+                finally:
+                    housekeeping.cancel()
                 if self._stopping.is_set():
                     await self._drain(session)
                 else:
-                    self._note_outage(None)
+                    # Reconnect at once: a lost connection is often one cut, not an outage.
+                    outage.failed(ConnectionError("connection closed"))
                 await self._close_session(session)
         finally:
             self._draining = True
@@ -427,6 +435,18 @@ class AsyncSubscriber:
                 self.shutdown_grace_period,
             )
 
+    async def _housekeeping(self, session: _Session) -> None:
+        """Every few seconds: remove the wait queues this subscriber has long stopped using."""
+        while not session.lost.is_set():
+            await asyncio.sleep(min(HOUSEKEEPING_INTERVAL, wait_queues.CHECK_INTERVAL))
+            now = time.monotonic()
+            for registration in self._registrations:
+                try:
+                    await registration.wait_queues.remove_idle(session.connection, now)
+                except CONNECTION_LOST as error:
+                    # The session's loss is run()'s to handle; a queue kept is tried later.
+                    log.debug("removing idle wait queues failed: %s", type(error).__name__)
+
     async def _close_session(self, session: _Session) -> None:
         if self._session is session:
             self._session = None
@@ -445,24 +465,6 @@ class AsyncSubscriber:
         finally:
             for waiter in waiters:
                 waiter.cancel()
-
-    def _note_outage(self, error: BaseException | None) -> None:
-        if self._outage_started is None:
-            self._outage_started = time.monotonic()
-            log.warning(
-                "asyncio subscriber lost RabbitMQ at %s (%s); reconnecting",
-                self.masked_url,
-                type(error).__name__ if error is not None else "connection closed",
-            )
-
-    def _note_recovery(self) -> None:
-        if self._outage_started is not None:
-            log.warning(
-                "asyncio subscriber reconnected to RabbitMQ at %s after %.1f s",
-                self.masked_url,
-                time.monotonic() - self._outage_started,
-            )
-            self._outage_started = None
 
     # Workers ----------------------------------------------------------------------------
     async def _work(self, deliveries: asyncio.Queue[_Delivery | None]) -> None:
@@ -489,7 +491,7 @@ class AsyncSubscriber:
                         "subscriber %s: could not handle event %s; %s",
                         delivery.registration.topology.name,
                         delivery.message.message_id,
-                        _fate_of_failed(delivery.registration.topology),
+                        fate(outcome.action, delivery.registration.topology.dead_letter_queue),
                     )
                 if observability.listening():
                     self._report(delivery, outcome, time.perf_counter() - started)
@@ -511,7 +513,7 @@ class AsyncSubscriber:
                 message.message_id,
                 message.routing_key,
                 outcome.reason,
-                _fate_of_failed(registration.topology),
+                fate(outcome.action, registration.topology.dead_letter_queue),
             )
             return outcome, 0
         raised: BaseException | None = None
@@ -545,7 +547,7 @@ class AsyncSubscriber:
                 event.routing_key,
                 outcome.exception_type,
                 outcome.reason,
-                _fate_of_failed(registration.topology),
+                fate(outcome.action, registration.topology.dead_letter_queue),
             )
         elif outcome.action is Action.REQUEUE:
             log.warning(
@@ -756,22 +758,13 @@ async def _publish_copy(
 ) -> None:
     """Publish a persistent copy of ``original`` and wait for the broker's confirm.
 
-    ``user_id`` is dropped (RabbitMQ refuses it unless it names our own user) and
-    so is ``expiration`` (a copy must not expire in a queue).
+    It keeps the properties the sync side's copies keep (:mod:`domain_event_broker.copies`).
     """
     copy = aio_pika.Message(
         original.body,
         headers=headers,
-        content_type=original.content_type,
-        content_encoding=original.content_encoding,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        priority=original.priority,
-        correlation_id=original.correlation_id,
-        reply_to=original.reply_to,
-        message_id=original.message_id,
-        timestamp=original.timestamp,
-        type=original.type,
-        app_id=original.app_id,
+        **{name: getattr(original, name) for name in COPIED_PROPERTIES},
     )
     target = await channel.get_exchange(exchange, ensure=False) if exchange else None
     target = target or channel.default_exchange
@@ -788,9 +781,3 @@ async def _close_quietly(connection: aio_pika.abc.AbstractConnection) -> None:
 def _cancelling(task: asyncio.Task[Any]) -> bool:
     cancelling = getattr(task, "cancelling", None)  # Python 3.11+
     return True if cancelling is None else bool(cancelling())
-
-
-def _fate_of_failed(topology: SubscriberTopology) -> str:
-    if topology.dead_letter:
-        return f"moved to dead-letter queue {topology.dead_letter_queue}"
-    return "dropped (register with dead_letter=True to keep failed events)"

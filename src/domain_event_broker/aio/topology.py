@@ -96,6 +96,44 @@ class WaitQueues:
         """Forget which wait queues exist (after a reconnect, or a copy came back unroutable)."""
         self._book.forget()
 
+    async def remove_idle(
+        self, connection: aio_pika.abc.AbstractConnection, now: float
+    ) -> list[str]:
+        """Delete the classic wait queues this subscriber has long stopped using, if empty.
+
+        As the sync side's ``SubscriberTopology.remove_idle_wait_queues``: cheap
+        to call often (it looks every ``wait_queues.CHECK_INTERVAL`` s);
+        ``if_empty`` makes RabbitMQ refuse while any copy (also another
+        instance's) waits inside, and it is tried again later. Quorum queues
+        cannot be deleted ``if_empty`` and are kept. A throwaway channel, since
+        a refusal closes it. Returns the deleted names.
+        """
+        book = self._book
+        idle = book.idle(now)
+        if self.topology.queue_type == "quorum" or not idle:
+            return []
+        deleted = []
+        channel = await connection.channel()
+        try:
+            for delay_ms in idle:
+                if channel.is_closed:
+                    channel = await connection.channel()
+                name = self.topology.wait_queue(delay_ms)
+                try:
+                    await channel.queue_delete(name, if_empty=True)
+                except aiormq.exceptions.ChannelNotFoundEntity:  # another instance removed it
+                    book.removed(delay_ms)
+                    continue
+                except aiormq.exceptions.ChannelPreconditionFailed:  # copies still wait in it
+                    book.still_holds_copies(delay_ms, now)
+                    continue
+                book.removed(delay_ms)
+                deleted.append(name)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        return deleted
+
 
 def _reply_text(error: BaseException) -> str:
     frame = error.args[0] if error.args else None

@@ -8,9 +8,11 @@ the relay leaves it alone until an operator retries or discards it
 (``domain-events outbox retry|discard``, ``manage.py domain_events_outbox``).
 
 An unreachable broker is not a refusal: no row is touched then, and the relay
-as a whole backs off (see :mod:`domain_event_broker.outage`). An event the
-broker did not confirm within the relay's ``publish_timeout`` counts as
-refused (the publisher's errors do not yet tell a timeout from a nack).
+as a whole backs off (see :mod:`domain_event_broker.outage`). Nor is an event
+the broker did not confirm within the relay's ``publish_timeout``
+(:class:`~domain_event_broker.errors.ConfirmTimeout`: a memory or disk alarm
+blocks every publisher, however long it lasts): the row is sent again once the
+broker confirms events again, and a long alarm parks nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..errors import BrokerUnavailable, TopologyMismatch
+from ..errors import BrokerUnavailable, ConfirmTimeout, TopologyMismatch
 from ..messages import PublishOutcome
 from ..outcome import bounded
 
@@ -91,8 +93,12 @@ class BatchResult:
 
 
 def is_outage(error: BaseException) -> bool:
-    """Whether ``error`` is about the broker as a whole rather than about one event."""
-    return isinstance(error, (BrokerUnavailable, TopologyMismatch))
+    """Whether ``error`` is about the broker as a whole rather than about one event.
+
+    Anything else (:class:`~domain_event_broker.errors.EventRefused`, a payload
+    that cannot be sent) is a refusal of that one event and counts an attempt.
+    """
+    return isinstance(error, (BrokerUnavailable, TopologyMismatch, ConfirmTimeout))
 
 
 def sort_outcomes(

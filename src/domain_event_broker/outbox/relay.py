@@ -27,7 +27,7 @@ from typing import Any
 
 from .. import observability, signals
 from ..connection import Backoff
-from ..errors import DomainEventBrokerError, NoBroker, PublishError
+from ..errors import DomainEventBrokerError, EventRefused, NoBroker, PublishError
 from ..health import STUCK_AFTER, HealthProbe
 from ..messages import OutgoingMessage, PublishOutcome
 from ..observability import Occurrence
@@ -312,7 +312,7 @@ class OutboxRelay:
             try:
                 message = row.message()
                 if len(message.body) > self.max_message_size:
-                    raise PublishError(
+                    raise EventRefused(
                         f"the payload of {len(message.body)} bytes is larger than the broker "
                         f"takes (max_message_size {self.max_message_size}); not sent"
                     )

@@ -26,8 +26,8 @@ from ..topology import (
     DEFAULT_EXCHANGE,
     DEFAULT_EXCHANGE_TYPE,
     QueueType,
-    SubscriberTopology,
     normalise_binding_keys,
+    registration_topology,
 )
 from .delivery import Registration
 from .loop import Connector, ConsumeLoop, LoopOptions
@@ -131,9 +131,11 @@ class Subscriber(Transport):
         :param queue_type: ``"quorum"`` for replicated queues on a cluster (opt-in;
             an existing classic queue cannot be switched in place).
         """
-        topology = SubscriberTopology(
-            name=name,
-            binding_keys=normalise_binding_keys(binding_keys),
+        topology = registration_topology(
+            name,
+            binding_keys,
+            max_retries=max_retries,
+            registered=[registration.name for registration in self._registrations],
             exchange=self.exchange,
             exchange_type=self.exchange_type,
             dead_letter=dead_letter,
@@ -142,10 +144,6 @@ class Subscriber(Transport):
             auto_delete=auto_delete,
             queue_type=queue_type,
         )
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        if any(r.name == name for r in self._registrations):
-            raise ValueError(f"a handler named {name!r} is already registered on this subscriber")
         if self.connection_settings is None:
             log.debug("no broker configured: handler %r is not registered", name)
             return

@@ -25,7 +25,7 @@ from pika.adapters.blocking_connection import BlockingConnection
 from ..copies import copy_properties
 from ..outcome import Action, Outcome, failure_headers, retry_headers
 from ..topology import ROUTING_KEY_HEADER, SubscriberTopology
-from .confirms import Confirm, CopyChannel
+from .copy_channel import Confirm, CopyChannel
 from .delivery import Delivery
 from .handling import log
 

@@ -22,6 +22,7 @@ from ..outcome import (
     Outcome,
     decide,
     failure,
+    fate,
     parse_event,
     safe_text,
     undecodable,
@@ -121,10 +122,6 @@ def _log_failure(
     delivery: Delivery, what: str, outcome: Outcome, error: BaseException | None
 ) -> None:
     topology = delivery.registration.topology
-    if outcome.action is Action.DEAD_LETTER:
-        fate = f"moved to dead-letter queue {topology.dead_letter_queue}"
-    else:
-        fate = "dropped (register with dead_letter=True to keep failed events)"
     # outcome.reason is valid, bounded text: a lone surrogate in the exception's
     # message cannot break the log line.
     log.error(
@@ -135,7 +132,7 @@ def _log_failure(
         what,
         outcome.exception_type,
         outcome.reason,
-        fate,
+        fate(outcome.action, topology.dead_letter_queue),
         exc_info=(type(error), error, error.__traceback__)
         if isinstance(error, Exception)
         else None,

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingConnection
 
+from .._pika import abort as abort_connection
 from ..acks import AckBook
 from ..connection import CONNECTION_LOST, Backoff
+from ..outage import OutageLog, reconnecting
 from ..outcome import Action, Outcome
 from ..signals import StopFlag
-from .confirms import abort as abort_connection
 from .delivery import Delivery, Registration
 from .failures import CopyTimeout
 from .handling import log
@@ -93,7 +94,7 @@ class Connector:
         if connection is None or not connection.is_open:
             return
         if abort:
-            abort_connection(connection)
+            abort_connection(connection, "a copy was not confirmed in time")
             return
         with contextlib.suppress(*LOST):
             connection.close()
@@ -165,7 +166,6 @@ class ConsumeLoop:
         self.consuming = False
         self.last_handled_at: float | None = None
         self._interrupt: BaseException | None = None
-        self._outage_started: float | None = None
         self._next_housekeeping = 0.0
 
     def run(self, deadline: float | None) -> None:
@@ -173,25 +173,38 @@ class ConsumeLoop:
         self._interrupt = None
         self._completions.clear()
         self.pool.start()
-        backoff = Backoff()
+        outage = OutageLog(
+            log,
+            f"RabbitMQ at {self._describe()}",
+            backoff=Backoff(),
+            wording=reconnecting(
+                then="consuming "
+                + ", ".join(registration.name for registration in self.registrations)
+                + " again"
+            ),
+        )
         try:
             while not self._should_stop(deadline):
                 opened_at: float | None = None
                 try:
                     self._open_session()
                     opened_at = time.monotonic()
-                    self._log_recovery()
+                    # Logged as recovered, but the backoff goes on growing until the
+                    # session has lasted (see below).
+                    outage.succeeded(restart_backoff=False)
                     self._consume_until(deadline)
                     self._drain()
                     break
                 except LOST as error:
-                    self._lost(error)
+                    self.consuming = False
                     # Only a session that lasted starts the backoff afresh: one lost
                     # right after opening (a declare the broker refuses, say) keeps
                     # it growing, so a repeating error never reconnects in a tight loop.
                     if opened_at is not None and time.monotonic() - opened_at >= STABLE_SESSION:
-                        backoff.reset()
-                    self.stop.sleep(_capped(backoff.next_delay(), deadline))
+                        outage.backoff.reset()
+                    delay = outage.failed(error)  # logged once per outage, not per attempt
+                    self._close_session(abort=isinstance(error, CopyTimeout))
+                    self.stop.sleep(_capped(delay, deadline))
         except KeyboardInterrupt:
             self._drain()  # without our signal handlers (not the main thread, or turned off)
         finally:
@@ -280,29 +293,6 @@ class ConsumeLoop:
         if self._interrupt is None:
             self._interrupt = raised
         self.stop.request()
-
-    # Losing and regaining the connection --------------------------------------------------
-    def _lost(self, error: BaseException) -> None:
-        self.consuming = False
-        if self._outage_started is None:  # once per outage, not per failed attempt
-            self._outage_started = time.monotonic()
-            log.warning(
-                "lost the connection to RabbitMQ at %s (%s: %s); reconnecting with backoff",
-                self._describe(),
-                type(error).__name__,
-                error,
-            )
-        self._close_session(abort=isinstance(error, CopyTimeout))
-
-    def _log_recovery(self) -> None:
-        if self._outage_started is not None:
-            log.warning(
-                "reconnected to RabbitMQ at %s after %.1f s; consuming %s again",
-                self._describe(),
-                time.monotonic() - self._outage_started,
-                ", ".join(registration.name for registration in self.registrations),
-            )
-            self._outage_started = None
 
     def _close_session(self, abort: bool = False) -> None:
         session, self.session = self.session, None

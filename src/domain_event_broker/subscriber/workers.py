@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from ..acks import Ticket
 from ..handlers import HandlerRunner
-from ..outcome import REQUEUE, Action, Outcome, failure, safe_text
+from ..outcome import REQUEUE, Outcome, failure, fate, safe_text
 from .delivery import Delivery
 from .handling import StopRequest, handle, log
 
@@ -86,6 +86,6 @@ class WorkerPool:
                 "subscriber %s: could not handle event %s; %s",
                 registration.name,
                 delivery.event_id,
-                "dead-lettered" if outcome.action is Action.DEAD_LETTER else "dropped",
+                fate(outcome.action, registration.topology.dead_letter_queue),
             )
             return outcome

@@ -5,9 +5,11 @@ with no time limit: a broker that keeps it to itself freezes the subscriber
 (and its SIGTERM handling). Here the copy goes out at once and the I/O loop
 takes the confirms between its other work, giving up after a deadline.
 
-pika has no public non-blocking confirm on a blocking connection: this module
-holds the subscriber's only uses of pika internals (the channel's ``_impl``
-and the connection's stream), each guarded.
+pika has no public non-blocking confirm on a blocking connection: the channel
+underneath comes from :func:`domain_event_broker._pika.channel_impl`, where
+every use of pika's internals is kept.
+
+(The publisher's own confirm bookkeeping is :mod:`domain_event_broker.confirms`.)
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import pika
 import pika.exceptions
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+
+from .._pika import channel_impl
 
 
 class Confirm(enum.Enum):
@@ -52,10 +56,7 @@ class CopyChannel:
     def __init__(self, connection: BlockingConnection) -> None:
         self._connection = connection
         self.channel: BlockingChannel = connection.channel()
-        impl = getattr(self.channel, "_impl", None)
-        if impl is None or not hasattr(impl, "confirm_delivery"):
-            raise RuntimeError("this pika version has no channel implementation to confirm on")
-        self._impl: Any = impl
+        impl = self._impl = channel_impl(self.channel)
         # Frames on a channel are ordered: copies published before Confirm.SelectOk
         # arrives are still numbered from 1 by the broker.
         impl.confirm_delivery(ack_nack_callback=self._on_confirm)
@@ -138,20 +139,3 @@ class CopyChannel:
 
 def _nothing() -> None:
     pass
-
-
-def abort(connection: BlockingConnection) -> None:
-    """Drop ``connection`` without the closing handshake (the broker may not answer it).
-
-    RabbitMQ sees the socket close and requeues the connection's unacked deliveries.
-    """
-    impl: Any = getattr(connection, "_impl", None)
-    terminate = getattr(impl, "_terminate_stream", None)
-    if terminate is None:
-        with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-            connection.close()
-        return
-    terminate(pika.exceptions.StreamLostError("a copy was not confirmed in time"))
-    # Let pika process the termination; it reports it as the error it is.
-    with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-        connection.process_data_events(time_limit=0)
