@@ -33,7 +33,8 @@ log = logging.getLogger("domain_event_broker.subscriber")
 #: Called with the KeyboardInterrupt or SystemExit a handler raised.
 StopRequest = Callable[[BaseException], None]
 
-_KINDS = {
+#: The metrics name of each outcome (sync and asyncio subscribers report the same).
+KINDS = {
     Action.ACK: "handled",
     Action.RETRY: "retried",
     Action.DEAD_LETTER: "dead_lettered",
@@ -45,7 +46,7 @@ def handle(delivery: Delivery, runner: HandlerRunner, request_stop: StopRequest)
     """The outcome of handling ``delivery``; reports it to metrics listeners."""
     started = time.perf_counter()
     outcome = _outcome(delivery, runner, request_stop)
-    kind = _KINDS.get(outcome.action)
+    kind = KINDS.get(outcome.action)
     if kind is not None and observability.listening():
         observability.notify(
             observability.Occurrence(
@@ -117,14 +118,19 @@ def _outcome(delivery: Delivery, runner: HandlerRunner, request_stop: StopReques
     return outcome
 
 
+def fate_of_failed(dead_letter_queue: str | None) -> str:
+    """The end of a failure's log line: where the event went (one wording, sync and asyncio)."""
+    if dead_letter_queue:
+        return f"moved to dead-letter queue {dead_letter_queue}"
+    return "dropped (register with dead_letter=True to keep failed events)"
+
+
 def _log_failure(
     delivery: Delivery, what: str, outcome: Outcome, error: BaseException | None
 ) -> None:
     topology = delivery.registration.topology
-    if outcome.action is Action.DEAD_LETTER:
-        fate = f"moved to dead-letter queue {topology.dead_letter_queue}"
-    else:
-        fate = "dropped (register with dead_letter=True to keep failed events)"
+    dead_lettered = outcome.action is Action.DEAD_LETTER
+    fate = fate_of_failed(topology.dead_letter_queue if dead_lettered else None)
     # outcome.reason is valid, bounded text: a lone surrogate in the exception's
     # message cannot break the log line.
     log.error(
