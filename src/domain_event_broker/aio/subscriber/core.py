@@ -21,17 +21,16 @@ The parts, in the order a delivery meets them: ``session.py`` (connection,
 channels, consumers, ack book), ``workers.py`` (worker tasks),
 ``handling.py`` (event -> handler -> outcome, logged and reported),
 ``settling.py`` (ack, nack, or copy then ack), ``copies.py`` (the confirmed
-retry and dead-letter copies); this module runs the consume loop.
+retry and dead-letter copies); ``loop.py`` reconnects and drains, ``signals.py``
+stops on SIGTERM/SIGINT; this module is the public API.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from collections.abc import Sequence
 
-from ...connection import Backoff
 from ...outcome import Policy
 from ...settings import ConnectionSettings, mask_url, resolve_url
 from ...subscriber import PREFETCH_COUNT, SHUTDOWN_GRACE_PERIOD
@@ -43,13 +42,11 @@ from ...topology import (
     normalise_binding_keys,
 )
 from .. import topology as aio_topology
-from ..connection import CONNECTION_LOST, connect
+from ..connection import connect
 from . import signals
+from .loop import ConsumeLoop
 from .session import AsyncHandler, Registration, Session, Sessions, log
 from .workers import Workers
-
-#: Seconds between two :meth:`AsyncSubscriber._housekeeping` calls while consuming.
-HOUSEKEEPING_INTERVAL = 30.0
 
 
 class AsyncSubscriber:
@@ -93,7 +90,6 @@ class AsyncSubscriber:
         self._sessions = Sessions(self.connection_settings, prefetch_count, self._registrations)
         self._stopping: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
-        self._outage_started: float | None = None
         self._running = False
         # stop() before run() got going (a task created, not yet started): run() returns at once.
         self._stop_before_run = False
@@ -180,7 +176,14 @@ class AsyncSubscriber:
         workers.start(self.concurrency)
         replaced = signals.install(self._on_signal) if self.handle_signals else {}
         try:
-            await self._reconnect_until_stopped(stopping, workers)
+            loop = ConsumeLoop(
+                self._sessions,
+                workers,
+                stopping,
+                self.masked_url,
+                lambda: self.shutdown_grace_period,  # a second signal lowers it
+            )
+            await loop.run()
         finally:
             await workers.stop()
             signals.restore(replaced)
@@ -210,83 +213,6 @@ class AsyncSubscriber:
         """The session consuming now (None while connecting)."""
         return self._sessions.current
 
-    # The consume loop ----------------------------------------------------------------
-    async def _reconnect_until_stopped(self, stopping: asyncio.Event, workers: Workers) -> None:
-        backoff = Backoff()
-        while not stopping.is_set():
-            try:
-                session = await self._sessions.open(workers.on_message_of)
-            except CONNECTION_LOST as error:
-                self._note_outage(error)
-                await _wait_any(backoff.next_delay(), stopping)
-                continue
-            log.info(
-                "asyncio subscriber consuming %s on %s",
-                ", ".join(self.registered_names),
-                self.masked_url,
-            )
-            backoff.reset()
-            self._note_recovery()
-            await self._consume(session, stopping)
-            if stopping.is_set():
-                await self._drain(session, workers)
-            else:
-                self._note_outage(None)
-            await self._sessions.close(session)
-
-    async def _consume(self, session: Session, stopping: asyncio.Event) -> None:
-        """Until the session is lost or a stop is asked, with housekeeping now and then."""
-        while not (session.lost.is_set() or stopping.is_set()):
-            await _wait_any(HOUSEKEEPING_INTERVAL, session.lost, stopping)
-            if not (session.lost.is_set() or stopping.is_set()):
-                await self._housekeeping(session)
-
-    async def _housekeeping(self, session: Session) -> None:
-        """Periodic chores of a live session (none yet): the one place to add them."""
-
-    async def _drain(self, session: Session, workers: Workers) -> None:
-        """Stop taking events; let in-flight handlers finish and settle them."""
-        workers.draining = True
-        try:
-            for queue, tag in session.consumers:
-                await queue.cancel(tag)
-        except CONNECTION_LOST as error:
-            log.warning(
-                "connection lost while stopping (%s); unacked events are redelivered", error
-            )
-            return
-        deadline = time.monotonic() + self.shutdown_grace_period
-        while workers.busy(session) and time.monotonic() < deadline:
-            if session.lost.is_set():
-                return
-            await asyncio.sleep(0.02)
-        if workers.in_flight:
-            log.warning(
-                "%d events still being handled after the %.0f s grace period; "
-                "RabbitMQ redelivers them",
-                workers.in_flight,
-                self.shutdown_grace_period,
-            )
-
-    # Connection loss and recovery: the one place that logs them -----------------------
-    def _note_outage(self, error: BaseException | None) -> None:
-        if self._outage_started is None:
-            self._outage_started = time.monotonic()
-            log.warning(
-                "asyncio subscriber lost RabbitMQ at %s (%s); reconnecting",
-                self.masked_url,
-                type(error).__name__ if error is not None else "connection closed",
-            )
-
-    def _note_recovery(self) -> None:
-        if self._outage_started is not None:
-            log.warning(
-                "asyncio subscriber reconnected to RabbitMQ at %s after %.1f s",
-                self.masked_url,
-                time.monotonic() - self._outage_started,
-            )
-            self._outage_started = None
-
     # Signals ------------------------------------------------------------------------------
     def _on_signal(self, signum: signal.Signals) -> None:
         assert self._stopping is not None
@@ -304,16 +230,6 @@ class AsyncSubscriber:
             self.shutdown_grace_period,
         )
         self.request_stop()
-
-
-async def _wait_any(timeout: float, *events: asyncio.Event) -> None:
-    """Until one of ``events`` is set, or ``timeout`` seconds have passed."""
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 __all__ = ["AsyncHandler", "AsyncSubscriber"]
