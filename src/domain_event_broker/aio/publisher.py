@@ -12,18 +12,12 @@ publisher's: both build an :class:`~domain_event_broker.messages.OutgoingMessage
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import time
 import weakref
-from collections.abc import Awaitable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
-import aio_pika
-import aio_pika.abc
-import aiormq.abc
 import aiormq.exceptions
-from pamqp import commands as amqp_spec
 
 from .. import observability
 from .. import publisher as sync_publisher
@@ -32,15 +26,11 @@ from ..errors import BrokerUnavailable, ConfirmTimeout, EventRefused, PublishErr
 from ..events import DomainEvent
 from ..messages import OutgoingMessage, PublishOutcome
 from ..observability import Occurrence
-from ..outage import OutageLog, reconnecting
 from ..publisher import NACK_GRACE, PUBLISH_TIMEOUT
 from ..settings import BrokerSettings, ConnectionSettings, mask_url, resolve_url
 from ..topology import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_TYPE
-from .connection import CONNECTION_LOST, connect
-
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
+from ._publish_channel import PublishChannel, log, within
+from .connection import CONNECTION_LOST
 
 #: Events of one :meth:`AsyncPublisher.publish_many` on their way at once.
 WINDOW = 500
@@ -72,25 +62,19 @@ class AsyncPublisher:
         self.exchange_type = exchange_type
         self.publish_timeout = publish_timeout
         self.connect_timeout = connect_timeout
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock: asyncio.Lock | None = None
-        self._connection: aio_pika.abc.AbstractConnection | None = None
-        self._channel: aio_pika.abc.AbstractChannel | None = None
-        self._exchange: _Sender | None = None
-        self._generation = 0
-        self._closed = False
-        # Logs only: each publish backs off on its own, within its own deadline.
-        self._outage = OutageLog(
-            log,
-            f"RabbitMQ at {self.masked_url}",
-            wording=reconnecting("publisher", error_text=False),
+        self._channel = PublishChannel(
+            self.connection_settings,
+            self.masked_url,
+            exchange,
+            exchange_type,
+            connect_timeout,
         )
 
     # Public API -------------------------------------------------------------
     async def connect(self) -> None:
         """Open the connection now (publishing opens it too); raise :class:`BrokerUnavailable`."""
         if self.connection_settings is not None:
-            await self._ready(time.monotonic() + self.connect_timeout)
+            await self._channel.ready(time.monotonic() + self.connect_timeout)
 
     async def publish(self, message: str | bytes, routing_key: str) -> None:
         """Publish an already-serialised event body; return once the broker confirmed it."""
@@ -139,9 +123,9 @@ class AsyncPublisher:
         a refusal) goes through :meth:`_publish` again, with its reconnects and
         grace, until ``deadline``.
         """
-        exchange, _generation = await self._ready(deadline)
+        exchange, _generation = await self._channel.ready(deadline)
         try:
-            sent = await _within(
+            sent = await within(
                 deadline,
                 asyncio.gather(
                     *(exchange.send(message) for message in window),
@@ -153,6 +137,12 @@ class AsyncPublisher:
                 f"no confirm from {self.masked_url} within {self.publish_timeout:.0f} s"
             )
             return [PublishOutcome(message, late) for message in window]
+        return await self._outcomes(window, sent, deadline)
+
+    async def _outcomes(
+        self, window: list[OutgoingMessage], sent: list[object], deadline: float
+    ) -> list[PublishOutcome]:
+        """What became of each message of ``window``: the failed ones are published again."""
         retried = [
             self._publish(message, deadline)
             for message, result in zip(window, sent, strict=True)
@@ -174,12 +164,7 @@ class AsyncPublisher:
 
     async def close(self) -> None:
         """Close the connection. The publisher reconnects if used again."""
-        connection, self._connection = self._connection, None
-        self._channel = self._exchange = None
-        self._generation += 1
-        if connection is not None and not connection.is_closed:
-            with contextlib.suppress(*CONNECTION_LOST):
-                await connection.close()
+        await self._channel.close()
 
     disconnect = close
 
@@ -192,26 +177,19 @@ class AsyncPublisher:
 
     # Sending -----------------------------------------------------------------
     async def _publish(self, message: OutgoingMessage, deadline: float) -> None:
+        """Send ``message`` until it is confirmed; reconnect and resend until ``deadline``."""
         backoff = Backoff()
         first_nacked: float | None = None
         while True:
-            exchange, generation = await self._ready(deadline)
+            sender, generation = await self._channel.ready(deadline)
             try:
-                await _within(
-                    deadline,
-                    exchange.send(message),
-                )
+                await within(deadline, sender.send(message))
             except aiormq.exceptions.DeliveryError as error:
-                now = time.monotonic()
-                first_nacked = first_nacked or now
-                if now - first_nacked >= NACK_GRACE or now >= deadline:
-                    raise EventRefused(
-                        f"RabbitMQ refused event {message.message_id} ({message.routing_key}) "
-                        f"on {self.masked_url}: {type(error).__name__}"
-                    ) from None
+                first_nacked = first_nacked or time.monotonic()
+                self._check_refusals(message, error, first_nacked, deadline)
                 # A quorum queue refuses while it elects a leader; a fresh channel helps.
-                await self._lost(generation)
-                await asyncio.sleep(min(backoff.next_delay(), max(0.0, deadline - now)))
+                await self._channel.lost(generation)
+                await _pause(backoff, deadline)
                 continue
             except asyncio.TimeoutError:
                 raise ConfirmTimeout(
@@ -219,16 +197,10 @@ class AsyncPublisher:
                     f"from {self.masked_url} within {self.publish_timeout:.0f} s"
                 ) from None
             except CONNECTION_LOST as error:
-                self._outage.failed(error)
-                await self._lost(generation)
-                now = time.monotonic()
-                if now >= deadline:
-                    raise BrokerUnavailable(
-                        f"lost the connection to RabbitMQ at {self.masked_url} and could not "
-                        f"publish event {message.message_id} ({message.routing_key}) within "
-                        f"{self.publish_timeout:.0f} s"
-                    ) from None
-                await asyncio.sleep(min(backoff.next_delay(), deadline - now))
+                self._channel.note_outage(error)
+                await self._channel.lost(generation)
+                self._check_deadline(message, deadline)
+                await _pause(backoff, deadline)
                 continue
             if observability.listening():
                 observability.notify(
@@ -236,124 +208,30 @@ class AsyncPublisher:
                 )
             return
 
-    async def _ready(self, deadline: float) -> tuple[_Sender, int]:
-        """The exchange on an open channel, connecting (with backoff) until ``deadline``."""
-        exchange = self._exchange
-        if exchange is not None and self._channel is not None and not self._channel.is_closed:
-            return exchange, self._generation
-        self._check_loop()
-        assert self._lock is not None
-        async with self._lock:
-            backoff = Backoff()
-            while self._exchange is None or self._channel is None or self._channel.is_closed:
-                try:
-                    await self._open()
-                except BrokerUnavailable:
-                    now = time.monotonic()
-                    if now >= deadline:
-                        raise
-                    await asyncio.sleep(min(backoff.next_delay(), deadline - now))
-                except CONNECTION_LOST as error:
-                    self._outage.failed(error)
-                    await self._drop_connection()
-                    now = time.monotonic()
-                    if now >= deadline:
-                        raise BrokerUnavailable(
-                            f"cannot open a channel on RabbitMQ at {self.masked_url}"
-                        ) from None
-                    await asyncio.sleep(min(backoff.next_delay(), deadline - now))
-            assert self._exchange is not None
-            return self._exchange, self._generation
+    def _check_refusals(
+        self, message: OutgoingMessage, error: BaseException, first_nacked: float, deadline: float
+    ) -> None:
+        """Raise EventRefused once refusals went on for ``NACK_GRACE`` or the deadline passed."""
+        now = time.monotonic()
+        if now - first_nacked >= NACK_GRACE or now >= deadline:
+            raise EventRefused(
+                f"RabbitMQ refused event {message.message_id} ({message.routing_key}) "
+                f"on {self.masked_url}: {type(error).__name__}"
+            ) from None
 
-    async def _open(self) -> None:
-        assert self.connection_settings is not None
-        if self._connection is None or self._connection.is_closed:
-            self._connection = await connect(
-                self.connection_settings, "publisher", min(self.connect_timeout, 10.0)
-            )
-        channel = await self._connection.channel(publisher_confirms=True)
-        await channel.declare_exchange(
-            self.exchange, self.exchange_type, durable=True, auto_delete=False
-        )
-        self._channel = channel
-        self._exchange = _Sender(await channel.get_underlay_channel(), self.exchange)
-        self._generation += 1
-        self._outage.succeeded()
-
-    async def _lost(self, generation: int) -> None:
-        """Forget the channel of ``generation`` (once, however many publishes saw it fail)."""
-        if generation != self._generation or self._exchange is None:
-            return
-        channel, self._channel, self._exchange = self._channel, None, None
-        if channel is not None and not channel.is_closed:
-            with contextlib.suppress(*CONNECTION_LOST):
-                await channel.close()
-        if self._connection is not None and self._connection.is_closed:
-            await self._drop_connection()
-
-    async def _drop_connection(self) -> None:
-        connection, self._connection = self._connection, None
-        self._channel = self._exchange = None
-        if connection is not None and not connection.is_closed:
-            with contextlib.suppress(*CONNECTION_LOST):
-                await connection.close()
-
-    def _check_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._loop is None or self._loop.is_closed():
-            self._loop = loop
-            self._lock = asyncio.Lock()
-            self._connection = self._channel = self._exchange = None
-        elif self._loop is not loop:
-            raise RuntimeError(
-                "this AsyncPublisher belongs to another event loop; make one per event loop "
-                "(publish_domain_event keeps one per loop for you)"
-            )
+    def _check_deadline(self, message: OutgoingMessage, deadline: float) -> None:
+        """Raise BrokerUnavailable when the connection is lost and no time is left."""
+        if time.monotonic() >= deadline:
+            raise BrokerUnavailable(
+                f"lost the connection to RabbitMQ at {self.masked_url} and could not "
+                f"publish event {message.message_id} ({message.routing_key}) within "
+                f"{self.publish_timeout:.0f} s"
+            ) from None
 
 
-async def _within(deadline: float, awaitable: Awaitable[T]) -> T:
-    """Await ``awaitable`` until ``deadline`` (``time.monotonic()``), or raise TimeoutError.
-
-    ``asyncio.timeout_at`` (3.11+) costs a timer; ``wait_for`` a task per call,
-    which shows at thousands of publishes a second.
-    """
-    loop = asyncio.get_running_loop()
-    timeout_at = getattr(asyncio, "timeout_at", None)
-    if timeout_at is None:  # Python 3.10
-        return await asyncio.wait_for(awaitable, max(deadline - time.monotonic(), 0.001))
-    async with timeout_at(loop.time() + (deadline - time.monotonic())):
-        return await awaitable
-
-
-class _Sender:
-    """Publishes to the events exchange on a confirm-mode channel.
-
-    Straight on aiormq's channel (aio-pika's own transport): building an
-    ``aio_pika.Message`` per event cost a third of the time of a pipelined publish.
-    """
-
-    __slots__ = ("channel", "exchange")
-
-    def __init__(self, channel: aiormq.abc.AbstractChannel, exchange: str) -> None:
-        self.channel = channel
-        self.exchange = exchange
-
-    def send(self, message: OutgoingMessage) -> Awaitable[object]:
-        """Publish ``message``; the awaitable ends with its confirm (nack: DeliveryError)."""
-        headers = observability.message_headers(
-            message.routing_key, message.message_id, message.headers, message.injected
-        )
-        return self.channel.basic_publish(
-            message.body,
-            exchange=self.exchange,
-            routing_key=message.routing_key,
-            properties=amqp_spec.Basic.Properties(
-                delivery_mode=2,
-                content_type="application/json",
-                message_id=message.message_id,
-                headers=headers,
-            ),
-        )
+async def _pause(backoff: Backoff, deadline: float) -> None:
+    """The backoff's next delay, never past ``deadline``."""
+    await asyncio.sleep(min(backoff.next_delay(), max(0.0, deadline - time.monotonic())))
 
 
 # One publisher per event loop and broker, for publish_domain_event.

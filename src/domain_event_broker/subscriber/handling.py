@@ -34,7 +34,8 @@ log = logging.getLogger("domain_event_broker.subscriber")
 #: Called with the KeyboardInterrupt or SystemExit a handler raised.
 StopRequest = Callable[[BaseException], None]
 
-_KINDS = {
+#: The metrics name of each outcome (sync and asyncio subscribers report the same).
+KINDS = {
     Action.ACK: "handled",
     Action.RETRY: "retried",
     Action.DEAD_LETTER: "dead_lettered",
@@ -46,7 +47,7 @@ def handle(delivery: Delivery, runner: HandlerRunner, request_stop: StopRequest)
     """The outcome of handling ``delivery``; reports it to metrics listeners."""
     started = time.perf_counter()
     outcome = _outcome(delivery, runner, request_stop)
-    kind = _KINDS.get(outcome.action)
+    kind = KINDS.get(outcome.action)
     if kind is not None and observability.listening():
         observability.notify(
             observability.Occurrence(

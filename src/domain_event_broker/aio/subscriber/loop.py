@@ -1,0 +1,120 @@
+"""The consume loop: open a session, consume until it is lost or a stop is asked, drain, repeat.
+
+A lost connection is reopened with backoff (the topology declared again by
+``Sessions.open``). While a session is live, :meth:`ConsumeLoop.housekeeping`
+runs every ``HOUSEKEEPING_INTERVAL`` seconds. Connection loss and recovery are
+logged in one place, the loop's :class:`~domain_event_broker.outage.OutageLog`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from ... import wait_queues
+from ...connection import Backoff
+from ...outage import OutageLog, reconnecting
+from ..connection import CONNECTION_LOST
+from .session import Session, Sessions, log
+from .workers import Workers
+
+#: Seconds between two :meth:`ConsumeLoop.housekeeping` calls while consuming (at most
+#: ``wait_queues.CHECK_INTERVAL``, read at each call so that a test can shorten it).
+HOUSEKEEPING_INTERVAL = 5.0
+
+RECONNECTING = reconnecting("asyncio subscriber", error_text=False)
+
+
+class ConsumeLoop:
+    """One :meth:`AsyncSubscriber.run`: reconnects until ``stopping`` is set, then drains."""
+
+    def __init__(
+        self,
+        sessions: Sessions,
+        workers: Workers,
+        stopping: asyncio.Event,
+        masked_url: str,
+        grace_period: Callable[[], float],
+    ) -> None:
+        self.sessions = sessions
+        self.workers = workers
+        self.stopping = stopping
+        self.masked_url = masked_url
+        self.grace_period = grace_period  # a second signal sets it to 0 while draining
+        # Logged once per outage (then at most once a minute), as every reconnect loop is.
+        self.outage = OutageLog(
+            log, f"RabbitMQ at {masked_url}", backoff=Backoff(), wording=RECONNECTING
+        )
+
+    async def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                session = await self.sessions.open(self.workers.on_message_of)
+            except CONNECTION_LOST as error:
+                await wait_any(self.outage.failed(error), self.stopping)
+                continue
+            names = [registration.topology.name for registration in self.sessions.registrations]
+            log.info("asyncio subscriber consuming %s on %s", ", ".join(names), self.masked_url)
+            self.outage.succeeded()
+            await self._consume(session)
+            if self.stopping.is_set():
+                await self._drain(session)
+            else:
+                # Reconnect at once: a lost connection is often one cut, not an outage.
+                self.outage.failed(ConnectionError("connection closed"))
+            await self.sessions.close(session)
+
+    async def _consume(self, session: Session) -> None:
+        """Until the session is lost or a stop is asked, with housekeeping now and then."""
+        while not (session.lost.is_set() or self.stopping.is_set()):
+            interval = min(HOUSEKEEPING_INTERVAL, wait_queues.CHECK_INTERVAL)
+            await wait_any(interval, session.lost, self.stopping)
+            if not (session.lost.is_set() or self.stopping.is_set()):
+                await self.housekeeping(session)
+
+    async def housekeeping(self, session: Session) -> None:
+        """Periodic chores of a live session: remove the wait queues long unused (if empty)."""
+        now = time.monotonic()
+        for registration in self.sessions.registrations:
+            try:
+                await registration.wait_queues.remove_idle(session.connection, now)
+            except CONNECTION_LOST as error:
+                # The session's loss is run()'s to handle; a queue kept is tried later.
+                log.debug("removing idle wait queues failed: %s", type(error).__name__)
+
+    async def _drain(self, session: Session) -> None:
+        """Stop taking events; let in-flight handlers finish and settle them."""
+        workers = self.workers
+        workers.draining = True
+        try:
+            for queue, tag in session.consumers:
+                await queue.cancel(tag)
+        except CONNECTION_LOST as error:
+            log.warning(
+                "connection lost while stopping (%s); unacked events are redelivered", error
+            )
+            return
+        grace_period = self.grace_period()
+        deadline = time.monotonic() + grace_period
+        while workers.busy(session) and time.monotonic() < deadline:
+            if session.lost.is_set():
+                return
+            await asyncio.sleep(0.02)
+        if workers.in_flight:
+            log.warning(
+                "%d events still being handled after the %.0f s grace period; "
+                "RabbitMQ redelivers them",
+                workers.in_flight,
+                grace_period,
+            )
+
+
+async def wait_any(timeout: float, *events: asyncio.Event) -> None:
+    """Until one of ``events`` is set, or ``timeout`` seconds have passed."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

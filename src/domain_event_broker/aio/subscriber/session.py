@@ -1,0 +1,171 @@
+"""One connection's channels (a session), the ack book of its consume channel, and opening them.
+
+A session's deliveries are settled only on the channel they came from: after
+a reconnect (a new ``generation``) the events of the lost channel are never
+acked or nacked; RabbitMQ redelivers them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aio_pika
+import aio_pika.abc
+
+from ...acks import AckBook, Ticket
+from ...connection import Backoff
+from ...events import DomainEvent
+from ...outcome import Policy
+from ...topology import SubscriberTopology
+from .. import topology as aio_topology
+from ..connection import CONNECTION_LOST, connect
+
+#: One logger for the whole asyncio subscriber (its name predates the package).
+log = logging.getLogger("domain_event_broker.aio.subscriber")
+
+AsyncHandler = Callable[[DomainEvent], Awaitable[object]]
+Message = aio_pika.abc.AbstractIncomingMessage
+
+
+@dataclass
+class Registration:
+    handler: AsyncHandler
+    topology: SubscriberTopology
+    policy: Policy
+    wait_queues: aio_topology.WaitQueues
+    # A refused copy sends its event back after a pause that grows while refusals go on.
+    refused: Backoff = field(default_factory=lambda: Backoff(initial=0.5, maximum=10.0))
+
+
+@dataclass
+class Delivery:
+    registration: Registration
+    message: Message
+    generation: int
+
+
+class Acks:
+    """Delivery tags of one channel: which are handled, and which one multiple ack covers.
+
+    Handled events are acked together (:class:`~domain_event_broker.acks.AckBook`
+    decides: one ``multiple`` ack for the oldest run, the rest one by one). A
+    tag settled on its own (nack, retry, dead letter) is marked :meth:`settled`
+    only after its frame was sent, so no multiple ack can pass it before.
+    """
+
+    def __init__(self) -> None:
+        self._book = AckBook()  # one book per channel: its generation never changes
+        self.handled: list[tuple[int, Message]] = []
+
+    def _ticket(self, tag: int) -> Ticket:
+        return Ticket(self._book.generation, tag)
+
+    def delivered(self, tag: int) -> None:
+        self._book.delivered(tag)
+
+    def settled(self, tag: int) -> None:
+        self._book.settle_alone(self._ticket(tag))
+
+    def take(self) -> tuple[int, list[int]]:
+        """(tag of a multiple ack or 0, tags to ack one by one) for the handled events."""
+        for tag, _ in self.handled:
+            self._book.finished(self._ticket(tag))
+        self.handled.clear()
+        acks = self._book.take_acks()
+        return acks.multiple_up_to or 0, list(acks.singles)
+
+
+class Session:
+    """The channels of one connection: deliveries from an older session are never settled."""
+
+    def __init__(
+        self,
+        connection: aio_pika.abc.AbstractConnection,
+        consume: aio_pika.abc.AbstractChannel,
+        publish: aio_pika.abc.AbstractChannel,
+        generation: int,
+    ) -> None:
+        self.connection = connection
+        self.consume = consume
+        self.publish = publish
+        self.generation = generation
+        self.lost = asyncio.Event()
+        self.consumers: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
+        self.acks = Acks()
+        self.ack_lock = asyncio.Lock()
+        self.flush_scheduled = False
+
+    async def publish_channel(self) -> aio_pika.abc.AbstractChannel:
+        """The confirm-mode channel for copies, reopened if the broker closed it."""
+        if self.publish.is_closed:
+            self.publish = await _copy_channel(self.connection)
+        return self.publish
+
+
+OnMessage = Callable[[Message], Awaitable[None]]
+
+
+class Sessions:
+    """Opens a session (declare, channels, consumers) and knows the current one."""
+
+    def __init__(self, url: object, prefetch_count: int, registrations: list[Registration]) -> None:
+        self.url = url
+        self.prefetch_count = prefetch_count
+        self.registrations = registrations
+        self.current: Session | None = None
+        self.generation = 0
+
+    async def open(self, on_message_of: Callable[[Registration, Session], OnMessage]) -> Session:
+        connection = await connect(self.url, "subscriber")
+        try:
+            await self._declare(connection)
+            consume = await connection.channel()
+            await consume.set_qos(prefetch_count=self.prefetch_count)
+            publish = await _copy_channel(connection)
+            self.generation += 1
+            session = Session(connection, consume, publish, self.generation)
+            self.current = session
+            # A closed publish channel is reopened when next needed (publish_channel).
+            for closable in (connection, consume):
+                closable.close_callbacks.add(lambda *_: session.lost.set())
+            for registration in self.registrations:
+                queue = await consume.get_queue(registration.topology.queue, ensure=False)
+                tag = await queue.consume(on_message_of(registration, session), no_ack=False)
+                session.consumers.append((queue, tag))
+        except BaseException:
+            await close_quietly(connection)
+            raise
+        return session
+
+    async def _declare(self, connection: aio_pika.abc.AbstractConnection) -> None:
+        for registration in self.registrations:
+            registration.wait_queues.forget()
+            channel = await connection.channel()
+            await aio_topology.declare(channel, registration.topology)
+            await channel.close()
+
+    async def close(self, session: Session) -> None:
+        if self.current is session:
+            self.current = None
+        await close_quietly(session.connection)
+
+
+async def _copy_channel(
+    connection: aio_pika.abc.AbstractConnection,
+) -> aio_pika.abc.AbstractChannel:
+    # on_return_raises: a copy no queue took must fail, never count as stored
+    channel: aio_pika.abc.AbstractChannel = await connection.channel(
+        publisher_confirms=True, on_return_raises=True
+    )
+    return channel
+
+
+async def close_quietly(connection: aio_pika.abc.AbstractConnection) -> None:
+    if connection.is_closed:
+        return
+    with contextlib.suppress(*CONNECTION_LOST, asyncio.TimeoutError):
+        await asyncio.wait_for(connection.close(), 5.0)
