@@ -29,6 +29,9 @@ class HandlerRunner:
 
     def call(self, handler: Handler, handling: observability.Handling) -> object:
         """Call ``handler(handling.event)`` inside every middleware; await what it returns."""
+        if not observability.has_middleware():  # the hot path: no wrapper to build
+            result = handler(handling.event)
+            return self._await(result) if inspect.isawaitable(result) else result
 
         def run_to_the_end(event: DomainEvent) -> object:
             result = handler(event)

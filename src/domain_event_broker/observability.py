@@ -152,6 +152,11 @@ def add_middleware(middleware: Middleware | AsyncMiddleware) -> Callable[[], Non
     return remove
 
 
+def has_middleware() -> bool:
+    """Whether any middleware wraps handler calls (consumers skip the wrapping otherwise)."""
+    return bool(_middlewares)
+
+
 def call_handler(handler: Callable[[DomainEvent], object], handling: Handling) -> object:
     """Call ``handler(handling.event)`` inside every middleware, the first added outermost."""
     middlewares = _middlewares

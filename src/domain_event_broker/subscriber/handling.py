@@ -45,10 +45,12 @@ KINDS = {
 
 def handle(delivery: Delivery, runner: HandlerRunner, request_stop: StopRequest) -> Outcome:
     """The outcome of handling ``delivery``; reports it to metrics listeners."""
+    if not observability.listening():  # the hot path: nothing to time, nobody to tell
+        return _outcome(delivery, runner, request_stop)
     started = time.perf_counter()
     outcome = _outcome(delivery, runner, request_stop)
     kind = KINDS.get(outcome.action)
-    if kind is not None and observability.listening():
+    if kind is not None:
         observability.notify(
             observability.Occurrence(
                 kind,
