@@ -322,13 +322,24 @@ class RabbitCluster:
 
     def heal(self) -> None:
         """Bring every node back (restart killed ones, start stopped apps) and wait for all."""
+        restarted = []
         for node in self.nodes:
             if self.beam_pid(node) is None:
                 self.start_node(node)  # its data folder remembers the cluster
+                restarted.append(node)
             elif not _port_open(node.amqp_port):
                 self.ctl(node, "start_app")
         for node in self.nodes:
-            self.await_node(node)
+            try:
+                self.await_node(node)
+            except RuntimeError:
+                if node not in restarted:
+                    raise
+                # Right after its VM went down, a node's name can still be taken (epmd)
+                # and the new one quits at once: once more, after a pause.
+                time.sleep(5.0)
+                self.start_node(node)
+                self.await_node(node)
         self.check_whole()
 
     def check_whole(self) -> None:
@@ -417,9 +428,29 @@ def running_cluster(sbin: Path, **options: Any) -> Iterator[RabbitCluster]:
 
     ``options``: see :class:`RabbitCluster` (one node on other ports, settings).
     """
-    cluster = RabbitCluster(sbin, **options)
+    cluster = _started(sbin, options)
     try:
-        cluster.start()
         yield cluster
     finally:
         cluster.stop()
+
+
+#: Times a cluster is started afresh when a node quits while starting.
+START_ATTEMPTS = 2
+
+
+def _started(sbin: Path, options: dict[str, Any]) -> RabbitCluster:
+    """A started cluster. A node that quits while starting (right after the previous
+    cluster on the same node names and ports went down, epmd may still hold its
+    name for a moment) gets one more try, on a fresh cluster, after a pause."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        cluster = RabbitCluster(sbin, **options)
+        try:
+            cluster.start()
+            return cluster
+        except RuntimeError:
+            cluster.stop()
+            if attempt == START_ATTEMPTS:
+                raise
+            time.sleep(5.0)
+    raise AssertionError("unreachable")
