@@ -94,3 +94,22 @@ def make_subscriber(broker_url: str) -> Iterator[Callable[..., Subscriber]]:
                 channel.queue_delete(queue)
             for exchange in (f"{subscriber_name}-dlx", f"{subscriber_name}-retry"):
                 channel.exchange_delete(exchange)
+
+
+@pytest.fixture
+def spans() -> Iterator[Any]:
+    """(provider, exporter): the library traced into spans kept in memory (OpenTelemetry SDK)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from domain_event_broker import otel
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    otel.instrument(provider)
+    try:
+        yield provider, exporter
+    finally:
+        otel.uninstrument()

@@ -3,36 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.semconv._incubating.attributes import messaging_attributes as semconv
 from opentelemetry.trace import SpanKind, StatusCode
 
 from domain_event_broker import DomainEvent, Retry, Subscriber, otel, publish_domain_event
 from domain_event_broker.replay import replay_event
+from otel_support import named
 from support import consume_until, queue_depth
 
 MakeSubscriber = Callable[..., Subscriber]
-
-
-@pytest.fixture
-def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    otel.instrument(provider)
-    try:
-        yield provider, exporter
-    finally:
-        otel.uninstrument()
-
-
-def named(exporter: InMemorySpanExporter, prefix: str) -> list[ReadableSpan]:
-    return [span for span in exporter.get_finished_spans() if span.name.startswith(prefix)]
 
 
 def test_one_trace_runs_from_the_request_through_a_retry_to_the_handling_that_succeeds(

@@ -4,39 +4,22 @@ that wrote the row, through the relay (PostgreSQL, real broker)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pika
-import pytest
 from django.db import transaction
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from testproject.shop.models import Order
 
-from domain_event_broker import Subscriber, otel
+from domain_event_broker import Subscriber
 from domain_event_broker.django import publish_on_commit
 from domain_event_broker.django.models import OutboxEvent
 from domain_event_broker.django.outbox import relay_outbox
+from otel_support import named
 from support import consume_until, delete_queues, get_all
 
 MakeSubscriber = Callable[..., Subscriber]
-
-
-@pytest.fixture
-def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    otel.instrument(provider)
-    try:
-        yield provider, exporter
-    finally:
-        otel.uninstrument()
-
-
-def named(exporter: InMemorySpanExporter, prefix: str) -> list[ReadableSpan]:
-    return [span for span in exporter.get_finished_spans() if span.name.startswith(prefix)]
 
 
 def test_one_trace_from_the_request_through_the_relay_to_the_handler(

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pika
-import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -20,26 +19,11 @@ from sqlalchemy.orm import Session
 from domain_event_broker import Subscriber, otel
 from domain_event_broker.aio.sqlalchemy import add_event as add_event_async
 from domain_event_broker.sqlalchemy import add_event, outbox_table, relay_events
+from otel_support import named
 from sqlalchemy_tests.conftest import orders
 from support import consume_until, get_all
 
 MakeSubscriber = Callable[..., Subscriber]
-
-
-@pytest.fixture
-def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    otel.instrument(provider)
-    try:
-        yield provider, exporter
-    finally:
-        otel.uninstrument()
-
-
-def named(exporter: InMemorySpanExporter, prefix: str) -> list[ReadableSpan]:
-    return [span for span in exporter.get_finished_spans() if span.name.startswith(prefix)]
 
 
 def stored(engine: Engine) -> list[tuple[str, str | None]]:
