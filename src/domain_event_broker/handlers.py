@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from . import observability
@@ -27,10 +27,22 @@ class HandlerRunner:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def call(self, handler: Handler, handling: observability.Handling) -> object:
-        """Call ``handler(handling.event)`` inside every middleware; await what it returns."""
+    def call(
+        self,
+        handler: Handler,
+        event: DomainEvent,
+        subscriber: str,
+        headers: Mapping[str, Any] | None = None,
+    ) -> object:
+        """Call ``handler(event)`` inside every middleware; await what it returns.
+
+        ``subscriber`` and the delivery's ``headers`` are what a middleware sees
+        of the call (:class:`observability.Handling`).
+        """
         if not observability.has_middleware():  # the hot path: no wrapper to build
-            result = handler(handling.event)
+            result = handler(event)
+            if result is None:  # most handlers: no need to ask whether it is awaitable
+                return None
             return self._await(result) if inspect.isawaitable(result) else result
 
         def run_to_the_end(event: DomainEvent) -> object:
@@ -39,7 +51,9 @@ class HandlerRunner:
                 return self._await(result)
             return result
 
-        return observability.call_handler(run_to_the_end, handling)
+        return observability.call_handler(
+            run_to_the_end, observability.Handling(subscriber, event, headers or {})
+        )
 
     def close(self) -> None:
         loop, self._loop = self._loop, None

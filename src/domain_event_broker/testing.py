@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from . import observability
 from .events import DomainEvent, topic_matches, validate_routing_key
 from .handlers import Handler, HandlerRunner
 from .outcome import Action, Policy, decide
@@ -173,7 +172,7 @@ class InMemoryBroker:
         event.retries = retries
         raised: BaseException | None = None
         try:
-            runner.call(subscription.handler, observability.Handling(topology.name, event))
+            runner.call(subscription.handler, event, topology.name)
         except BaseException as error:  # decided below, as the Subscriber decides
             raised = error
         outcome = decide(policy, retries, raised)

@@ -108,13 +108,24 @@ def test_a_malformed_url_is_read_whole_or_reported_without_its_password(url: str
         assert [node.host for node in parameters] == ["host"]
 
 
+#: Words every URL error holds whatever the password: a password that spells part
+#: of them ("amqp/", "word") is found in the text without having leaked.
+OUR_WORDING = (
+    "not a valid AMQP URL: amqps://***: its user name or password holds '/', '?' or '#'; "
+    "expected amqp://user:password@host:port/vhost (or amqps://), with any of "
+    "/ : @ # ? % , in the user name or password written percent-encoded (%2F, %3A, %40, ...)"
+)
+
+
 @given(passwords)
+@example(password="amqp/")
 def test_parsing_any_password_either_works_or_says_nothing_of_it(password: str) -> None:
     url = f"amqp://app:{password}@rabbit.example/%2F"
     try:
         parameters = cluster_parameters(url, "test")
     except ValueError as error:
-        assert not leaked(password, str(error)), str(error)
+        text = str(error)
+        assert not [leak for leak in leaked(password, text) if leak not in OUR_WORDING], text
     else:
         assert [node.host for node in parameters] == ["rabbit.example"]
         assert [node.credentials.password for node in parameters] == [unquote(password)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import pika
@@ -24,7 +25,7 @@ class Registration:
     def name(self) -> str:
         return self.topology.name
 
-    @property
+    @functools.cached_property  # read for every delivery; the registration never changes
     def policy(self) -> Policy:
         return Policy(self.topology.name, self.max_retries, self.topology.dead_letter)
 

@@ -109,6 +109,8 @@ class FailureStore:
 
     def pump(self, now: float) -> list[tuple[Delivery, bool]]:
         """Advance: returns deliveries whose copy is stored (True) or that go back now (False)."""
+        if not (self._in_flight or self._queued or self._held or self._reopen):
+            return []  # the usual case, once per pass of the consume loop: nothing failed
         settled: list[tuple[Delivery, bool]] = []
         for token, result in self._channel.take_results():
             assert isinstance(token, _Job)

@@ -81,10 +81,7 @@ def _outcome(delivery: Delivery, runner: HandlerRunner, request_stop: StopReques
     delivery.event_id = event.uuid_string
     raised: BaseException | None = None
     try:
-        runner.call(
-            registration.handler,
-            observability.Handling(policy.subscriber, event, headers or {}),
-        )
+        runner.call(registration.handler, event, policy.subscriber, headers)
     except BaseException as error:  # every outcome is decided, none escapes
         raised = error
     outcome = decide(policy, event.retries, raised)
