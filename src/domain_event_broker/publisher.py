@@ -361,11 +361,11 @@ class _ConfirmingConnection:
             self._flush_scheduled = True
         self.io.call_soon(self.flush)
 
-    def wait(self, pending: Pending, deadline: float, what: str) -> None:
+    def wait(self, pending: Pending, deadline: float) -> None:
         """Return once ``pending`` is confirmed; raise why not, or when ``deadline`` passes."""
         if not pending.wait(max(0.0, deadline - time.monotonic())):
             pending.abandoned = True
-            raise self._timeout_error(what)
+            raise self._timeout_error(_described(pending))
         if pending.error is not None:
             raise pending.error
 
@@ -604,9 +604,7 @@ class Publisher(Transport):
         start = time.monotonic()
         connection = self._confirming_connection()
         connection.submit((pending,))
-        connection.wait(
-            pending, start + self._timeout(publish_timeout), f"an event for {routing_key!r}"
-        )
+        connection.wait(pending, start + self._timeout(publish_timeout))
         if observability.listening():
             observability.notify(
                 Occurrence("published", routing_key, message_id, seconds=time.monotonic() - start)
@@ -627,8 +625,12 @@ class Publisher(Transport):
         ... # doctest: +SKIP
         """
         batch = list(events)
-        outcomes = self.publish_batch([OutgoingMessage.of_event(event) for event in batch])
-        failures = [outcome.error for outcome in outcomes if outcome.error is not None]
+        pendings = [_pending_event(event) for event in batch]  # every one checked first
+        if self.connection_settings is None:
+            failures: list[BaseException] = [_not_sent()] * len(batch)
+        else:
+            errors = self._send_and_wait(pendings, None)
+            failures = [error for error in errors if error is not None]
         if len(failures) == 1 and len(batch) == 1:
             raise failures[0]
         if failures:
@@ -649,44 +651,45 @@ class Publisher(Transport):
         """
         batch = list(messages)
         if self.connection_settings is None:
-            error = PublishError("no broker configured (connection_settings=None): not sent")
+            error = _not_sent()
             return [PublishOutcome(message, error) for message in batch]
-        pendings = [_pending_message(message) for message in batch]
+        errors = self._send_and_wait(
+            [_pending_message(message) for message in batch], publish_timeout
+        )
+        return [
+            PublishOutcome(message, error) for message, error in zip(batch, errors, strict=True)
+        ]
+
+    def _send_and_wait(
+        self, pendings: list[Pending], publish_timeout: float | None
+    ) -> list[BaseException | None]:
+        """Send ``pendings`` (confirms pipelined); the error of each, None when confirmed."""
         start = time.monotonic()
         try:
             connection = self._confirming_connection()
             connection.submit(pendings)
         except (PublishError, BrokerUnavailable, TopologyMismatch) as error:
-            return [PublishOutcome(message, error) for message in batch]
+            return [error] * len(pendings)
         deadline = start + self._timeout(publish_timeout)
-        return [
-            self._outcome(connection, pending, message, deadline, start)
-            for pending, message in zip(pendings, batch, strict=True)
-        ]
-
-    @staticmethod
-    def _outcome(
-        connection: _ConfirmingConnection,
-        pending: Pending,
-        message: OutgoingMessage,
-        deadline: float,
-        start: float,
-    ) -> PublishOutcome:
-        what = f"event {message.message_id} ({message.routing_key})"
-        try:
-            connection.wait(pending, deadline, what)
-        except (PublishError, BrokerUnavailable, TopologyMismatch) as error:
-            return PublishOutcome(message, error)
-        if observability.listening():
-            observability.notify(
-                Occurrence(
-                    "published",
-                    message.routing_key,
-                    message.message_id,
-                    seconds=time.monotonic() - start,
+        listening = observability.listening()
+        errors: list[BaseException | None] = []
+        for pending in pendings:
+            try:
+                connection.wait(pending, deadline)
+            except (PublishError, BrokerUnavailable, TopologyMismatch) as error:
+                errors.append(error)
+                continue
+            errors.append(None)
+            if listening:
+                observability.notify(
+                    Occurrence(
+                        "published",
+                        pending.routing_key,
+                        pending.properties.message_id,
+                        seconds=time.monotonic() - start,
+                    )
                 )
-            )
-        return PublishOutcome(message)
+        return errors
 
     def disconnect(self) -> None:
         """Close the connection. The publisher reconnects if used again."""
@@ -736,6 +739,35 @@ def _properties(
         return _PERSISTENT_JSON
     return pika.BasicProperties(
         delivery_mode=2, content_type="application/json", message_id=message_id, headers=headers
+    )
+
+
+def _not_sent() -> PublishError:
+    return PublishError("no broker configured (connection_settings=None): not sent")
+
+
+def _described(pending: Pending) -> str:
+    """How an error names the message: by its id when it has one."""
+    message_id = pending.properties.message_id
+    if message_id is None:
+        return f"an event for {pending.routing_key!r}"
+    return f"event {message_id} ({pending.routing_key})"
+
+
+def _pending_event(event: DomainEvent) -> Pending:
+    """What :func:`_pending_message` makes of ``OutgoingMessage.of_event(event)``, faster:
+    ``publish_many`` builds one per event, before the first is sent."""
+    routing_key = validate_routing_key(event.routing_key)
+    message_id = event.uuid_string
+    return Pending(
+        event.to_json().encode("utf-8"),
+        routing_key,
+        pika.BasicProperties(
+            delivery_mode=2,
+            content_type="application/json",
+            message_id=message_id,
+            headers=observability.outgoing_headers(routing_key, message_id),
+        ),
     )
 
 
