@@ -25,14 +25,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .. import observability, signals
+from .. import signals
 from ..connection import Backoff
-from ..errors import DomainEventBrokerError, EventRefused, NoBroker, PublishError
+from ..errors import DomainEventBrokerError, NoBroker
 from ..health import STUCK_AFTER, HealthProbe
-from ..messages import OutgoingMessage, PublishOutcome
-from ..observability import Occurrence
 from ..outage import OutageLog
-from ..publisher import Publisher
 from ..settings import ConnectionSettings, mask_url, resolve_url
 from ..topology import DEFAULT_EXCHANGE
 from .attempts import (
@@ -40,10 +37,9 @@ from .attempts import (
     MAX_RETRY_DELAY,
     RETRY_DELAY,
     BatchResult,
-    Refusal,
     RetryPolicy,
-    sort_outcomes,
 )
+from .sending import BatchSender
 from .store import OutboxStore, PendingEvent
 
 log = logging.getLogger(__name__)
@@ -148,7 +144,9 @@ class OutboxRelay:
         self.max_backoff = max_backoff
         self.max_message_size = max_message_size
         self.stats = RelayStats()
-        self._publisher: Publisher | None = None
+        self._sender = BatchSender(
+            url, exchange, publish_timeout, max_message_size, self.policy, self.stats
+        )
         self._stop = threading.Event()
         self._last_cleanup = time.monotonic()
         # For health probes (read from another thread; plain attribute writes).
@@ -163,8 +161,7 @@ class OutboxRelay:
     @property
     def connected(self) -> bool:
         """Whether the relay's connection to RabbitMQ is open now."""
-        publisher = self._publisher
-        return publisher is not None and publisher.connected
+        return self._sender.connected
 
     @property
     def consuming(self) -> bool:
@@ -195,7 +192,7 @@ class OutboxRelay:
         results: list[BatchResult] = []
 
         def publish(rows: Sequence[PendingEvent]) -> BatchResult:
-            results.append(self._publish(rows))
+            results.append(self._sender.send(rows))
             return results[-1]
 
         while not self._stop.is_set():
@@ -241,7 +238,7 @@ class OutboxRelay:
                 try:
                     if not once:
                         # Connected while idle too, so that a probe sees the broker.
-                        self._connected_publisher()
+                        self._sender.connect()
                     self.relay_pending()
                 except Exception as error:
                     self._relaying = False
@@ -272,9 +269,7 @@ class OutboxRelay:
 
     def close(self) -> None:
         """Close the broker connection and this thread's database connection."""
-        publisher, self._publisher = self._publisher, None
-        if publisher is not None:
-            publisher.disconnect()
+        self._sender.close()
         self.store.close()
 
     def __enter__(self) -> OutboxRelay:
@@ -284,98 +279,6 @@ class OutboxRelay:
         self.close()
 
     # Inside -------------------------------------------------------------------
-    def _publish(self, rows: Sequence[PendingEvent]) -> BatchResult:
-        outcomes = self._publish_rows(rows)
-        result = sort_outcomes(
-            [row.id for row in rows], [row.attempts for row in rows], outcomes, self.policy
-        )
-        self.stats.relayed += len(result.sent)
-        self.stats.batches += 1
-        if result.refused:
-            self._report_refusals(rows, result.refused)
-        if log.isEnabledFor(logging.DEBUG):
-            for row, outcome in zip(rows, outcomes, strict=True):
-                log.debug(
-                    "outbox row %d: event %s (%s) %s",
-                    row.id,
-                    row.uuid_string,
-                    row.routing_key,
-                    "sent" if outcome.confirmed else f"not sent: {outcome.error}",
-                )
-        return result
-
-    def _publish_rows(self, rows: Sequence[PendingEvent]) -> list[PublishOutcome]:
-        """One outcome per row, in order; the payloads go out byte for byte as stored."""
-        messages: list[OutgoingMessage] = []
-        invalid: dict[int, PublishOutcome] = {}
-        for index, row in enumerate(rows):
-            try:
-                message = row.message()
-                if len(message.body) > self.max_message_size:
-                    raise EventRefused(
-                        f"the payload of {len(message.body)} bytes is larger than the broker "
-                        f"takes (max_message_size {self.max_message_size}); not sent"
-                    )
-            except (ValueError, TypeError, PublishError) as error:
-                # A row written around add_event (a bad routing key, a huge payload)
-                # is refused alone, before it could fail the others.
-                placeholder = OutgoingMessage("invalid", b"", row.uuid_string)
-                invalid[index] = PublishOutcome(placeholder, error)
-                continue
-            messages.append(message)
-        outcomes = iter(self._connected_publisher().publish_batch(messages))
-        return [invalid.get(index) or next(outcomes) for index in range(len(rows))]
-
-    def _connected_publisher(self) -> Publisher:
-        if self._publisher is None:
-            # No nack grace: a refused row comes back through the relay's own
-            # durable backoff, and a grace's re-send on a fresh channel would
-            # re-send the batch's other unconfirmed events too (duplicates).
-            self._publisher = Publisher(
-                self.url, self.exchange, publish_timeout=self.publish_timeout, nack_grace=0.0
-            )
-        else:
-            self._publisher.ensure_connected()
-        return self._publisher
-
-    def _report_refusals(self, rows: Sequence[PendingEvent], refused: Sequence[Refusal]) -> None:
-        by_id = {row.id: row for row in rows}
-        retried = [refusal for refusal in refused if not refusal.parked]
-        self.stats.refused += len(refused)
-        if retried:
-            first = retried[0]
-            log.warning(
-                "RabbitMQ refused %d of %d events of a batch; each is tried again later "
-                "(first: outbox row %d, event %s (%s), attempt %d of %d, next in %.0f s: %s)",
-                len(retried),
-                len(rows),
-                first.id,
-                by_id[first.id].uuid_string,
-                by_id[first.id].routing_key,
-                first.attempts,
-                self.policy.max_attempts,
-                first.delay or 0.0,
-                first.error,
-            )
-        listening = observability.listening()
-        for refusal in refused:
-            row = by_id[refusal.id]
-            if refusal.parked:
-                self.stats.parked += 1
-                log.error(
-                    "outbox row %d parked after %d refused attempts: event %s (%s): %s. "
-                    "Retry or discard it: domain-events outbox retry|discard, or manage.py "
-                    "domain_events_outbox retry|discard",
-                    refusal.id,
-                    refusal.attempts,
-                    row.uuid_string,
-                    row.routing_key,
-                    refusal.error,
-                )
-            if listening:
-                kind = "outbox_parked" if refusal.parked else "outbox_refused"
-                observability.notify(Occurrence(kind, row.routing_key, row.uuid_string))
-
     def _delete_old_rows(self, force: bool) -> None:
         if self.retention is None:
             return
