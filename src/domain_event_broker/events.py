@@ -173,6 +173,8 @@ def validate_routing_key(routing_key: object) -> str:
     Raises :class:`InvalidRoutingKey` for an empty key, empty words, wildcards
     or more than 255 bytes.
     """
+    if type(routing_key) is str and routing_key in _VALID_ROUTING_KEYS:
+        return routing_key  # every publish checks its key: an app has a few dozen of them
     key = _check_key_text(routing_key, "routing key")
     for word in key.split("."):
         if not word:
@@ -185,7 +187,16 @@ def validate_routing_key(routing_key: object) -> str:
                 f"routing key {key!r} contains a wildcard ('*' or '#'); wildcards belong in "
                 "a subscriber's binding keys, an event's routing key names one event type"
             )
+    if type(key) is str:
+        if len(_VALID_ROUTING_KEYS) >= _MAX_REMEMBERED_KEYS:
+            _VALID_ROUTING_KEYS.clear()  # keys made up per event: stay bounded
+        _VALID_ROUTING_KEYS.add(key)
     return key
+
+
+#: Routing keys found valid already (a key's validity never changes).
+_VALID_ROUTING_KEYS: set[str] = set()
+_MAX_REMEMBERED_KEYS = 1024
 
 
 def validate_binding_key(binding_key: object) -> str:

@@ -216,6 +216,14 @@ def _resolve(value: object, default: Callable[[], BrokerSettings | None]) -> Bro
         return default()
     if isinstance(value, BrokerSettings):
         given = value
+    elif type(value) is str:
+        # Read once per URL: publish_domain_event resolves its URL on every call.
+        remembered = _SETTINGS_OF_URL.get(value)
+        if remembered is None:
+            if len(_SETTINGS_OF_URL) >= _MAX_REMEMBERED_URLS:
+                _SETTINGS_OF_URL.clear()
+            remembered = _SETTINGS_OF_URL[value] = BrokerSettings(value)
+        given = remembered
     elif isinstance(value, (str, Parameters, list, tuple)):
         given = BrokerSettings(value)
     else:
@@ -228,6 +236,11 @@ def _resolve(value: object, default: Callable[[], BrokerSettings | None]) -> Bro
         return given
     base = default()
     return None if base is None else given.on(base)
+
+
+#: The settings each URL stood for (a URL's meaning never changes; the default's may).
+_SETTINGS_OF_URL: dict[str, BrokerSettings] = {}
+_MAX_REMEMBERED_URLS = 64
 
 
 def _nodes_of(url: object) -> tuple[Node, ...]:
