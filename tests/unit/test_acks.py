@@ -133,3 +133,15 @@ def test_a_slow_first_delivery_holds_back_the_multiple_ack_but_not_the_others() 
     assert book.take_acks() == Acks(None, (2, 3, 4))
     book.finished(slow)
     assert book.take_acks() == Acks(1, ())
+
+
+def test_tags_far_apart_are_still_acked_right() -> None:
+    # RabbitMQ numbers deliveries 1, 2, 3...; the book must not rely on it.
+    book = AckBook()
+    first, far, farther = (book.delivered(tag) for tag in (1, 1000, 5000))
+    book.finished(first)
+    book.finished(farther)
+    assert book.take_acks() == Acks(1, (5000,))
+    book.finished(far)
+    assert book.take_acks() == Acks(1000, ())
+    assert book.size == 0
