@@ -8,12 +8,55 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import pika
 
-from domain_event_broker import Subscriber
+from domain_event_broker import Retry, Subscriber
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a server a test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    """Return once ``condition()`` holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
+        time.sleep(0.05)
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """Status and body of ``GET http://127.0.0.1:<port><path>``; ``(0, "")`` if not listening."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def send_to_queue(broker_url: str, queue: str, body: bytes, headers: dict[str, Any]) -> None:
+    """Publish straight into ``queue`` through the default exchange, as any client can."""
+    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish("", queue, body, pika.BasicProperties(headers=headers))
+
+
+class RetryWithoutDelay(Retry):
+    """A careless handler's Retry subclass: it never calls ``Retry.__init__``."""
+
+    def __init__(self, why: str) -> None:
+        Exception.__init__(self, why)
 
 
 def rabbitmqctl(*args: str) -> str:
@@ -99,13 +142,11 @@ class TcpProxy:
 
     def __init__(self, target_port: int = 5672) -> None:
         self.target_port = target_port
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
+        self.port = free_port()
         self._listener: Any = None
         self._sockets: list[Any] = []
         self._lock = threading.Lock()
+        self._accepted = 0  # connections so far, numbered from 1
 
     def start(self) -> None:
         listener = socket.socket()
@@ -138,14 +179,22 @@ class TcpProxy:
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             with self._lock:
                 self._sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+                self._accepted += 1
+                number = self._accepted
+            withheld = functools.partial(self._withholds_replies, number)
+            for source, sink, drop in ((client, upstream, _never), (upstream, client, withheld)):
+                threading.Thread(target=self._pipe, args=(source, sink, drop), daemon=True).start()
+
+    def _withholds_replies(self, number: int) -> bool:
+        """Whether what the broker sends to connection ``number`` is dropped now."""
+        return False
 
     @staticmethod
-    def _pipe(source: Any, sink: Any) -> None:
+    def _pipe(source: Any, sink: Any, drop: Callable[[], bool]) -> None:
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
+                if not drop():
+                    sink.sendall(data)
         except OSError:
             pass
         finally:
@@ -157,6 +206,10 @@ class TcpProxy:
                 sock.close()
 
 
+def _never() -> bool:
+    return False
+
+
 class FreezingProxy(TcpProxy):
     """A proxy that can stop passing the broker's frames to the connections it has now.
 
@@ -166,45 +219,10 @@ class FreezingProxy(TcpProxy):
 
     def __init__(self) -> None:
         super().__init__()
-        self._accepted = 0
         self._frozen_below = 0
 
     def freeze(self) -> None:
         self._frozen_below = self._accepted
 
-    def _accept(self, listener: Any) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            with self._lock:
-                self._sockets += [client, upstream]
-            self._accepted += 1
-            number = self._accepted
-            threading.Thread(
-                target=self._relay, args=(client, upstream, lambda: False), daemon=True
-            ).start()
-            threading.Thread(
-                target=self._relay,
-                args=(upstream, client, functools.partial(self._is_frozen, number)),
-                daemon=True,
-            ).start()
-
-    def _is_frozen(self, number: int) -> bool:
+    def _withholds_replies(self, number: int) -> bool:
         return number <= self._frozen_below
-
-    @staticmethod
-    def _relay(source: Any, sink: Any, frozen: Callable[[], bool]) -> None:
-        try:
-            while data := source.recv(65536):
-                if not frozen():
-                    sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(2)
-                sock.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from collections.abc import Callable
 from prometheus_client.parser import text_string_to_metric_families
 
 from domain_event_broker import DomainEvent, Subscriber, publish_domain_event
+from support import free_port
 from test_cli import domain_events
 
 MakeSubscriber = Callable[..., Subscriber]
@@ -42,12 +42,6 @@ def test_status_json_for_scripts(
         "consumers": None,
         "dead_letters": None,
     }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_metrics_command_serves_queue_gauges(

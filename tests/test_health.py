@@ -14,6 +14,7 @@ import pytest
 
 from domain_event_broker import DomainEvent, Subscriber, publish_domain_event
 from domain_event_broker.health import HealthProbe
+from support import wait_for
 
 MakeSubscriber = Callable[..., Subscriber]
 
@@ -25,13 +26,6 @@ def get(server: Any, path: str) -> tuple[int, dict[str, Any]]:
             return reply.status, json.loads(reply.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pika
 import pytest
@@ -26,7 +25,15 @@ from domain_event_broker.topology import (
     EXCEPTION_TYPE_HEADER,
     ROUTING_KEY_HEADER,
 )
-from support import FreezingProxy, consume_until, get_all, queue_depth, rabbitmqctl
+from support import (
+    FreezingProxy,
+    RetryWithoutDelay,
+    consume_until,
+    get_all,
+    queue_depth,
+    rabbitmqctl,
+    send_to_queue,
+)
 
 MakeSubscriber = Callable[..., Subscriber]
 
@@ -352,14 +359,6 @@ def test_a_copy_whose_confirm_never_comes_makes_the_subscriber_reconnect_not_fre
 
 
 # Another publisher's headers and a careless Retry subclass ---------------------------------
-def _send_to_queue(broker_url: str, queue: str, body: bytes, headers: dict[str, Any]) -> None:
-    """Publish straight into ``queue`` through the default exchange, as any client can."""
-    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
-        channel = connection.channel()
-        channel.confirm_delivery()
-        channel.basic_publish("", queue, body, pika.BasicProperties(headers=headers))
-
-
 @pytest.mark.parametrize("routing_key_header", ["a" * 300, "user.*", "", "x..y"])
 def test_a_routing_key_header_that_is_no_routing_key_is_ignored(
     broker_url: str, name: str, make_subscriber: MakeSubscriber, routing_key_header: str
@@ -367,17 +366,12 @@ def test_a_routing_key_header_that_is_no_routing_key_is_ignored(
     handled: list[DomainEvent] = []
     subscriber = make_subscriber()
     subscriber.register(handled.append, name, [f"{name}.#"], dead_letter=True)
-    _send_to_queue(broker_url, name, b"not json", {ROUTING_KEY_HEADER: routing_key_header})
+    send_to_queue(broker_url, name, b"not json", {ROUTING_KEY_HEADER: routing_key_header})
     after = publish_domain_event(f"{name}.after", {}, connection_settings=broker_url)
     subscriber.start_consuming(timeout=3)  # must not raise
     assert handled == [after]
     assert queue_depth(broker_url, name) == 0
     assert [body for _, _, body in get_all(broker_url, f"{name}-dl")] == [b"not json"]
-
-
-class RetryWithoutDelay(Retry):
-    def __init__(self, why: str) -> None:  # forgets super().__init__(delay)
-        Exception.__init__(self, why)
 
 
 def test_a_retry_subclass_without_a_delay_is_dead_lettered_not_a_hot_loop(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from domain_event_broker import DomainEvent, Retry, Subscriber, prometheus, publish_domain_event
 from domain_event_broker.observability import Metrics, add_listener
-from support import consume_until, queue_depth
+from support import consume_until, free_port, queue_depth
 
 MakeSubscriber = Callable[..., Subscriber]
 
@@ -137,12 +136,6 @@ def prometheus_text(registry: CollectorRegistry) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(registry).decode()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_two_gunicorn_workers_each_publishing_n_give_2n_on_metrics(

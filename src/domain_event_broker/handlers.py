@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -40,20 +41,17 @@ class HandlerRunner:
         of the call (:class:`observability.Handling`).
         """
         if not observability.has_middleware():  # the hot path: no wrapper to build
-            result = handler(event)
-            if result is None:  # most handlers: no need to ask whether it is awaitable
-                return None
-            return self._await(result) if inspect.isawaitable(result) else result
-
-        def run_to_the_end(event: DomainEvent) -> object:
-            result = handler(event)
-            if inspect.isawaitable(result):
-                return self._await(result)
-            return result
-
+            return self._run_to_the_end(handler, event)
         return observability.call_handler(
-            run_to_the_end, observability.Handling(subscriber, event, headers or {})
+            functools.partial(self._run_to_the_end, handler),
+            observability.Handling(subscriber, event, headers or {}),
         )
+
+    def _run_to_the_end(self, handler: Handler, event: DomainEvent) -> object:
+        result = handler(event)
+        if result is None:  # most handlers: no need to ask whether it is awaitable
+            return None
+        return self._await(result) if inspect.isawaitable(result) else result
 
     def close(self) -> None:
         loop, self._loop = self._loop, None

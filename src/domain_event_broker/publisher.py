@@ -759,29 +759,28 @@ def _pending_event(event: DomainEvent) -> Pending:
     ``publish_many`` builds one per event, before the first is sent."""
     routing_key = validate_routing_key(event.routing_key)
     message_id = event.uuid_string
-    return Pending(
-        event.to_json().encode("utf-8"),
-        routing_key,
-        pika.BasicProperties(
-            delivery_mode=2,
-            content_type="application/json",
-            message_id=message_id,
-            headers=observability.outgoing_headers(routing_key, message_id),
-        ),
-    )
+    headers = observability.outgoing_headers(routing_key, message_id)
+    return _pending(event.to_json().encode("utf-8"), routing_key, message_id, headers)
 
 
 def _pending_message(message: OutgoingMessage) -> Pending:
     headers = observability.message_headers(
         message.routing_key, message.message_id, message.headers, message.injected
     )
+    return _pending(message.body, message.routing_key, message.message_id, headers)
+
+
+def _pending(
+    body: bytes, routing_key: str, message_id: str | None, headers: dict[str, Any] | None
+) -> Pending:
+    """A persistent JSON message on its way, as every publish path sends one."""
     return Pending(
-        message.body,
-        message.routing_key,
+        body,
+        routing_key,
         pika.BasicProperties(
             delivery_mode=2,
             content_type="application/json",
-            message_id=message.message_id,
+            message_id=message_id,
             headers=headers,
         ),
     )

@@ -5,22 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pika
 import pytest
 
-from domain_event_broker import DomainEvent, Retry, publish_domain_event
+from domain_event_broker import DomainEvent, publish_domain_event
 from domain_event_broker.topology import EXCEPTION_TYPE_HEADER, ROUTING_KEY_HEADER
-from support import get_all, queue_depth
+from support import RetryWithoutDelay, get_all, queue_depth, send_to_queue
 
 from .conftest import MakeAsyncSubscriber
-
-
-def _send_to_queue(broker_url: str, queue: str, body: bytes, headers: dict[str, Any]) -> None:
-    """Publish straight into ``queue`` through the default exchange, as any client can."""
-    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
-        channel = connection.channel()
-        channel.confirm_delivery()
-        channel.basic_publish("", queue, body, pika.BasicProperties(headers=headers))
 
 
 def _run_for(subscriber: Any, seconds: float) -> None:
@@ -45,17 +36,12 @@ def test_a_routing_key_header_that_is_no_routing_key_is_ignored(
     subscriber = make_async_subscriber(concurrency=1)
     subscriber.register(handler, name, [f"{name}.#"], dead_letter=True)
     asyncio.run(subscriber.declare())
-    _send_to_queue(broker_url, name, b"not json", {ROUTING_KEY_HEADER: routing_key_header})
+    send_to_queue(broker_url, name, b"not json", {ROUTING_KEY_HEADER: routing_key_header})
     after = publish_domain_event(f"{name}.after", {}, connection_settings=broker_url)
     _run_for(subscriber, 3)
     assert handled == [after]
     assert queue_depth(broker_url, name) == 0
     assert [body for _, _, body in get_all(broker_url, f"{name}-dl")] == [b"not json"]
-
-
-class RetryWithoutDelay(Retry):
-    def __init__(self, why: str) -> None:  # forgets super().__init__(delay)
-        Exception.__init__(self, why)
 
 
 def test_a_retry_subclass_without_a_delay_is_dead_lettered_and_the_next_event_handled(

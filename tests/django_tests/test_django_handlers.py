@@ -24,7 +24,7 @@ from domain_event_broker.django import idempotent, process_once, publish_on_comm
 from domain_event_broker.django.models import OutboxEvent, ProcessedEvent
 from domain_event_broker.django.registry import autodiscover_handlers
 from pg_database import PG_HOST, PG_PORT, PG_USER
-from support import consume_until, queue_depth
+from support import consume_until, queue_depth, wait_for
 
 MakeSubscriber = Callable[..., Subscriber]
 
@@ -34,13 +34,6 @@ def handled(subscriber: str) -> list[str]:
     return list(
         HandledEvent.objects.filter(subscriber=subscriber).values_list("uuid_string", flat=True)
     )
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
-        time.sleep(0.05)
 
 
 def declare_shop_queues(make_subscriber: MakeSubscriber) -> Subscriber:

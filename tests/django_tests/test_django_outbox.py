@@ -19,18 +19,11 @@ from domain_event_broker.django import publish_on_commit
 from domain_event_broker.django.models import OutboxEvent
 from domain_event_broker.django.outbox import DjangoOutboxStore, relay_outbox
 from domain_event_broker.outbox import OutboxRelay
-from support import queue_depth, rabbitmqctl
+from support import queue_depth, rabbitmqctl, wait_for
 
 
 def pending(alias: str = "default") -> int:
     return OutboxEvent.objects.using(alias).filter(sent_at__isnull=True).count()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
-        time.sleep(0.05)
 
 
 def place_orders(prefix: str, count: int, per_transaction: int = 1, alias: str = "default") -> None:

@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from datetime import timedelta
 
 from django.db import transaction
@@ -22,30 +17,7 @@ from domain_event_broker import prometheus
 from domain_event_broker.django import publish_on_commit
 from domain_event_broker.django.models import OutboxEvent
 from domain_event_broker.django.outbox import DjangoOutboxStore
-from support import queue_depth
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError:
-        return 0, ""
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
-        time.sleep(0.1)
+from support import free_port, http_get, queue_depth, wait_for
 
 
 def test_relay_command_serves_probes_and_metrics_on_one_port(
@@ -68,16 +40,16 @@ def test_relay_command_serves_probes_and_metrics_on_one_port(
         text=True,
     )
     try:
-        wait_for(lambda: get(port, "/readyz")[0] == 200, what="ready")
+        wait_for(lambda: http_get(port, "/readyz")[0] == 200, what="ready")
         with transaction.atomic():
             for n in range(2):
                 publish_on_commit(f"{event_queue}.order.placed", {"n": n}, outbox=True)
         wait_for(lambda: queue_depth(broker_url, event_queue) == 2, what="relayed")
         wait_for(
-            lambda: json.loads(get(port, "/healthz")[1])["last_handled_at"] is not None,
+            lambda: json.loads(http_get(port, "/healthz")[1])["last_handled_at"] is not None,
             what="batch time",
         )
-        status, metrics = get(port, "/metrics")
+        status, metrics = http_get(port, "/metrics")
         assert status == 200
         assert "domain_event_outbox_pending " in metrics
         assert f'domain_events_published_total{{routing_key="{event_queue}.order.placed"}} 2.0' in (

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from domain_event_broker import EventNotSerializable, InvalidRoutingKey
 from domain_event_broker.sqlalchemy import add_event, outbox_table, relay_events
 from sqlalchemy_tests.conftest import orders
-from support import delete_queues, get_all, queue_depth
+from support import delete_queues, get_all, queue_depth, wait_for
 
 RELAY_COMMAND = str(Path(sys.executable).parent / "domain-events-relay")
 
@@ -58,13 +58,6 @@ def place_orders(engine: Engine, prefix: str, count: int, per_transaction: int =
             for n in range(start, min(count, start + per_transaction)):
                 session.execute(orders.insert().values(reference=f"{prefix}-{n}"))
                 add_event(session, f"{prefix}.order.placed", {"n": n})
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
-        time.sleep(0.05)
 
 
 def test_commit_writes_a_row_that_the_relay_publishes_exactly_once(

@@ -10,9 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,46 +23,23 @@ from domain_event_broker import prometheus
 from domain_event_broker.sqlalchemy import add_event, outbox_table
 from domain_event_broker.sqlalchemy.outbox import SQLAlchemyOutboxStore
 from domain_event_broker.sqlalchemy.tables import utc_now
-from support import delete_queues, queue_depth
+from support import delete_queues, free_port, http_get, queue_depth, wait_for
 
 RELAY_COMMAND = str(Path(sys.executable).parent / "domain-events-relay")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError:
-        return 0, ""  # not listening yet
-
-
 def health(port: int) -> dict[str, Any]:
-    status, body = get(port, "/healthz")
+    status, body = http_get(port, "/healthz")
     assert status in (200, 503), body
     return dict(json.loads(body))
 
 
 def gauge(port: int, name: str) -> float | None:
-    _status, body = get(port, "/metrics")
+    _status, body = http_get(port, "/metrics")
     for line in body.splitlines():
         if line.startswith(f"{name} "):
             return float(line.split()[1])
     return None
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
-        time.sleep(0.1)
 
 
 def write(engine: Engine, routing_key: str, count: int) -> None:
@@ -107,7 +81,7 @@ def test_relay_process_serves_its_health_and_outbox_metrics(
         env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
     )
     try:
-        wait_for(lambda: get(health_port, "/readyz")[0] == 200, what="ready")
+        wait_for(lambda: http_get(health_port, "/readyz")[0] == 200, what="ready")
         report = health(health_port)
         assert report["connected"] is True and report["consuming"] is True
         assert report["last_handled_at"] is None  # nothing relayed yet: reported, not judged
@@ -118,7 +92,7 @@ def test_relay_process_serves_its_health_and_outbox_metrics(
         wait_for(lambda: health(health_port)["last_handled_at"] is not None, what="batch time")
         assert abs(health(health_port)["last_handled_at"] - time.time()) < 30
         published = f'domain_events_published_total{{routing_key="{name}.placed"}} 3.0'
-        assert published in get(metrics_port, "/metrics")[1]
+        assert published in http_get(metrics_port, "/metrics")[1]
         # The gauges are read at most every 5 s: wait for a fresh read.
         wait_for(lambda: gauge(metrics_port, "domain_event_outbox_pending") == 0, what="gauge")
 
@@ -126,13 +100,13 @@ def test_relay_process_serves_its_health_and_outbox_metrics(
         # and the backlog shows on /metrics meanwhile.
         with pg_engine.connect() as locker:
             locker.execute(text("LOCK TABLE domain_event_outbox IN ACCESS EXCLUSIVE MODE"))
-            wait_for(lambda: get(health_port, "/livez")[0] == 503, what="stuck")
+            wait_for(lambda: http_get(health_port, "/livez")[0] == 503, what="stuck")
             stuck = health(health_port)["stuck"]
             assert [work["what"] for work in stuck] == ["outbox relay"]
-            assert get(health_port, "/readyz")[0] == 503
+            assert http_get(health_port, "/readyz")[0] == 503
             locker.rollback()
-        wait_for(lambda: get(health_port, "/livez")[0] == 200, what="live again")
-        wait_for(lambda: get(health_port, "/readyz")[0] == 200, what="ready again")
+        wait_for(lambda: http_get(health_port, "/livez")[0] == 200, what="live again")
+        wait_for(lambda: http_get(health_port, "/readyz")[0] == 200, what="ready again")
     finally:
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)
