@@ -18,13 +18,13 @@ from pika.adapters.blocking_connection import BlockingConnection
 from pika.connection import Parameters
 
 from . import settings
+from .config.broker import BrokerSettings, Node, mask_url
+from .config.urls import describe_node, parse_url
+from .core.defaults import CONNECT_TIMEOUT
+from .core.supervisor import Backoff
 from .errors import BrokerUnavailable
-from .settings import BrokerSettings, describe_node, mask_url
 
 log = logging.getLogger(__name__)
-
-#: Seconds to wait for a TCP connection and for the AMQP handshake, unless the URL says otherwise.
-CONNECT_TIMEOUT = 5.0
 
 #: The exceptions that mean "the connection (or its channel) is gone, reconnect".
 CONNECTION_LOST = (
@@ -34,11 +34,6 @@ CONNECTION_LOST = (
     pika.exceptions.StreamLostError,
     ConnectionError,
     OSError,
-)
-
-_URL_FORM = (
-    "expected amqp://user:password@host:port/vhost (or amqps://), with any of "
-    "/ : @ # ? % , in the user name or password written percent-encoded (%2F, %3A, %40, ...)"
 )
 
 
@@ -98,11 +93,11 @@ def connection_parameters(url: str, role: str) -> Parameters:
 
 
 def _node_parameters(
-    node: settings.Node, broker: BrokerSettings, context: ssl.SSLContext | None, role: str
+    node: Node, broker: BrokerSettings, context: ssl.SSLContext | None, role: str
 ) -> Parameters:
     parameters: Parameters
     if isinstance(node, str):
-        parameters = _parse_url(node)
+        parameters = parse_url(node)
         given = parse_qs(urlsplit(node).query)
         if "socket_timeout" not in given:
             parameters.socket_timeout = CONNECT_TIMEOUT
@@ -139,33 +134,6 @@ def _node_parameters(
 def _connection_name(broker: BrokerSettings, role: str) -> str:
     name = broker.connection_name or settings.CONNECTION_NAME
     return name or f"domain-event-broker {role} {socket.gethostname()} pid={os.getpid()}"
-
-
-def _parse_url(url: str) -> Parameters:
-    # A URL we cannot read is shown as its scheme only: without the '@' that
-    # ends the user information, any part of it may be the password.
-    if not _looks_like_amqp(url):
-        raise ValueError(f"not an AMQP URL (it must start with amqp:// or amqps://); {_URL_FORM}")
-    hidden = url.split("://", 1)[0] + "://***"
-    userinfo = url.split("://", 1)[1].rpartition("@")[0]
-    if any(special in userinfo for special in "/?#"):
-        # pika would end the host part there and read the password as a port,
-        # or worse, connect somewhere else with half of it.
-        raise ValueError(
-            f"not a valid AMQP URL: {hidden}: its user name or password holds '/', '?' or '#'; "
-            f"{_URL_FORM}"
-        )
-    try:
-        parameters = pika.URLParameters(url)
-    except Exception:  # pika raises several types
-        # pika's own text may quote the password ("Port could not be cast to
-        # integer value as '<password>'"): never pass it on.
-        raise ValueError(f"not a valid AMQP URL: {hidden}; {_URL_FORM}") from None
-    return parameters
-
-
-def _looks_like_amqp(url: str) -> bool:
-    return url.lower().startswith(("amqp://", "amqps://"))
 
 
 def asyncio_connect_arguments(connection_settings: object, role: str) -> list[dict[str, Any]]:
@@ -303,25 +271,16 @@ def connect_blocking(connection_settings: object, role: str) -> BlockingConnecti
         raise explain_connection_error(broker, error) from None
 
 
-class Backoff:
-    """Capped exponential backoff with full jitter, for reconnect loops.
-
-    >>> backoff = Backoff(initial=0.1, maximum=3.0)
-    >>> 0 <= backoff.next_delay() <= 0.1
-    True
-    """
-
-    def __init__(self, initial: float = 0.1, maximum: float = 3.0, factor: float = 2.0) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.factor = factor
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.maximum, self.initial * self.factor**self.attempt)
-        self.attempt += 1
-        # Jitter keeps many clients that lost the same broker from reconnecting in lockstep.
-        return random.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
+__all__ = [
+    "CONNECTION_LOST",
+    "CONNECT_TIMEOUT",
+    "Backoff",
+    "as_broker",
+    "asyncio_connect_arguments",
+    "cluster_parameters",
+    "connect_blocking",
+    "connection_parameters",
+    "explain_connection_error",
+    "ssl_context_of",
+    "unreachable",
+]

@@ -1,53 +1,20 @@
-"""A message on its way to the broker, and what became of it: shared by every publisher.
+"""Moved to :mod:`domain_event_broker.core.messages`; this import path keeps working.
 
-The sync :class:`~domain_event_broker.Publisher`, the asyncio publisher and
-the outbox relay report one :class:`PublishOutcome` per message, so that one
-refused event never hides (or fails) the others of its batch.
+It is the same module object, not a copy, so that whatever code patches or reads
+here is what the core uses.
 """
 
-from __future__ import annotations
+import sys
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from .core import messages as _moved
+from .core.messages import (
+    OutgoingMessage,
+    PublishOutcome,
+)
 
-from .events import DomainEvent, validate_routing_key
+__all__ = [
+    "OutgoingMessage",
+    "PublishOutcome",
+]
 
-
-@dataclass(frozen=True)
-class OutgoingMessage:
-    """An event body exactly as it goes on the wire, with its routing key and id.
-
-    ``body`` is sent byte for byte (the outbox publishes its stored payload so).
-    ``headers`` are extra AMQP headers, e.g. a trace context. ``injected``:
-    they already hold what the header injectors added when the event was
-    written (an outbox row), and publishers call no injector again.
-    """
-
-    routing_key: str
-    body: bytes
-    message_id: str | None = None
-    headers: Mapping[str, Any] | None = field(default=None, compare=False)
-    injected: bool = field(default=False, compare=False)
-
-    def __post_init__(self) -> None:
-        validate_routing_key(self.routing_key)
-        if not isinstance(self.body, bytes):
-            raise TypeError(f"a message body must be bytes, not {type(self.body).__name__}")
-
-    @classmethod
-    def of_event(cls, event: DomainEvent) -> OutgoingMessage:
-        """The message of ``event``: its JSON body, as 2.x-3.x write it."""
-        return cls(event.routing_key, event.to_json().encode("utf-8"), event.uuid_string)
-
-
-@dataclass(frozen=True)
-class PublishOutcome:
-    """What became of one message: confirmed by the broker, or the error why not."""
-
-    message: OutgoingMessage
-    error: BaseException | None = None
-
-    @property
-    def confirmed(self) -> bool:
-        return self.error is None
+sys.modules[__name__] = _moved

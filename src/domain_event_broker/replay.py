@@ -21,9 +21,9 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from .connection import connect_blocking
 from .copies import copy_properties
+from .core.outcome import header_count
 from .errors import InvalidEvent
 from .events import DomainEvent, is_routing_key
-from .outcome import header_count
 from .settings import ConnectionSettings, resolve_url
 from .topology import (
     ATTEMPT_HEADERS,

@@ -38,11 +38,12 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from .core.outcome import Action, Policy, decide
+from .core.topology import registration_topology
 from .events import DomainEvent, topic_matches, validate_routing_key
 from .handlers import Handler, HandlerRunner
-from .outcome import Action, Policy, decide
 from .publisher import EventSink, redirect_events
-from .topology import SubscriberTopology, registration_topology
+from .topology import SubscriberTopology
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class InMemoryBroker:
         topology = registration_topology(
             name,
             binding_keys,
+            kind=SubscriberTopology,
             max_retries=max_retries,
             registered=self._subscriptions,
             dead_letter=dead_letter,

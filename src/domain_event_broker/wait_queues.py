@@ -1,74 +1,14 @@
-"""Bookkeeping for a subscriber's wait queues: which are declared, which are idle.
+"""Moved to :mod:`domain_event_broker.core.wait_queues`; this import path keeps working.
 
-New-style wait queues have no ``x-expires`` lease (a lease counts from the last
-declare, not from the last message, and deleted queues with copies inside).
-Instead the subscriber that uses a classic wait queue removes it itself, with
-``queue.delete(if_empty=True)``, once it has not published to it for a long
-while: RabbitMQ refuses to delete a queue that still holds a copy, so no copy,
-ours or another instance's, is ever deleted with it. Quorum queues do not
-support ``if_empty`` (RabbitMQ closes the connection), so quorum wait queues are
-kept: there is one per distinct delay.
-
-Nothing here does I/O; :class:`~domain_event_broker.topology.SubscriberTopology`
-declares and deletes around it.
+It is the same module object, not a copy: code (and tests) that shorten
+``wait_queues.IDLE_AFTER`` or ``CHECK_INTERVAL`` here change what the core reads.
 """
 
-from __future__ import annotations
+import sys
 
-from dataclasses import dataclass, field
+from .core import wait_queues as _moved
+from .core.wait_queues import CHECK_INTERVAL, IDLE_AFTER, WaitQueueBook
 
-#: Seconds after its delay that a wait queue must have gone unused before its
-#: subscriber tries to remove it. Long, so that steady retries never re-declare.
-IDLE_AFTER = 600.0
-#: Seconds between two looks for idle wait queues.
-CHECK_INTERVAL = 30.0
+__all__ = ["CHECK_INTERVAL", "IDLE_AFTER", "WaitQueueBook"]
 
-
-@dataclass
-class WaitQueueBook:
-    """Which wait queues (by delay in ms) this connection declared, and when each was last used."""
-
-    # Read when a book is made, so that a test can shorten them for its subscribers.
-    idle_after: float = field(default_factory=lambda: IDLE_AFTER)
-    check_interval: float = field(default_factory=lambda: CHECK_INTERVAL)
-    _declared: set[int] = field(default_factory=set)
-    _last_used: dict[int, float] = field(default_factory=dict)
-    _next_check: float | None = None
-
-    def needs_declare(self, delay_ms: int) -> bool:
-        return delay_ms not in self._declared
-
-    def declared(self, delay_ms: int, now: float) -> None:
-        self._declared.add(delay_ms)
-        self.used(delay_ms, now)
-
-    def used(self, delay_ms: int, now: float) -> None:
-        self._last_used[delay_ms] = now
-
-    def forget(self) -> None:
-        """After a reconnect (or an unroutable copy) the queues may be gone: declare again."""
-        self._declared.clear()
-
-    def idle(self, now: float) -> list[int]:
-        """Delays whose wait queue this subscriber has not used for ``delay + idle_after`` s.
-
-        Checked at most every ``check_interval`` seconds; an empty list otherwise.
-        """
-        if self._next_check is None:
-            self._next_check = now + self.check_interval
-        if now < self._next_check:
-            return []
-        self._next_check = now + self.check_interval
-        return sorted(
-            delay_ms
-            for delay_ms, last in self._last_used.items()
-            if now - last > delay_ms / 1000 + self.idle_after
-        )
-
-    def removed(self, delay_ms: int) -> None:
-        self._declared.discard(delay_ms)
-        self._last_used.pop(delay_ms, None)
-
-    def still_holds_copies(self, delay_ms: int, now: float) -> None:
-        """Not empty (another instance's copies, or ours not yet expired): look again later."""
-        self._last_used[delay_ms] = now
+sys.modules[__name__] = _moved

@@ -3,7 +3,8 @@
 One :class:`PublishChannel` belongs to the event loop that first uses it. Each
 channel it opens has a ``generation``: however many publishes saw a channel
 fail, it is forgotten once (:meth:`PublishChannel.lost`). Connection loss and
-recovery are logged in one place, the channel's :class:`~domain_event_broker.outage.OutageLog`.
+recovery are decided and logged in one place, the channel's
+:class:`~domain_event_broker.core.supervisor.Supervisor`.
 """
 
 from __future__ import annotations
@@ -20,17 +21,20 @@ import aiormq.abc
 from pamqp import commands as amqp_spec
 
 from .. import observability
-from ..connection import Backoff
+from ..core.messages import OutgoingMessage
+from ..core.supervisor import OutageLog, Supervisor, reconnecting
 from ..errors import BrokerUnavailable
-from ..messages import OutgoingMessage
-from ..outage import OutageLog, reconnecting
 from ..settings import BrokerSettings
-from .connection import CONNECTION_LOST, connect
+from .connection import AIO_CONNECTION_LOST, connect
 
 #: The publisher's logger (its name predates this module).
 log = logging.getLogger("domain_event_broker.aio.publisher")
 
 T = TypeVar("T")
+
+
+#: A channel could not be opened: the broker is unreachable, or the connection broke.
+_CANNOT_OPEN: tuple[type[BaseException], ...] = (BrokerUnavailable, *AIO_CONNECTION_LOST)
 
 
 class Sender:
@@ -86,9 +90,14 @@ class PublishChannel:
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._channel: aio_pika.abc.AbstractChannel | None = None
         self._sender: Sender | None = None
-        # Logs only: each publish backs off on its own, within its own deadline.
-        self.outage = OutageLog(
-            log, f"RabbitMQ at {masked_url}", wording=reconnecting("publisher", error_text=False)
+        # One supervisor for every publish of this channel: they wait on one lock.
+        self.supervisor = Supervisor(
+            OutageLog(
+                log,
+                f"RabbitMQ at {masked_url}",
+                wording=reconnecting("publisher", error_text=False),
+            ),
+            stable_after=0.0,  # an open channel with the exchange declared is a success
         )
 
     async def ready(self, deadline: float) -> tuple[Sender, int]:
@@ -99,24 +108,20 @@ class PublishChannel:
         self._check_loop()
         assert self._lock is not None
         async with self._lock:
-            backoff = Backoff()
             while self._sender is None or self._channel is None or self._channel.is_closed:
                 try:
                     await self._open()
-                except BrokerUnavailable:
-                    now = time.monotonic()
-                    if now >= deadline:
-                        raise
-                    await asyncio.sleep(min(backoff.next_delay(), deadline - now))
-                except CONNECTION_LOST as error:
-                    self.note_outage(error)
+                except _CANNOT_OPEN as error:
+                    pause = self.supervisor.lost(error)
                     await self._drop_connection()
                     now = time.monotonic()
                     if now >= deadline:
+                        if isinstance(error, BrokerUnavailable):
+                            raise
                         raise BrokerUnavailable(
                             f"cannot open a channel on RabbitMQ at {self.masked_url}"
                         ) from None
-                    await asyncio.sleep(min(backoff.next_delay(), deadline - now))
+                    await asyncio.sleep(min(pause, deadline - now))
             assert self._sender is not None
             return self._sender, self.generation
 
@@ -131,7 +136,7 @@ class PublishChannel:
         self._channel = channel
         self._sender = Sender(await channel.get_underlay_channel(), self.exchange)
         self.generation += 1
-        self.outage.succeeded()
+        self.supervisor.connected()
 
     async def lost(self, generation: int) -> None:
         """Forget the channel of ``generation`` (once, however many publishes saw it fail)."""
@@ -139,7 +144,7 @@ class PublishChannel:
             return
         channel, self._channel, self._sender = self._channel, None, None
         if channel is not None and not channel.is_closed:
-            with contextlib.suppress(*CONNECTION_LOST):
+            with contextlib.suppress(*AIO_CONNECTION_LOST):
                 await channel.close()
         if self._connection is not None and self._connection.is_closed:
             await self._drop_connection()
@@ -153,11 +158,12 @@ class PublishChannel:
         connection, self._connection = self._connection, None
         self._channel = self._sender = None
         if connection is not None and not connection.is_closed:
-            with contextlib.suppress(*CONNECTION_LOST):
+            with contextlib.suppress(*AIO_CONNECTION_LOST):
                 await connection.close()
 
-    def note_outage(self, error: BaseException) -> None:
-        self.outage.failed(error)
+    def note_outage(self, error: BaseException) -> float:
+        """A publish saw the connection fail: the pause before it tries again."""
+        return self.supervisor.lost(error)
 
     def _check_loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -21,7 +21,7 @@ from ..errors import BrokerUnavailable
 from ..settings import describe_node, mask_url
 
 #: The exceptions that mean "the connection (or its channel) is gone, reconnect".
-CONNECTION_LOST: tuple[type[BaseException], ...] = (
+AIO_CONNECTION_LOST: tuple[type[BaseException], ...] = (
     aiormq.exceptions.AMQPConnectionError,
     aiormq.exceptions.ChannelInvalidStateError,
     aiormq.exceptions.ChannelClosed,

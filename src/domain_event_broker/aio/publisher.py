@@ -12,6 +12,7 @@ publisher's: both build an :class:`~domain_event_broker.messages.OutgoingMessage
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import weakref
 from collections.abc import Iterable
@@ -20,20 +21,24 @@ from typing import Any
 import aiormq.exceptions
 
 from .. import observability
-from .. import publisher as sync_publisher
-from ..connection import Backoff
+from ..core.confirms import NACK_GRACE
+from ..core.defaults import PUBLISH_TIMEOUT
+from ..core.messages import OutgoingMessage, PublishOutcome
+from ..core.supervisor import Backoff
 from ..errors import BrokerUnavailable, ConfirmTimeout, EventRefused, PublishError
 from ..events import DomainEvent
-from ..messages import OutgoingMessage, PublishOutcome
 from ..observability import Occurrence
-from ..publisher import NACK_GRACE, PUBLISH_TIMEOUT
+from ..publisher import current_event_sink
 from ..settings import BrokerSettings, ConnectionSettings, mask_url, resolve_url
 from ..topology import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_TYPE
-from ._publish_channel import PublishChannel, log, within
-from .connection import CONNECTION_LOST
+from ._publish_channel import PublishChannel, within
+from .connection import AIO_CONNECTION_LOST
 
 #: Events of one :meth:`AsyncPublisher.publish_many` on their way at once.
 WINDOW = 500
+
+
+log = logging.getLogger(__name__)
 
 
 class AsyncPublisher:
@@ -178,7 +183,7 @@ class AsyncPublisher:
     # Sending -----------------------------------------------------------------
     async def _publish(self, message: OutgoingMessage, deadline: float) -> None:
         """Send ``message`` until it is confirmed; reconnect and resend until ``deadline``."""
-        backoff = Backoff()
+        backoff = Backoff()  # the pause between re-sends of a refused event
         first_nacked: float | None = None
         while True:
             sender, generation = await self._channel.ready(deadline)
@@ -196,11 +201,11 @@ class AsyncPublisher:
                     f"no confirm for event {message.message_id} ({message.routing_key}) "
                     f"from {self.masked_url} within {self.publish_timeout:.0f} s"
                 ) from None
-            except CONNECTION_LOST as error:
-                self._channel.note_outage(error)
+            except AIO_CONNECTION_LOST as error:
+                pause = self._channel.note_outage(error)
                 await self._channel.lost(generation)
                 self._check_deadline(message, deadline)
-                await _pause(backoff, deadline)
+                await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
                 continue
             if observability.listening():
                 observability.notify(
@@ -278,7 +283,7 @@ async def publish_domain_event(
         timestamp=timestamp,
     )
     message = OutgoingMessage.of_event(event)  # serialise first: a bad event fails before I/O
-    sink = sync_publisher._event_sink
+    sink = current_event_sink()
     if sink is not None:  # the in-memory test broker
         sink(event)
         return event

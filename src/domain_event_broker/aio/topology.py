@@ -7,54 +7,57 @@ does, for the sync and asyncio sides alike.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 import aio_pika
 import aio_pika.abc
 import aiormq.exceptions
 
+from ..core.topology import (
+    Bind,
+    ExchangeDeclare,
+    Operation,
+    QueueDeclare,
+    SubscriberTopology,
+    explain_precondition_failed,
+)
 from ..errors import TopologyMismatch
-from ..topology import SubscriberTopology, explain_precondition_failed
-from ..wait_queues import WaitQueueBook
 
 
 async def declare(channel: aio_pika.abc.AbstractChannel, topology: SubscriberTopology) -> None:
     """Declare the subscriber's exchanges, queues and bindings (idempotent)."""
+    await run_operations(channel, topology.declarations(), topology)
+
+
+async def run_operations(
+    channel: aio_pika.abc.AbstractChannel,
+    operations: Iterable[Operation],
+    topology: SubscriberTopology,
+) -> None:
+    """Carry out the core's declarations on ``channel``, as the pika driver does on its own;
+    a mismatch with what exists raises :class:`TopologyMismatch`."""
     try:
-        await _declare(channel, topology)
+        for operation in operations:
+            if isinstance(operation, ExchangeDeclare):
+                await channel.declare_exchange(
+                    operation.name,
+                    operation.type,
+                    durable=operation.durable,
+                    auto_delete=operation.auto_delete,
+                )
+            elif isinstance(operation, QueueDeclare):
+                await channel.declare_queue(
+                    operation.name,
+                    durable=operation.durable,
+                    exclusive=operation.exclusive,
+                    auto_delete=operation.auto_delete,
+                    arguments=dict(operation.arguments) if operation.arguments else None,
+                )
+            elif isinstance(operation, Bind):
+                queue = await channel.get_queue(operation.queue, ensure=False)
+                await queue.bind(operation.exchange, operation.routing_key)
     except aiormq.exceptions.ChannelPreconditionFailed as error:
         raise TopologyMismatch(explain_precondition_failed(_reply_text(error), topology)) from None
-
-
-async def _declare(channel: aio_pika.abc.AbstractChannel, topology: SubscriberTopology) -> None:
-    events = await channel.declare_exchange(
-        topology.exchange, topology.exchange_type, durable=True, auto_delete=False
-    )
-    # Releases 2.x-3.x declared N-dlx and N-retry non-durable; topology.py says when not.
-    durable_exchanges = topology._durable_exchanges
-    if topology.dead_letter:
-        dlx = await channel.declare_exchange(
-            topology.dead_letter_exchange, topology.exchange_type, durable=durable_exchanges
-        )
-        dead_letters = await channel.declare_queue(
-            topology.dead_letter_queue,
-            durable=True,
-            arguments=topology.dead_letter_queue_arguments() or None,
-        )
-        for key in topology.binding_keys:
-            await dead_letters.bind(dlx, key)
-    queue = await channel.declare_queue(
-        topology.queue,
-        durable=topology.durable,
-        exclusive=topology.exclusive,
-        auto_delete=topology.auto_delete,
-        arguments=topology.queue_arguments() or None,
-    )
-    retry = await channel.declare_exchange(
-        topology.retry_exchange, topology.exchange_type, durable=durable_exchanges
-    )
-    for key in topology.binding_keys:
-        await queue.bind(events, key)
-        await queue.bind(retry, key)
 
 
 class WaitQueues:
@@ -67,7 +70,7 @@ class WaitQueues:
 
     def __init__(self, topology: SubscriberTopology) -> None:
         self.topology = topology
-        self._book = WaitQueueBook()
+        self._book = topology.wait_queue_book
 
     async def route(self, channel: aio_pika.abc.AbstractChannel, delay_ms: int) -> tuple[str, str]:
         """(exchange, routing key) to publish a copy to that comes back after ``delay_ms``.
@@ -77,16 +80,8 @@ class WaitQueues:
         """
         now = time.monotonic()
         if self._book.needs_declare(delay_ms):
-            try:
-                await channel.declare_queue(
-                    self.topology.wait_queue(delay_ms),
-                    durable=True,
-                    arguments=self.topology.wait_queue_arguments(delay_ms),
-                )
-            except aiormq.exceptions.ChannelPreconditionFailed as error:
-                raise TopologyMismatch(
-                    explain_precondition_failed(_reply_text(error), self.topology)
-                ) from None
+            declaration = self.topology.wait_queue_declaration(delay_ms)
+            await run_operations(channel, [declaration], self.topology)
             self._book.declared(delay_ms, now)
         else:
             self._book.used(delay_ms, now)

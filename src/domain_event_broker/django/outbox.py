@@ -11,7 +11,8 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
-from ..outbox.relay import OutboxRelay, RelayStats
+from ..outbox.relay import OutboxRelay
+from ..outbox.stats import RelayStats
 from ..outbox.store import OutboxStatus, ParkedEvent, PendingEvent, PublishBatch
 
 #: Rows the relay may still send (not sent, not parked).

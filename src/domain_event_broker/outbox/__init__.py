@@ -6,7 +6,9 @@ Framework-neutral parts only; the tables and helpers live in
 
 from ..errors import NoBroker
 from .attempts import RetryPolicy
-from .relay import OutboxRelay, RelayStats, serve_probes, stop_on_signals
+from .relay import OutboxRelay
+from .running import serve_probes, stop_on_signals
+from .stats import RelayStats
 from .store import (
     OutboxEntry,
     OutboxStatus,

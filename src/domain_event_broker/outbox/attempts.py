@@ -20,16 +20,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..core.defaults import OUTBOX_MAX_RETRY_DELAY as MAX_RETRY_DELAY
+from ..core.defaults import OUTBOX_RETRY_DELAY as RETRY_DELAY
+from ..core.messages import PublishOutcome
+from ..core.outcome import bounded
 from ..errors import BrokerUnavailable, ConfirmTimeout, TopologyMismatch
-from ..messages import PublishOutcome
-from ..outcome import bounded
 
 #: Refusals after which a row is parked.
 MAX_ATTEMPTS = 10
-#: Seconds before the second attempt; each later pause is twice the one before...
-RETRY_DELAY = 10.0
-#: ...up to this many seconds. With the defaults a row is parked after about 51 minutes.
-MAX_RETRY_DELAY = 900.0
 #: Bytes of an error kept in the row's ``last_error``.
 MAX_ERROR_BYTES = 2000
 

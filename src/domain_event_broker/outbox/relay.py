@@ -19,27 +19,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from argparse import ArgumentParser
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
-from .. import signals
-from ..connection import Backoff
+from ..core.defaults import OUTBOX_MAX_RETRY_DELAY, OUTBOX_PUBLISH_TIMEOUT, OUTBOX_RETRY_DELAY
+from ..core.supervisor import Backoff, OutageLog, Supervisor
+from ..core.topology import DEFAULT_EXCHANGE
 from ..errors import DomainEventBrokerError, NoBroker
-from ..health import STUCK_AFTER, HealthProbe
-from ..outage import OutageLog
 from ..settings import ConnectionSettings, mask_url, resolve_url
-from ..topology import DEFAULT_EXCHANGE
 from .attempts import (
     MAX_ATTEMPTS,
-    MAX_RETRY_DELAY,
-    RETRY_DELAY,
     BatchResult,
     RetryPolicy,
 )
 from .sending import BatchSender
+from .stats import RelayStats
 from .store import OutboxStore, PendingEvent
 
 log = logging.getLogger(__name__)
@@ -52,41 +46,12 @@ POLL_INTERVAL = 1.0
 RETENTION = timedelta(days=7)
 #: Seconds between deletions of old sent rows.
 CLEANUP_INTERVAL = 600.0
-#: Seconds a batch may wait for the broker's confirms; the rows stay locked meanwhile.
-PUBLISH_TIMEOUT = 10.0
 #: Longest pause between attempts while the broker or the database is unreachable.
 MAX_BACKOFF = 30.0
 #: Largest payload sent, in bytes: RabbitMQ's ``max_message_size`` default on 3.x
 #: (4.x defaults to 16 MiB: set it to match). RabbitMQ closes the channel on a
 #: larger message instead of refusing it alone, which would fail the whole batch.
 MAX_MESSAGE_SIZE = 128 * 1024 * 1024
-
-
-@dataclass
-class RelayStats:
-    """What a relay did, for logs, the commands' last line and benchmarks."""
-
-    relayed: int = 0
-    batches: int = 0
-    failed_attempts: int = 0
-    deleted: int = 0
-    seconds: float = 0.0
-    #: Refusals of single events (each row counted once per refusal).
-    refused: int = 0
-    #: Rows parked after their last refusal.
-    parked: int = 0
-
-    @property
-    def events_per_second(self) -> float:
-        return self.relayed / self.seconds if self.seconds > 0 else 0.0
-
-    def summary(self) -> str:
-        return (
-            f"relayed {self.relayed} events in {self.batches} batches in {self.seconds:.1f} s "
-            f"({self.events_per_second:.0f} events/s); {self.failed_attempts} failed attempts, "
-            f"{self.refused} refused events, {self.parked} parked, "
-            f"{self.deleted} old sent rows deleted"
-        )
 
 
 class OutboxRelay:
@@ -116,12 +81,12 @@ class OutboxRelay:
         poll_interval: float = POLL_INTERVAL,
         retention: timedelta | None = RETENTION,
         cleanup_interval: float = CLEANUP_INTERVAL,
-        publish_timeout: float = PUBLISH_TIMEOUT,
+        publish_timeout: float = OUTBOX_PUBLISH_TIMEOUT,
         max_backoff: float = MAX_BACKOFF,
         max_message_size: int = MAX_MESSAGE_SIZE,
         max_attempts: int = MAX_ATTEMPTS,
-        retry_delay: float = RETRY_DELAY,
-        max_retry_delay: float = MAX_RETRY_DELAY,
+        retry_delay: float = OUTBOX_RETRY_DELAY,
+        max_retry_delay: float = OUTBOX_MAX_RETRY_DELAY,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -222,10 +187,13 @@ class OutboxRelay:
         instead, after the rows that could be sent were sent.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        outage = OutageLog(
-            log,
-            f"outbox relay ({self.store.description} -> {mask_url(self.url)})",
-            backoff=Backoff(initial=0.5, maximum=self.max_backoff),
+        supervisor = Supervisor(
+            OutageLog(
+                log,
+                f"outbox relay ({self.store.description} -> {mask_url(self.url)})",
+                backoff=Backoff(initial=0.5, maximum=self.max_backoff),
+            ),
+            stable_after=0.0,  # every batch that went through starts the backoff afresh
         )
         log.info(
             "outbox relay started: %s -> %s (batches of %d)",
@@ -247,12 +215,12 @@ class OutboxRelay:
                     if once:
                         raise
                     # Rows stay pending meanwhile; a database error gets its traceback.
-                    delay = outage.failed(
+                    delay = supervisor.lost(
                         error, traceback=not isinstance(error, DomainEventBrokerError)
                     )
                     self._stop.wait(_until(deadline, delay))
                     continue
-                outage.succeeded()
+                supervisor.connected()
                 self._relaying = True
                 self._delete_old_rows(force=once)
                 if once:
@@ -313,164 +281,3 @@ def _until(deadline: float | None, seconds: float) -> float:
     if deadline is None:
         return seconds
     return max(0.0, min(seconds, deadline - time.monotonic()))
-
-
-def stop_on_signals(relay: OutboxRelay) -> Callable[[], None]:
-    """Make SIGTERM and SIGINT stop ``relay`` after its batch; return a function that undoes it.
-
-    A second signal stops at once (the batch in flight stays pending).
-    Only possible in the main thread; elsewhere it does nothing.
-    """
-    return signals.stop_on_signals(
-        relay.stop,
-        stopping="stopping the outbox relay after the batch in flight",
-        at_once="the batch in flight stays pending",
-    )
-
-
-def add_relay_arguments(parser: ArgumentParser) -> None:
-    """The relay's options, shared by ``relay_domain_events`` and ``domain-events-relay``."""
-    parser.add_argument("--once", action="store_true", help="exit when nothing is pending")
-    parser.add_argument("--timeout", type=float, help="stop after this many seconds")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.add_argument(
-        "--poll-interval",
-        type=float,
-        default=POLL_INTERVAL,
-        help="seconds between looks when nothing is pending",
-    )
-    parser.add_argument(
-        "--retention-days",
-        type=float,
-        default=RETENTION / timedelta(days=1),
-        help="delete sent rows after this many days (0: at once; -1: never)",
-    )
-    parser.add_argument(
-        "--max-backoff",
-        type=float,
-        default=MAX_BACKOFF,
-        help="longest pause between attempts while the broker is unreachable",
-    )
-    parser.add_argument(
-        "--max-message-size",
-        type=int,
-        default=MAX_MESSAGE_SIZE,
-        help="refuse a row whose payload is larger (bytes; the broker's max_message_size)",
-    )
-    parser.add_argument(
-        "--max-attempts",
-        type=int,
-        default=MAX_ATTEMPTS,
-        help="park a row after the broker refused its event this many times",
-    )
-    parser.add_argument(
-        "--retry-delay",
-        type=float,
-        default=RETRY_DELAY,
-        help="seconds before a refused row is tried again (doubling each time)",
-    )
-    parser.add_argument(
-        "--max-retry-delay",
-        type=float,
-        default=MAX_RETRY_DELAY,
-        help="longest pause between two attempts of a refused row",
-    )
-    parser.add_argument(
-        "--health-port",
-        type=int,
-        help="serve /livez, /readyz and /healthz on this port (see domain_event_broker.health)",
-    )
-    parser.add_argument(
-        "--stuck-after",
-        type=float,
-        default=STUCK_AFTER,
-        help="seconds a batch may run before /livez fails",
-    )
-    parser.add_argument(
-        "--metrics-port",
-        type=int,
-        help="serve Prometheus /metrics on this port (the [prometheus] extra): published "
-        "events, confirm latency, outbox pending rows and the oldest one's age",
-    )
-
-
-def serve_probes(
-    relay: OutboxRelay,
-    *,
-    health_port: int | None = None,
-    metrics_port: int | None = None,
-    stuck_after: float = STUCK_AFTER,
-    addr: str = "0.0.0.0",
-) -> Callable[[], None]:
-    """Serve the relay's health probe and/or Prometheus metrics from daemon threads.
-
-    The same port for both serves ``/metrics`` beside the probe's paths.
-    Returns a function that stops serving (and takes the outbox gauges out of
-    the registry). Metrics need prometheus_client (the ``[prometheus]`` extra).
-    """
-    stops: list[Callable[[], None]] = []
-    registry = None
-    if metrics_port is not None:
-        from .. import prometheus
-
-        prometheus.instrument()
-        registry = prometheus.metrics_registry()
-        gauges = prometheus.watch_outbox_store(relay.store, registry=registry)
-        stops.append(lambda: registry.unregister(gauges))
-    try:
-        if health_port is not None:
-            probe = HealthProbe(relay, stuck_after=stuck_after)
-            served = registry if metrics_port == health_port else None
-            stops.append(_stopper(probe.serve(health_port, addr, metrics=served)))
-            log.info("outbox relay health probe on port %d", health_port)
-        if metrics_port is not None and metrics_port != health_port:
-            from .. import prometheus
-
-            stops.append(_stopper(prometheus.serve_metrics(metrics_port, addr, registry)))
-        if metrics_port is not None:
-            log.info("outbox relay metrics on port %d (/metrics)", metrics_port)
-    except BaseException:
-        _stop_all(stops)
-        raise
-    return lambda: _stop_all(stops)
-
-
-def serve_probes_from(relay: OutboxRelay, parsed: Mapping[str, Any]) -> Callable[[], None]:
-    """:func:`serve_probes` with options parsed by :func:`add_relay_arguments`."""
-    return serve_probes(
-        relay,
-        health_port=parsed.get("health_port"),
-        metrics_port=parsed.get("metrics_port"),
-        stuck_after=parsed.get("stuck_after") or STUCK_AFTER,
-    )
-
-
-def _stopper(server: Any) -> Callable[[], None]:
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-
-    return stop
-
-
-def _stop_all(stops: Sequence[Callable[[], None]]) -> None:
-    for stop in reversed(stops):
-        try:
-            stop()
-        except Exception:
-            log.debug("stopping a probe server failed", exc_info=True)
-
-
-def relay_options(parsed: Mapping[str, Any]) -> dict[str, Any]:
-    """:class:`OutboxRelay` keyword arguments from options parsed by :func:`add_relay_arguments`."""
-    days = parsed["retention_days"]
-    return {
-        "batch_size": parsed["batch_size"],
-        "poll_interval": parsed["poll_interval"],
-        "retention": None if days < 0 else timedelta(days=days),
-        "max_backoff": parsed["max_backoff"],
-        "max_message_size": parsed["max_message_size"],
-        "max_attempts": parsed["max_attempts"],
-        "retry_delay": parsed["retry_delay"],
-        "max_retry_delay": parsed["max_retry_delay"],
-    }

@@ -12,43 +12,33 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 from .. import observability
+from ..core.messages import OutgoingMessage, PublishOutcome
 from ..errors import EventRefused, PublishError
-from ..messages import OutgoingMessage, PublishOutcome
 from ..observability import Occurrence
 from ..publisher import Publisher
 from ..settings import BrokerSettings
 from .attempts import BatchResult, Refusal, RetryPolicy, sort_outcomes
+from .stats import RelayStats
 from .store import PendingEvent
-
-if TYPE_CHECKING:
-    from .relay import RelayStats
 
 # The relay's own logger: operators filter its lines by that name.
 log = logging.getLogger(__package__ + ".relay")
 
 
+@dataclass
 class BatchSender:
     """Publishes batches of outbox rows on one publisher; counts and logs the refused ones."""
 
-    def __init__(
-        self,
-        url: BrokerSettings,
-        exchange: str,
-        publish_timeout: float,
-        max_message_size: int,
-        policy: RetryPolicy,
-        stats: RelayStats,
-    ) -> None:
-        self.url = url
-        self.exchange = exchange
-        self.publish_timeout = publish_timeout
-        self.max_message_size = max_message_size
-        self.policy = policy
-        self.stats = stats
-        self._publisher: Publisher | None = None
+    url: BrokerSettings
+    exchange: str
+    publish_timeout: float
+    max_message_size: int
+    policy: RetryPolicy
+    stats: RelayStats
+    _publisher: Publisher | None = field(default=None, init=False)
 
     @property
     def connected(self) -> bool:

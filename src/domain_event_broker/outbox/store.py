@@ -36,8 +36,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from .. import observability
+from ..core.messages import OutgoingMessage
 from ..events import DomainEvent, validate_routing_key
-from ..messages import OutgoingMessage
 from .attempts import BatchResult
 
 log = logging.getLogger(__name__)

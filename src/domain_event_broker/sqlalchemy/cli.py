@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import DomainEventBrokerError
-from ..outbox.relay import (
-    OutboxRelay,
+from ..outbox.relay import OutboxRelay
+from ..outbox.running import (
     add_relay_arguments,
     relay_options,
     serve_probes_from,

@@ -23,7 +23,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from ..events import DomainEvent
-from ..outbox.relay import OutboxRelay, RelayStats
+from ..outbox.relay import OutboxRelay
+from ..outbox.stats import RelayStats
 from ..outbox.store import (
     OutboxStatus,
     ParkedEvent,

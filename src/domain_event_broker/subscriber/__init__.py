@@ -25,9 +25,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..copies import copy_properties
+from ..core.defaults import PUBLISH_TIMEOUT
+from ..core.outcome import retries_of
 from ..handlers import Handler
-from ..outcome import retries_of
-from .core import PREFETCH_COUNT, PUBLISH_TIMEOUT, SHUTDOWN_GRACE_PERIOD, WORKERS, Subscriber
+from .core import PREFETCH_COUNT, SHUTDOWN_GRACE_PERIOD, WORKERS, Subscriber
 
 
 def delivery_retries(headers: Mapping[str, Any] | None, subscriber_name: str) -> int:

@@ -20,19 +20,21 @@ from pika.adapters.blocking_connection import BlockingConnection
 from .. import signals
 from .._transport import Transport, requires_broker
 from ..connection import connect_blocking
+from ..core.defaults import PUBLISH_TIMEOUT
+from ..core.topology import registration_topology
 from ..handlers import Handler
 from ..settings import ConnectionSettings, mask_url
 from ..topology import (
     DEFAULT_EXCHANGE,
     DEFAULT_EXCHANGE_TYPE,
     QueueType,
+    SubscriberTopology,
     normalise_binding_keys,
-    registration_topology,
 )
 from .delivery import Registration
 from .loop import Connector, ConsumeLoop, LoopOptions
 
-log = logging.getLogger("domain_event_broker.subscriber")
+log = logging.getLogger(__package__)
 
 #: Deliveries RabbitMQ may send to each handler's consumer before they are acked.
 PREFETCH_COUNT = 64
@@ -40,8 +42,6 @@ PREFETCH_COUNT = 64
 WORKERS = 1
 #: Seconds in-flight handlers get to finish after a stop (SIGTERM, stop_consuming()).
 SHUTDOWN_GRACE_PERIOD = 30.0
-#: Seconds the broker has to confirm a retry or dead-letter copy (as Publisher's publish_timeout).
-PUBLISH_TIMEOUT = 30.0
 
 
 class Subscriber(Transport):
@@ -134,6 +134,7 @@ class Subscriber(Transport):
         topology = registration_topology(
             name,
             binding_keys,
+            kind=SubscriberTopology,
             max_retries=max_retries,
             registered=[registration.name for registration in self._registrations],
             exchange=self.exchange,

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import pika
 
-from ..acks import Ticket
+from ..core.acks import Ticket
+from ..core.outcome import Policy
 from ..handlers import Handler
-from ..outcome import Policy
 from ..topology import SubscriberTopology
 
 

@@ -14,20 +14,23 @@ and reconnects (the original is redelivered), it never waits for ever.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
 
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingConnection
 
 from ..copies import copy_properties
-from ..outcome import Action, Outcome, failure_headers, retry_headers
-from ..topology import ROUTING_KEY_HEADER, SubscriberTopology
+from ..core.copies import CopyPlan, RefusalBackoff, plan_copy
+from ..core.outcome import Outcome
 from .copy_channel import Confirm, CopyChannel
 from .delivery import Delivery
-from .handling import log
+
+log = logging.getLogger(__package__)
+
+__all__ = ["CopyTimeout", "FailureStore", "RefusalBackoff", "close_quietly"]
 
 
 class CopyTimeout(pika.exceptions.AMQPConnectionError):
@@ -38,44 +41,11 @@ class CopyChannelClosed(pika.exceptions.AMQPConnectionError):
     """The broker closed the channel the copies go through (an exchange vanished?)."""
 
 
-class RefusalBackoff:
-    """How long a subscriber pauses after its copies were refused: capped, growing per refusal.
-
-    >>> backoff = RefusalBackoff(initial=0.5, maximum=4.0)
-    >>> backoff.refused(now=0.0), backoff.refused(now=0.5), backoff.paused_until
-    (True, False, 1.5)
-    >>> backoff.stored()  # the burst is over: two refusals
-    2
-    """
-
-    def __init__(self, initial: float = 0.5, maximum: float = 15.0, factor: float = 2.0) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.factor = factor
-        self.refusals = 0
-        self.paused_until = 0.0
-
-    def refused(self, now: float) -> bool:
-        """Count a refusal; True when it starts a burst (log it then)."""
-        pause = min(self.maximum, self.initial * self.factor**self.refusals)
-        self.refusals += 1
-        self.paused_until = now + pause
-        return self.refusals == 1
-
-    def paused(self, now: float) -> bool:
-        return now < self.paused_until
-
-    def stored(self) -> int:
-        """A copy was stored: the burst (if any) is over. Returns its refusals."""
-        refusals, self.refusals, self.paused_until = self.refusals, 0, 0.0
-        return refusals
-
-
 @dataclass(eq=False)
 class _Job:
     delivery: Delivery
     outcome: Outcome
-    headers: dict[str, Any] = field(default_factory=dict)
+    failed_at: str = ""
     fallback_tried: bool = False
     deadline: float = 0.0
 
@@ -186,15 +156,14 @@ class FailureStore:
 
     def _publish(self, job: _Job, now: float, settled: list[tuple[Delivery, bool]]) -> None:
         delivery = job.delivery
-        topology = delivery.registration.topology
         try:
-            exchange, routing_key = self._destination(job, topology, now)
+            plan = self._plan(job, now)
             self._channel.publish(
                 job,
-                exchange,
-                routing_key or delivery.routing_key,
+                plan.exchange,
+                plan.routing_key,
                 delivery.body,
-                copy_properties(delivery.properties, job.headers),
+                copy_properties(delivery.properties, plan.headers),
             )
         except (TypeError, ValueError, UnicodeError, pika.exceptions.AMQPError) as error:
             # A header pika cannot write: this copy can never be stored as it is.
@@ -203,38 +172,25 @@ class FailureStore:
         job.deadline = now + self.publish_timeout
         self._in_flight.add(job)
 
-    def _destination(
-        self, job: _Job, topology: SubscriberTopology, now: float
-    ) -> tuple[str, str | None]:
+    def _plan(self, job: _Job, now: float) -> CopyPlan:
         delivery = job.delivery
-        if job.outcome.action is Action.RETRY:
-            job.headers = retry_headers(delivery.properties.headers, delivery.retries)
-            # The copy comes back with the wait queue's name as routing key: keep the event's.
-            job.headers[ROUTING_KEY_HEADER] = delivery.routing_key
+        topology = delivery.registration.topology
+        if not job.failed_at:  # a dead letter's second try keeps the time of its failure
+            job.failed_at = datetime.now(timezone.utc).isoformat()
+        plan = plan_copy(
+            topology,
+            job.outcome,
+            delivery.properties.headers,
+            delivery.retries,
+            delivery.routing_key,
+            failed_at=job.failed_at,
+            fallback=job.fallback_tried,
+        )
+        if plan.wait_queue_ms is not None:
             if job.fallback_tried:
                 topology.forget_declarations()  # the wait queue was deleted behind our back
-            return self._retry_destination(topology, round(job.outcome.delay * 1000), now)
-        if not job.headers:
-            failed_at = datetime.now(timezone.utc).isoformat()
-            job.headers = failure_headers(
-                delivery.properties.headers, job.outcome, topology.name, delivery.retries, failed_at
-            )
-        if job.fallback_tried:
-            # The dead-letter exchange has no binding for this key (binding keys
-            # changed?): straight into the dead-letter queue, with the key kept.
-            job.headers[ROUTING_KEY_HEADER] = delivery.routing_key
-            return "", topology.dead_letter_queue
-        return topology.dead_letter_exchange, None
-
-    def _retry_destination(
-        self, topology: SubscriberTopology, delay_ms: int, now: float
-    ) -> tuple[str, str | None]:
-        """Where a retry copy goes: (exchange, routing key or None for the event's own).
-
-        The one place that knows how a retry reaches its wait queue.
-        """
-        topology.declare_wait_queue(self._channel.channel, delay_ms, now)
-        return topology.retry_destination(delay_ms)
+            topology.declare_wait_queue(self._channel.channel, plan.wait_queue_ms, now)
+        return plan
 
     # Outcomes -------------------------------------------------------------------------
     def _backoff_of(self, job: _Job) -> RefusalBackoff:

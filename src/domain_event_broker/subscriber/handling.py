@@ -14,9 +14,7 @@ import time
 from collections.abc import Callable
 
 from .. import observability
-from ..errors import InvalidEvent
-from ..handlers import HandlerRunner
-from ..outcome import (
+from ..core.outcome import (
     HANDLED,
     Action,
     Outcome,
@@ -27,9 +25,11 @@ from ..outcome import (
     safe_text,
     undecodable,
 )
+from ..errors import InvalidEvent
+from ..handlers import HandlerRunner
 from .delivery import Delivery
 
-log = logging.getLogger("domain_event_broker.subscriber")
+log = logging.getLogger(__package__)
 
 #: Called with the KeyboardInterrupt or SystemExit a handler raised.
 StopRequest = Callable[[BaseException], None]

@@ -12,6 +12,7 @@ deliveries, in-flight handlers get the grace period to finish and be settled.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -23,25 +24,23 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingConnection
 
 from .._pika import abort as abort_connection
-from ..acks import AckBook
-from ..connection import CONNECTION_LOST, Backoff
-from ..outage import OutageLog, reconnecting
-from ..outcome import Action, Outcome
+from ..connection import CONNECTION_LOST
+from ..core.acks import AckBook
+from ..core.defaults import HOUSEKEEPING_INTERVAL
+from ..core.outcome import Action, Outcome
+from ..core.supervisor import Backoff, OutageLog, Supervisor, reconnecting
 from ..signals import StopFlag
 from .delivery import Delivery, Registration
 from .failures import CopyTimeout
-from .handling import log
 from .session import ConsumerCancelled, Session
 from .workers import WorkerPool
+
+log = logging.getLogger(__package__)
 
 LOST = (*CONNECTION_LOST, pika.exceptions.ChannelClosed, ConsumerCancelled)
 
 #: Longest a pass of the loop waits for I/O (a stop from a signal is seen within it).
 SLICE = 0.5
-#: Seconds a session must last before a loss of it starts the reconnect backoff afresh.
-STABLE_SESSION = 10.0
-#: Seconds between housekeeping calls.
-HOUSEKEEPING_INTERVAL = 5.0
 
 
 @dataclass(frozen=True)
@@ -173,36 +172,26 @@ class ConsumeLoop:
         self._interrupt = None
         self._completions.clear()
         self.pool.start()
-        outage = OutageLog(
-            log,
-            f"RabbitMQ at {self._describe()}",
-            backoff=Backoff(),
-            wording=reconnecting(
-                then="consuming "
-                + ", ".join(registration.name for registration in self.registrations)
-                + " again"
-            ),
+        names = ", ".join(registration.name for registration in self.registrations)
+        supervisor = Supervisor(
+            OutageLog(
+                log,
+                f"RabbitMQ at {self._describe()}",
+                backoff=Backoff(),
+                wording=reconnecting(then=f"consuming {names} again"),
+            )
         )
         try:
             while not self._should_stop(deadline):
-                opened_at: float | None = None
                 try:
                     self._open_session()
-                    opened_at = time.monotonic()
-                    # Logged as recovered, but the backoff goes on growing until the
-                    # session has lasted (see below).
-                    outage.succeeded(restart_backoff=False)
+                    supervisor.connected()
                     self._consume_until(deadline)
                     self._drain()
                     break
                 except LOST as error:
                     self.consuming = False
-                    # Only a session that lasted starts the backoff afresh: one lost
-                    # right after opening (a declare the broker refuses, say) keeps
-                    # it growing, so a repeating error never reconnects in a tight loop.
-                    if opened_at is not None and time.monotonic() - opened_at >= STABLE_SESSION:
-                        outage.backoff.reset()
-                    delay = outage.failed(error)  # logged once per outage, not per attempt
+                    delay = supervisor.lost(error)  # logged once per outage, not per attempt
                     self._close_session(abort=isinstance(error, CopyTimeout))
                     self.stop.sleep(_capped(delay, deadline))
         except KeyboardInterrupt:
@@ -224,7 +213,7 @@ class ConsumeLoop:
     def _open_session(self) -> None:
         connection = self.connector.ensure()
         self.waker.attach(connection)
-        session = Session(
+        session = Session.open(
             connection,
             self.book,
             self.pool.submit,

@@ -19,8 +19,8 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from ..acks import AckBook
-from ..outcome import Action, Outcome
+from ..core.acks import AckBook
+from ..core.outcome import Action, Outcome
 from .delivery import Delivery, Registration
 from .failures import FailureStore, close_quietly
 
@@ -35,21 +35,36 @@ class Session:
     def __init__(
         self,
         connection: BlockingConnection,
+        channel: BlockingChannel,
+        store: FailureStore,
+        book: AckBook,
+        submit: Callable[[Delivery], None],
+    ) -> None:
+        self.connection = connection
+        self.channel = channel
+        self.store: FailureStore | None = store
+        self.book = book
+        self._submit = submit
+        self._consumer_tags: list[str] = []
+        self._registrations: list[Registration] = []
+
+    @classmethod
+    def open(
+        cls,
+        connection: BlockingConnection,
         book: AckBook,
         submit: Callable[[Delivery], None],
         prefetch_count: int,
         publish_timeout: float,
-    ) -> None:
-        self.connection = connection
-        self.book = book
-        self._submit = submit
+    ) -> Session:
+        """Open the consume channel (and the copies' channel) of a new session on ``connection``."""
         book.reset()  # deliveries of an earlier channel are stale from here on
-        self.store: FailureStore | None = FailureStore(connection, publish_timeout)
-        self.channel: BlockingChannel = connection.channel()
-        self.channel.basic_qos(prefetch_count=prefetch_count)
-        self.channel.add_on_cancel_callback(self._on_consumer_cancelled)
-        self._consumer_tags: list[str] = []
-        self._registrations: list[Registration] = []
+        store = FailureStore(connection, publish_timeout)
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=prefetch_count)
+        session = cls(connection, channel, store, book, submit)
+        channel.add_on_cancel_callback(session._on_consumer_cancelled)
+        return session
 
     def consume(self, registration: Registration) -> None:
         self._registrations.append(registration)

@@ -8,37 +8,35 @@ worker ends only when told to; each has an event loop of its own for
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from ..acks import Ticket
+from ..core.acks import Ticket
+from ..core.outcome import REQUEUE, Outcome, failure, fate, safe_text
 from ..handlers import HandlerRunner
-from ..outcome import REQUEUE, Outcome, failure, fate, safe_text
 from .delivery import Delivery
-from .handling import StopRequest, handle, log
+from .handling import StopRequest, handle
+
+log = logging.getLogger(__package__)
 
 Done = Callable[[Delivery, Outcome], None]
 
 
+@dataclass(eq=False)
 class WorkerPool:
     """``size`` threads handling deliveries in the order they were submitted."""
 
-    def __init__(
-        self,
-        size: int,
-        on_done: Done,
-        is_current: Callable[[Ticket], bool],
-        request_stop: StopRequest,
-    ) -> None:
-        self.size = size
-        self._on_done = on_done
-        self._is_current = is_current
-        self._request_stop = request_stop
-        self._tasks: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        #: While draining, deliveries not started yet go back to their queue unhandled.
-        self.draining = False
+    size: int
+    _on_done: Done
+    _is_current: Callable[[Ticket], bool]
+    _request_stop: StopRequest
+    _tasks: queue.SimpleQueue[Delivery | None] = field(default_factory=queue.SimpleQueue)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    #: While draining, deliveries not started yet go back to their queue unhandled.
+    draining: bool = False
 
     def start(self) -> None:
         self.draining = False

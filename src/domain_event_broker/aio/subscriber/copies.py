@@ -10,6 +10,7 @@ stored: the caller sends the event back to its queue after a pause.
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,9 +19,11 @@ import aio_pika.abc
 import aiormq.exceptions
 
 from ...copies import copied_fields
-from ...outcome import Action, Outcome, failure_headers, retry_headers
+from ...core.outcome import Action, Outcome, failure_headers, retry_headers
 from ...topology import ROUTING_KEY_HEADER
-from .session import Delivery, Message, Session, log
+from .session import Delivery, Message, Session
+
+log = logging.getLogger(__package__)
 
 #: Seconds to wait for the broker's confirm of a retry or dead-letter copy.
 CONFIRM_TIMEOUT = 30.0

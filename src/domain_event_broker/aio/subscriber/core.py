@@ -28,24 +28,28 @@ stops on SIGTERM/SIGINT; this module is the public API.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from collections.abc import Sequence
 
-from ...outcome import Policy
+from ...core.outcome import Policy
+from ...core.topology import registration_topology
 from ...settings import ConnectionSettings, mask_url, resolve_url
 from ...subscriber import PREFETCH_COUNT, SHUTDOWN_GRACE_PERIOD
 from ...topology import (
     DEFAULT_EXCHANGE,
     DEFAULT_EXCHANGE_TYPE,
     QueueType,
-    registration_topology,
+    SubscriberTopology,
 )
 from .. import topology as aio_topology
 from ..connection import connect
 from . import signals
 from .loop import ConsumeLoop
-from .session import AsyncHandler, Registration, Session, Sessions, log
+from .session import AsyncHandler, Registration, Session, Sessions
 from .workers import Workers
+
+log = logging.getLogger(__package__)
 
 
 class AsyncSubscriber:
@@ -117,6 +121,7 @@ class AsyncSubscriber:
         topology = registration_topology(
             name,
             binding_keys,
+            kind=SubscriberTopology,
             max_retries=max_retries,
             registered=self.registered_names,
             exchange=self.exchange,

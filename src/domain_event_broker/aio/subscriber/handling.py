@@ -8,17 +8,29 @@ included: never a dead worker), except the worker task's own cancellation.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ... import observability
+from ...core.outcome import (
+    Action,
+    Outcome,
+    decide,
+    failure,
+    fate,
+    parse_event,
+    safe_text,
+    undecodable,
+)
 from ...errors import InvalidEvent
 from ...observability import Handling, Occurrence
-from ...outcome import Action, Outcome, decide, failure, fate, parse_event, safe_text, undecodable
 from ...subscriber.handling import KINDS
 from ...topology import SubscriberTopology
-from .session import Delivery, log
+from .session import Delivery
+
+log = logging.getLogger(__package__)
 
 
 async def handle(delivery: Delivery, request_stop: Callable[[], None]) -> tuple[Outcome, int]:

@@ -3,27 +3,24 @@
 A lost connection is reopened with backoff (the topology declared again by
 ``Sessions.open``). While a session is live, :meth:`ConsumeLoop.housekeeping`
 runs every ``HOUSEKEEPING_INTERVAL`` seconds. Connection loss and recovery are
-logged in one place, the loop's :class:`~domain_event_broker.outage.OutageLog`.
+decided by the core's :class:`~domain_event_broker.core.supervisor.Supervisor`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
-from ... import wait_queues
-from ...connection import Backoff
-from ...outage import OutageLog, reconnecting
-from ..connection import CONNECTION_LOST
-from .session import Session, Sessions, log
+from ...core import wait_queues
+from ...core.defaults import HOUSEKEEPING_INTERVAL
+from ...core.supervisor import Backoff, OutageLog, Supervisor, reconnecting
+from ..connection import AIO_CONNECTION_LOST
+from .session import Session, Sessions
 from .workers import Workers
 
-#: Seconds between two :meth:`ConsumeLoop.housekeeping` calls while consuming (at most
-#: ``wait_queues.CHECK_INTERVAL``, read at each call so that a test can shorten it).
-HOUSEKEEPING_INTERVAL = 5.0
-
-RECONNECTING = reconnecting("asyncio subscriber", error_text=False)
+log = logging.getLogger(__package__)
 
 
 class ConsumeLoop:
@@ -43,31 +40,39 @@ class ConsumeLoop:
         self.masked_url = masked_url
         self.grace_period = grace_period  # a second signal sets it to 0 while draining
         # Logged once per outage (then at most once a minute), as every reconnect loop is.
-        self.outage = OutageLog(
-            log, f"RabbitMQ at {masked_url}", backoff=Backoff(), wording=RECONNECTING
+        self.supervisor = Supervisor(
+            OutageLog(
+                log,
+                f"RabbitMQ at {masked_url}",
+                backoff=Backoff(),
+                wording=reconnecting("asyncio subscriber", error_text=False),
+            )
         )
 
     async def run(self) -> None:
         while not self.stopping.is_set():
             try:
                 session = await self.sessions.open(self.workers.on_message_of)
-            except CONNECTION_LOST as error:
-                await wait_any(self.outage.failed(error), self.stopping)
+            except AIO_CONNECTION_LOST as error:
+                await wait_any(self.supervisor.lost(error), self.stopping)
                 continue
             names = [registration.topology.name for registration in self.sessions.registrations]
             log.info("asyncio subscriber consuming %s on %s", ", ".join(names), self.masked_url)
-            self.outage.succeeded()
+            self.supervisor.connected()
             await self._consume(session)
             if self.stopping.is_set():
                 await self._drain(session)
-            else:
-                # Reconnect at once: a lost connection is often one cut, not an outage.
-                self.outage.failed(ConnectionError("connection closed"))
+                await self.sessions.close(session)
+                continue
             await self.sessions.close(session)
+            # A session that lasted reconnects almost at once (a lost connection is
+            # often one cut, not an outage); one lost right after opening backs off.
+            await wait_any(self.supervisor.lost(ConnectionError("connection lost")), self.stopping)
 
     async def _consume(self, session: Session) -> None:
         """Until the session is lost or a stop is asked, with housekeeping now and then."""
         while not (session.lost.is_set() or self.stopping.is_set()):
+            # wait_queues.CHECK_INTERVAL is read at each pass, so that a test can shorten it.
             interval = min(HOUSEKEEPING_INTERVAL, wait_queues.CHECK_INTERVAL)
             await wait_any(interval, session.lost, self.stopping)
             if not (session.lost.is_set() or self.stopping.is_set()):
@@ -79,7 +84,7 @@ class ConsumeLoop:
         for registration in self.sessions.registrations:
             try:
                 await registration.wait_queues.remove_idle(session.connection, now)
-            except CONNECTION_LOST as error:
+            except AIO_CONNECTION_LOST as error:
                 # The session's loss is run()'s to handle; a queue kept is tried later.
                 log.debug("removing idle wait queues failed: %s", type(error).__name__)
 
@@ -90,7 +95,7 @@ class ConsumeLoop:
         try:
             for queue, tag in session.consumers:
                 await queue.cancel(tag)
-        except CONNECTION_LOST as error:
+        except AIO_CONNECTION_LOST as error:
             log.warning(
                 "connection lost while stopping (%s); unacked events are redelivered", error
             )

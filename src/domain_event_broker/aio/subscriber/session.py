@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 import aio_pika
 import aio_pika.abc
 
-from ...acks import AckBook, Ticket
-from ...connection import Backoff
+from ...core.acks import AckBook, Ticket
+from ...core.copies import RefusalBackoff
+from ...core.outcome import Policy
 from ...events import DomainEvent
-from ...outcome import Policy
 from ...topology import SubscriberTopology
 from .. import topology as aio_topology
-from ..connection import CONNECTION_LOST, connect
+from ..connection import AIO_CONNECTION_LOST, connect
 
 #: One logger for the whole asyncio subscriber (its name predates the package).
-log = logging.getLogger("domain_event_broker.aio.subscriber")
+log = logging.getLogger(__package__)
 
 AsyncHandler = Callable[[DomainEvent], Awaitable[object]]
 Message = aio_pika.abc.AbstractIncomingMessage
@@ -38,7 +38,7 @@ class Registration:
     policy: Policy
     wait_queues: aio_topology.WaitQueues
     # A refused copy sends its event back after a pause that grows while refusals go on.
-    refused: Backoff = field(default_factory=lambda: Backoff(initial=0.5, maximum=10.0))
+    refused: RefusalBackoff = field(default_factory=RefusalBackoff)
 
 
 @dataclass
@@ -79,25 +79,19 @@ class Acks:
         return acks.multiple_up_to or 0, list(acks.singles)
 
 
+@dataclass(eq=False)
 class Session:
     """The channels of one connection: deliveries from an older session are never settled."""
 
-    def __init__(
-        self,
-        connection: aio_pika.abc.AbstractConnection,
-        consume: aio_pika.abc.AbstractChannel,
-        publish: aio_pika.abc.AbstractChannel,
-        generation: int,
-    ) -> None:
-        self.connection = connection
-        self.consume = consume
-        self.publish = publish
-        self.generation = generation
-        self.lost = asyncio.Event()
-        self.consumers: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
-        self.acks = Acks()
-        self.ack_lock = asyncio.Lock()
-        self.flush_scheduled = False
+    connection: aio_pika.abc.AbstractConnection
+    consume: aio_pika.abc.AbstractChannel
+    publish: aio_pika.abc.AbstractChannel
+    generation: int
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+    consumers: list[tuple[aio_pika.abc.AbstractQueue, str]] = field(default_factory=list)
+    acks: Acks = field(default_factory=lambda: Acks())
+    ack_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    flush_scheduled: bool = False
 
     async def publish_channel(self) -> aio_pika.abc.AbstractChannel:
         """The confirm-mode channel for copies, reopened if the broker closed it."""
@@ -167,5 +161,5 @@ async def _copy_channel(
 async def close_quietly(connection: aio_pika.abc.AbstractConnection) -> None:
     if connection.is_closed:
         return
-    with contextlib.suppress(*CONNECTION_LOST, asyncio.TimeoutError):
+    with contextlib.suppress(*AIO_CONNECTION_LOST, asyncio.TimeoutError):
         await asyncio.wait_for(connection.close(), 5.0)

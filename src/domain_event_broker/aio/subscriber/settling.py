@@ -10,11 +10,15 @@ settled: RabbitMQ redelivers it.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
-from ...outcome import Action, Outcome
-from ..connection import CONNECTION_LOST
+from ...core.outcome import Action, Outcome
+from ..connection import AIO_CONNECTION_LOST
 from .copies import store_copy
-from .session import Delivery, Session, Sessions, log
+from .session import Delivery, Session, Sessions
+
+log = logging.getLogger(__package__)
 
 
 class Settler:
@@ -37,14 +41,17 @@ class Settler:
             if outcome.action is Action.REQUEUE:
                 await message.nack(requeue=True)
             elif await store_copy(session, delivery, outcome, retries or 0):
-                delivery.registration.refused.reset()
+                delivery.registration.refused.stored()
                 await message.ack()
             else:
                 # Refused: back to its queue, after a pause so that it is no hot loop.
-                await asyncio.sleep(delivery.registration.refused.next_delay())
+                refused = delivery.registration.refused
+                now = time.monotonic()
+                refused.refused(now)
+                await asyncio.sleep(refused.paused_until - now)
                 await message.nack(requeue=True)
             session.acks.settled(tag)
-        except CONNECTION_LOST as error:
+        except AIO_CONNECTION_LOST as error:
             # The channel is gone: the unsettled event comes back by itself.
             log.warning(
                 "subscriber %s: could not settle event %s (%s); RabbitMQ redelivers it",
@@ -79,7 +86,7 @@ class Settler:
                     await channel.basic_ack(last, multiple=True)
                 for tag in singles:
                     await channel.basic_ack(tag)
-            except CONNECTION_LOST as error:
+            except AIO_CONNECTION_LOST as error:
                 log.warning(
                     "could not ack handled events (%s); RabbitMQ redelivers them",
                     type(error).__name__,

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from ...outcome import Action, Outcome
+from ...core.outcome import Action, Outcome
 from .handling import handle
 from .session import Delivery, Message, OnMessage, Registration, Session, Sessions
 from .settling import Settler

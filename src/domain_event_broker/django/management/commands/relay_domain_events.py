@@ -10,8 +10,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS
 
 from ....errors import DomainEventBrokerError, NoBroker
-from ....outbox.relay import (
-    OutboxRelay,
+from ....outbox.relay import OutboxRelay
+from ....outbox.running import (
     add_relay_arguments,
     relay_options,
     serve_probes_from,

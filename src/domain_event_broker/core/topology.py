@@ -1,0 +1,388 @@
+"""Every exchange, queue and header name, every queue argument, and what to declare: in one place.
+
+The names and arguments are those of releases 2.x-3.x, so that old and new
+services share one broker: RabbitMQ refuses to re-declare a queue with other
+arguments (``PRECONDITION_FAILED``). For a subscriber named ``N``:
+
+- ``N``: its queue, bound to the events exchange with each binding key (and
+  ``x-dead-letter-exchange = N-dlx`` when it keeps dead letters);
+- ``N-dlx`` / ``N-dl``: dead-letter exchange and queue, bound with the same keys;
+- ``N-retry``: exchange bound to ``N`` with the same keys, where retries come back;
+- ``N-wait-D``: a wait queue for each distinct retry delay of ``D`` ms. A retry
+  copy is published to it through the default exchange and, when its TTL
+  expires, dead-lettered through the default exchange straight to ``N``: nothing
+  that can vanish (an exchange, a lease) stands between a copy and its queue.
+  The event's own routing key travels in ``ROUTING_KEY_HEADER``.
+- ``N-delay-D``: the wait queue (and exchange) of releases 2.x-3.x, which
+  dead-letter to ``N-retry``. Old instances still declare and use them during a
+  rolling upgrade; we never declare them, but count the copies coming back.
+
+Nothing here does I/O: what to declare is a list of operations
+(:class:`ExchangeDeclare`, :class:`QueueDeclare`, :class:`Bind`) that each
+driver carries out on its own channel (``domain_event_broker.topology`` for
+pika, ``domain_event_broker.aio.topology`` for aio-pika).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from ..events import MAX_KEY_BYTES, is_routing_key, validate_binding_key
+from .wait_queues import WaitQueueBook
+
+DEFAULT_EXCHANGE = "domain-events"
+DEFAULT_EXCHANGE_TYPE = "topic"
+
+# Headers of our own. RabbitMQ 4.x drops x-death headers that a client sets, so
+# the retry count travels in a header that RabbitMQ never touches.
+RETRIES_HEADER = "x-domain-event-retries"
+FAILED_SUBSCRIBER_HEADER = "x-domain-event-failed-subscriber"
+EXCEPTION_TYPE_HEADER = "x-domain-event-exception-type"
+EXCEPTION_MESSAGE_HEADER = "x-domain-event-exception-message"
+FAILED_AT_HEADER = "x-domain-event-failed-at"
+# The event's routing key, where a copy travels under another one: a retry copy
+# (it comes back from its wait queue with the queue's name as routing key) and a
+# dead letter that had to bypass the dead-letter exchange.
+ROUTING_KEY_HEADER = "x-domain-event-routing-key"
+#: How often an event was replayed from a dead-letter queue (set by replay).
+REPLAYED_HEADER = "x-domain-event-replayed"
+
+#: Headers that describe one delivery attempt; a replayed event starts afresh.
+ATTEMPT_HEADERS = (
+    RETRIES_HEADER,
+    FAILED_SUBSCRIBER_HEADER,
+    EXCEPTION_TYPE_HEADER,
+    EXCEPTION_MESSAGE_HEADER,
+    FAILED_AT_HEADER,
+    ROUTING_KEY_HEADER,
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+)
+
+# 3.x added the longer "-delay-<ms>": names it accepted stay accepted, as before.
+_LONGEST_SUFFIX = len("-delay-") + 10
+
+QueueType = Literal["classic", "quorum"]
+
+
+def routing_key_in(headers: object) -> str | None:
+    """The event's routing key kept in ``ROUTING_KEY_HEADER``, if it holds a valid one.
+
+    Another publisher's header may hold anything: only a key RabbitMQ could
+    route (and a copy could be published with) is used.
+    """
+    if not isinstance(headers, Mapping):
+        return None
+    value = headers.get(ROUTING_KEY_HEADER)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value if isinstance(value, str) and is_routing_key(value) else None
+
+
+def legacy_wait_queue_prefix(subscriber: str) -> str:
+    """Start of the names of the wait queues that releases 2.x-3.x declare for ``subscriber``."""
+    return f"{subscriber}-delay-"
+
+
+def dead_letter_queue_name(subscriber: str) -> str:
+    return f"{subscriber}-dl"
+
+
+def dead_letter_exchange_name(subscriber: str) -> str:
+    return f"{subscriber}-dlx"
+
+
+def retry_exchange_name(subscriber: str) -> str:
+    return f"{subscriber}-retry"
+
+
+def wait_queue_prefix(subscriber: str) -> str:
+    """Start of the names of the wait queues that we declare for ``subscriber``."""
+    return f"{subscriber}-wait-"
+
+
+def wait_queue_name(subscriber: str, delay_ms: int) -> str:
+    """Name of the wait queue of ``subscriber`` for a retry delay."""
+    return f"{wait_queue_prefix(subscriber)}{delay_ms}"
+
+
+@dataclass(frozen=True)
+class SubscriberTopology:
+    """The queues and exchanges of one subscriber, and how to declare them."""
+
+    name: str
+    binding_keys: tuple[str, ...]
+    exchange: str = DEFAULT_EXCHANGE
+    exchange_type: str = DEFAULT_EXCHANGE_TYPE
+    dead_letter: bool = False
+    durable: bool = True
+    exclusive: bool = False
+    auto_delete: bool = False
+    queue_type: QueueType = "classic"
+    #: Which wait queues this connection declared and when each was last used.
+    wait_queue_book: WaitQueueBook = field(default_factory=WaitQueueBook, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError("a subscriber needs a non-empty name; it is also its queue's name")
+        if len(self.name.encode()) > MAX_KEY_BYTES - _LONGEST_SUFFIX:
+            raise ValueError(
+                f"subscriber name {self.name[:40]!r}... is too long: queue names are at most "
+                f"{MAX_KEY_BYTES} bytes, and '-wait-<ms>' is added for retries"
+            )
+        if not self.binding_keys:
+            raise ValueError(
+                f"subscriber {self.name!r} needs at least one binding key, e.g. ['user.*']"
+            )
+        for key in self.binding_keys:
+            validate_binding_key(key)
+        if self.queue_type not in ("classic", "quorum"):
+            raise ValueError(f"queue_type must be 'classic' or 'quorum', not {self.queue_type!r}")
+        if self.queue_type == "quorum" and (self.exclusive or self.auto_delete or not self.durable):
+            raise ValueError(
+                "quorum queues are always durable and cannot be exclusive or auto-delete; "
+                f"register {self.name!r} with durable=True, exclusive=False, auto_delete=False"
+            )
+
+    # Names -----------------------------------------------------------------
+    @property
+    def queue(self) -> str:
+        return self.name
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return dead_letter_exchange_name(self.name)
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return dead_letter_queue_name(self.name)
+
+    @property
+    def retry_exchange(self) -> str:
+        return retry_exchange_name(self.name)
+
+    def wait_queue(self, delay_ms: int) -> str:
+        """Name of the wait queue for a retry delay."""
+        return wait_queue_name(self.name, delay_ms)
+
+    def legacy_wait_queue(self, delay_ms: int) -> str:
+        """Name of the wait queue (and of its exchange) that releases 2.x-3.x use for a delay."""
+        return f"{legacy_wait_queue_prefix(self.name)}{delay_ms}"
+
+    def retry_destination(self, delay_ms: int) -> tuple[str, str]:
+        """(exchange, routing key) a retry copy is published with: the default
+        exchange, which always exists, straight into the wait queue."""
+        return "", self.wait_queue(delay_ms)
+
+    def event_routing_key(self, routing_key: str, headers: Any) -> str:
+        """The routing key of the event in a delivery to this subscriber's queue.
+
+        A copy that comes back from a new-style wait queue is delivered with the
+        queue's name as routing key; its event's key is in ``ROUTING_KEY_HEADER``.
+        The header is trusted only then, so no publisher can re-route others' events.
+        """
+        if routing_key == self.queue:
+            return routing_key_in(headers) or routing_key
+        return routing_key
+
+    # Arguments -------------------------------------------------------------
+    def queue_arguments(self) -> dict[str, Any]:
+        arguments: dict[str, Any] = {}
+        if self.dead_letter:
+            arguments["x-dead-letter-exchange"] = self.dead_letter_exchange
+        if self.queue_type == "quorum":
+            arguments["x-queue-type"] = "quorum"
+        return arguments
+
+    def dead_letter_queue_arguments(self) -> dict[str, Any]:
+        return {"x-queue-type": "quorum"} if self.queue_type == "quorum" else {}
+
+    def wait_queue_arguments(self, delay_ms: int) -> dict[str, Any]:
+        # No x-expires: a lease counts from the last declare, not from the last
+        # message, and RabbitMQ deletes an expired queue with its copies inside.
+        # Idle wait queues are removed by their subscriber, only when empty.
+        # The default exchange ("") always exists and routes by queue name, so an
+        # expired copy reaches N also after a restart took the non-durable N-retry.
+        arguments: dict[str, Any] = {
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.queue,
+            "x-message-ttl": delay_ms,
+        }
+        if self.queue_type == "quorum":
+            # at-least-once dead-lettering keeps a retried event in the wait queue
+            # until the subscriber queue has confirmed it; RabbitMQ requires
+            # reject-publish overflow for it.
+            arguments["x-queue-type"] = "quorum"
+            arguments["x-dead-letter-strategy"] = "at-least-once"
+            arguments["x-overflow"] = "reject-publish"
+        return arguments
+
+    @property
+    def durable_exchanges(self) -> bool:
+        """Whether ``N-dlx`` and ``N-retry`` are durable."""
+        # Releases 2.x-3.x declared N-dlx and N-retry non-durable; a different
+        # value makes their re-declaration fail, so only new (quorum) set-ups change it.
+        return self.queue_type == "quorum"
+
+    # What to declare -----------------------------------------------------------
+    def declarations(self) -> list[Operation]:
+        """The exchanges, queues and bindings of this subscriber, in declaration order."""
+        operations: list[Operation] = [events_exchange(self.exchange, self.exchange_type)]
+        if self.dead_letter:
+            operations.append(
+                ExchangeDeclare(
+                    self.dead_letter_exchange, self.exchange_type, self.durable_exchanges
+                )
+            )
+            operations.append(
+                QueueDeclare(
+                    self.dead_letter_queue,
+                    durable=True,
+                    arguments=self.dead_letter_queue_arguments() or None,
+                )
+            )
+            operations.extend(self._bindings(self.dead_letter_exchange, self.dead_letter_queue))
+        operations.append(
+            QueueDeclare(
+                self.queue,
+                durable=self.durable,
+                exclusive=self.exclusive,
+                auto_delete=self.auto_delete,
+                arguments=self.queue_arguments() or None,
+            )
+        )
+        operations.extend(self._bindings(self.exchange, self.queue))
+        operations.append(
+            ExchangeDeclare(self.retry_exchange, self.exchange_type, self.durable_exchanges)
+        )
+        operations.extend(self._bindings(self.retry_exchange, self.queue))
+        return operations
+
+    def wait_queue_declaration(self, delay_ms: int) -> QueueDeclare:
+        """The declaration of the wait queue for ``delay_ms``."""
+        return QueueDeclare(
+            self.wait_queue(delay_ms), durable=True, arguments=self.wait_queue_arguments(delay_ms)
+        )
+
+    def forget_declarations(self) -> None:
+        """Forget which wait queues exist (after a reconnect they may be gone)."""
+        self.wait_queue_book.forget()
+
+    def _bindings(self, exchange: str, queue: str) -> list[Operation]:
+        return [Bind(queue, exchange, key) for key in self.binding_keys]
+
+
+@dataclass(frozen=True)
+class ExchangeDeclare:
+    name: str
+    type: str
+    durable: bool
+    auto_delete: bool = False
+
+
+@dataclass(frozen=True)
+class QueueDeclare:
+    name: str
+    durable: bool
+    exclusive: bool = False
+    auto_delete: bool = False
+    arguments: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Bind:
+    queue: str
+    exchange: str
+    routing_key: str
+
+
+#: One step of declaring a topology; each driver knows how to carry out each kind.
+Operation = ExchangeDeclare | QueueDeclare | Bind
+
+
+def events_exchange(
+    exchange: str = DEFAULT_EXCHANGE, exchange_type: str = DEFAULT_EXCHANGE_TYPE
+) -> ExchangeDeclare:
+    """The durable topic exchange that every event is published to."""
+    return ExchangeDeclare(exchange, exchange_type, durable=True)
+
+
+_Topology = TypeVar("_Topology", bound=SubscriberTopology)
+
+
+def registration_topology(
+    name: str,
+    binding_keys: str | Sequence[str],
+    *,
+    max_retries: int,
+    registered: Iterable[str],
+    kind: type[_Topology],
+    exchange: str = DEFAULT_EXCHANGE,
+    exchange_type: str = DEFAULT_EXCHANGE_TYPE,
+    dead_letter: bool = False,
+    durable: bool = True,
+    exclusive: bool = False,
+    auto_delete: bool = False,
+    queue_type: QueueType = "classic",
+) -> _Topology:
+    """The topology of a handler being registered, after the checks every subscriber makes.
+
+    The sync, asyncio and in-memory subscribers all register through it, so that
+    a name, a key or an option is accepted or refused alike by each. ``kind`` is
+    the driver's own :class:`SubscriberTopology` (it adds the declaring).
+    """
+    topology = kind(
+        name=name,
+        binding_keys=normalise_binding_keys(binding_keys),
+        exchange=exchange,
+        exchange_type=exchange_type,
+        dead_letter=dead_letter,
+        durable=durable,
+        exclusive=exclusive,
+        auto_delete=auto_delete,
+        queue_type=queue_type,
+    )
+    if max_retries < 0:
+        raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+    if name in registered:
+        raise ValueError(f"a handler named {name!r} is already registered on this subscriber")
+    return topology
+
+
+def normalise_binding_keys(binding_keys: str | Sequence[str]) -> tuple[str, ...]:
+    # A lone string is a common slip (``'user.*'`` for ``['user.*']``); iterating
+    # it would bind every character.
+    if isinstance(binding_keys, str):
+        return (binding_keys,)
+    return tuple(binding_keys)
+
+
+_INEQUIVALENT = re.compile(
+    r"inequivalent arg '(?P<arg>[^']+)' for (?P<kind>queue|exchange) '(?P<name>[^']+)'"
+)
+
+
+def explain_precondition_failed(reply_text: str, topology: SubscriberTopology) -> str:
+    """What RabbitMQ's PRECONDITION_FAILED on a declare means, and how to migrate."""
+    match = _INEQUIVALENT.search(reply_text)
+    if match is None:
+        what = "a queue or exchange"
+        argument = "its properties"
+    else:
+        what = f"{match['kind']} {match['name']!r}"
+        argument = f"argument {match['arg']!r}"
+    return (
+        f"{what} of subscriber {topology.name!r} already exists on RabbitMQ with a different "
+        f"{argument} than this subscriber declares (RabbitMQ said: {reply_text}). "
+        "To migrate: stop the subscriber's consumers, move or drain its events, delete the "
+        "queue (rabbitmqctl delete_queue NAME, or the management UI) and start the "
+        "subscriber again; or register it with the options it was created with."
+    )

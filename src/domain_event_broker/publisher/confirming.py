@@ -1,0 +1,218 @@
+"""Handing messages to the I/O thread, which publishes them with confirms; callers wait.
+
+The publish path, top to bottom:
+
+1. :meth:`Publisher.publish` / :meth:`Publisher.publish_batch` check the body
+   and build a :class:`~..core.confirms.Pending` per message on the caller's
+   thread (:mod:`.messages`);
+2. :meth:`ConfirmingConnection.submit` hands them to the I/O thread;
+3. :meth:`ConfirmingConnection._flush` (I/O thread) sends them, and
+   :meth:`ConfirmingConnection._on_confirm` settles them as confirms arrive
+   (the bookkeeping is the core's :class:`~..core.confirms.ConfirmBook`);
+4. :meth:`ConfirmingConnection.wait` wakes the caller with the outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pika.spec
+
+from .._pika import coalesce_output
+from ..core.confirms import NACK_GRACE, ConfirmBook, Pending
+from ..errors import BrokerUnavailable, ConfirmTimeout, EventRefused, PublishError
+from ..settings import BrokerSettings, mask_url
+from .io_thread import IOThread
+from .link import Link
+from .messages import described
+
+log = logging.getLogger(__package__)
+
+
+class ConfirmingConnection:
+    """Hands messages to an I/O thread that publishes them with confirms; callers wait.
+
+    Only the I/O thread touches pika objects (pika is not thread-safe: a
+    socket error handled on a caller's thread once killed the I/O thread);
+    callers :meth:`submit` messages and :meth:`wait` for each to be settled.
+    """
+
+    def __init__(
+        self,
+        url: BrokerSettings,
+        exchange: str,
+        exchange_type: str,
+        nack_grace: float = NACK_GRACE,
+    ) -> None:
+        self.masked_url = mask_url(url)
+        self.exchange = exchange
+        self.exchange_type = exchange_type
+        self.closing = False
+        self.book = ConfirmBook(f"RabbitMQ at {self.masked_url}", nack_grace=nack_grace)
+        self._flush_lock = threading.Lock()
+        self._flush_scheduled = False
+        self._stopped: str | None = None  # why the I/O thread stopped, if it did
+        self.io = IOThread(
+            f"domain-event-publisher-{exchange}", self._on_internal_error, self._on_io_exit
+        )
+        self.link = Link(self, url)
+        self.on_confirm = self.io.guard(self._on_confirm)
+        self.flush = self.io.guard(self._flush)
+
+    def open(self, connect_timeout: float) -> ConfirmingConnection:
+        """Start the I/O thread and connect; return once the channel is ready.
+
+        Raises :class:`BrokerUnavailable` (every node tried once) or
+        :class:`~..errors.TopologyMismatch` without waiting for a reconnect.
+        """
+        self.io.start(self.link.connect)
+        if not self.link.first_attempt.wait(connect_timeout):
+            self.close()
+            raise BrokerUnavailable(
+                f"cannot reach RabbitMQ at {self.masked_url}: no answer within "
+                f"{connect_timeout:.0f} s; is RabbitMQ running and reachable?"
+            )
+        if self.link.first_error is not None:
+            self.close()
+            raise self.link.first_error
+        return self
+
+    @property
+    def usable(self) -> bool:
+        """Not closed, and its I/O thread runs (a stopped one is replaced, not waited on)."""
+        return not self.closing and self.io.alive
+
+    # Caller side (any thread) -----------------------------------------------------------
+    def submit(self, pendings: Iterable[Pending]) -> None:
+        if self.closing:
+            raise PublishError(f"the publisher for {self.masked_url} is closed")
+        with self._flush_lock:
+            self.book.submit(pendings)
+            if self._flush_scheduled:
+                return
+            self._flush_scheduled = True
+        self.io.call_soon(self.flush)
+
+    def wait(self, pending: Pending, deadline: float) -> None:
+        """Return once ``pending`` is confirmed; raise why not, or when ``deadline`` passes."""
+        if not pending.wait(max(0.0, deadline - time.monotonic())):
+            pending.abandoned = True
+            raise self._timeout_error(described(pending))
+        if pending.error is not None:
+            raise pending.error
+
+    def _timeout_error(self, what: str) -> BaseException:
+        if self._stopped is not None or not self.io.alive:
+            return PublishError(
+                f"the publisher for {self.masked_url} stopped ({self._stopped}); {what} "
+                "was not confirmed and may not have been stored"
+            )
+        if not self.link.ready:
+            return BrokerUnavailable(
+                f"lost the connection to RabbitMQ at {self.masked_url} and could not "
+                f"reconnect in time to publish {what}; it may not have been stored. "
+                "Is RabbitMQ running? Raise publish_timeout to ride out longer outages."
+            )
+        if self.link.blocked_reason is not None:
+            return ConfirmTimeout(
+                f"RabbitMQ at {self.masked_url} is blocking publishers "
+                f"({self.link.blocked_reason}: a memory or disk alarm), so {what} was not "
+                "confirmed in time; free memory or disk on the broker"
+            )
+        return ConfirmTimeout(
+            f"RabbitMQ at {self.masked_url} did not confirm {what} in time; "
+            "it may or may not have been stored"
+        )
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        if self.io.alive:
+            self.io.call_soon(self.io.guard(self.link.close))
+            self.io.join(timeout)
+        if not self.io.alive:
+            self.book.fail_all(PublishError(f"the publisher for {self.masked_url} was closed"))
+
+    # I/O thread -------------------------------------------------------------------------------
+    def _flush(self) -> None:
+        with self._flush_lock:
+            self._flush_scheduled = False
+        link = self.link
+        if not link.ready:
+            return  # sent once the channel is ready again
+        try:
+            self.book.send_all(sender(link.channel, self.exchange))
+        except Exception:
+            if link.channel is not None and link.channel.is_open:
+                raise
+            return  # the channel died under us; its close callback hands back the rest
+        coalesce_output(link.connection)
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        refused = self.book.confirmed(
+            method.delivery_tag, method.multiple, isinstance(method, pika.spec.Basic.Ack)
+        )
+        if refused:
+            log.warning(
+                "RabbitMQ at %s refused %d event(s) (basic.nack); re-sending on a fresh channel "
+                "(a quorum queue refuses events while it elects a new leader)",
+                self.masked_url,
+                len(refused),
+            )
+            self.link.renew_channel()
+
+    def _on_internal_error(self, error: BaseException) -> None:
+        # A bug, or pika in a state we did not foresee: fail what is in flight
+        # with a clear error and start on a fresh connection, rather than leave
+        # callers waiting on a connection in an unknown state.
+        failed = self.book.fail_all(
+            PublishError(
+                f"the publisher for {self.masked_url} failed internally "
+                f"({type(error).__name__}: {error}); the event may not have been stored"
+            )
+        )
+        log.error("failed %d waiting event(s); reconnecting", failed)
+        if not self.link.first_attempt.is_set():
+            # Still connecting for the first time: the caller gets this error now.
+            self.link.first_error = BrokerUnavailable(
+                f"cannot connect to RabbitMQ at {self.masked_url}: {type(error).__name__}"
+            )
+            self.link.first_attempt.set()
+            self.io.ioloop.stop()
+            return
+        self.link.ready = False
+        if self.link.connection is not None and self.link.connection.is_open:
+            self.link.connection.close()  # its close callback reconnects
+
+    def _on_io_exit(self, error: BaseException | None) -> None:
+        self.link.ready = False
+        self._stopped = "closed" if error is None else f"{type(error).__name__}: {error}"
+        self.book.fail_all(
+            PublishError(f"the publisher for {self.masked_url} stopped ({self._stopped})")
+        )
+
+
+def sender(channel: Any, exchange: str) -> Callable[[Pending], bool]:
+    """Send one message on ``channel``; settle it with the reason when it cannot be encoded."""
+    publish = channel.basic_publish
+
+    def send(pending: Pending) -> bool:
+        try:
+            publish(exchange, pending.routing_key, pending.body, pending.properties)
+        except Exception as error:
+            if not channel.is_open:
+                raise  # the channel died: its close callback hands the message back
+            # Nothing went out (pika encodes before writing); only this message fails.
+            pending.settle(
+                EventRefused(f"cannot send an event for {pending.routing_key!r}: {error}")
+            )
+            return False
+        return True
+
+    return send
