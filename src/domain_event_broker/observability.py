@@ -60,18 +60,26 @@ _listeners: tuple[Listener, ...] = ()
 _lock = threading.Lock()
 
 
-def add_listener(listener: Listener) -> Callable[[], None]:
-    """Call ``listener(occurrence)`` for every occurrence; returns a function that removes it."""
-    global _listeners
+def _added(hooks: str, hook: object) -> Callable[[], None]:
+    """Add ``hook`` to the module's tuple named ``hooks``; return a function that removes it.
+
+    The tuples are replaced, never changed in place, so that the hot paths read
+    them without a lock; only writers take it.
+    """
+    namespace = globals()
     with _lock:
-        _listeners = (*_listeners, listener)
+        namespace[hooks] = (*namespace[hooks], hook)
 
     def remove() -> None:
-        global _listeners
         with _lock:
-            _listeners = tuple(known for known in _listeners if known is not listener)
+            namespace[hooks] = tuple(known for known in namespace[hooks] if known is not hook)
 
     return remove
+
+
+def add_listener(listener: Listener) -> Callable[[], None]:
+    """Call ``listener(occurrence)`` for every occurrence; returns a function that removes it."""
+    return _added("_listeners", listener)
 
 
 def listening() -> bool:
@@ -131,25 +139,10 @@ def add_middleware(middleware: Middleware | AsyncMiddleware) -> Callable[[], Non
     ...     with logging_context(event_id=handling.event.uuid_string):  # doctest: +SKIP
     ...         return call_next()
     """
-    global _middlewares, _async_middlewares
     is_async = inspect.iscoroutinefunction(middleware) or inspect.iscoroutinefunction(
         getattr(middleware, "__call__", None)  # noqa: B004 (an object with async __call__)
     )
-    with _lock:
-        if is_async:
-            _async_middlewares = (*_async_middlewares, middleware)  # type: ignore[arg-type]
-        else:
-            _middlewares = (*_middlewares, middleware)  # type: ignore[arg-type]
-
-    def remove() -> None:
-        global _middlewares, _async_middlewares
-        with _lock:
-            _middlewares = tuple(known for known in _middlewares if known is not middleware)
-            _async_middlewares = tuple(
-                known for known in _async_middlewares if known is not middleware
-            )
-
-    return remove
+    return _added("_async_middlewares" if is_async else "_middlewares", middleware)
 
 
 def has_middleware() -> bool:
@@ -196,16 +189,7 @@ _injectors: tuple[HeaderInjector, ...] = ()
 
 def add_header_injector(injector: HeaderInjector) -> Callable[[], None]:
     """Add headers from ``injector`` to every published message; returns a remover."""
-    global _injectors
-    with _lock:
-        _injectors = (*_injectors, injector)
-
-    def remove() -> None:
-        global _injectors
-        with _lock:
-            _injectors = tuple(known for known in _injectors if known is not injector)
-
-    return remove
+    return _added("_injectors", injector)
 
 
 #: True while :func:`outbox_headers` runs: the message is written now and published later.

@@ -41,10 +41,11 @@ Attributes follow the messaging semantic conventions (``messaging.system`` =
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -233,24 +234,22 @@ class _Tracing:
         )
 
     def middleware(self, handling: Handling, call_next: Callable[[], object]) -> object:
-        span = self._start_process_span(handling)
-        token = otel_context.attach(trace.set_span_in_context(span))
-        try:
+        with self._processing(handling):
             return call_next()
-        except BaseException as error:
-            _record(span, error)
-            raise
-        finally:
-            otel_context.detach(token)
-            span.end()
 
     async def async_middleware(
         self, handling: Handling, call_next: Callable[[], Awaitable[object]]
     ) -> object:
+        with self._processing(handling):
+            return await call_next()
+
+    @contextlib.contextmanager
+    def _processing(self, handling: Handling) -> Iterator[None]:
+        """The handler's span, current while it runs; what it raised is recorded on it."""
         span = self._start_process_span(handling)
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
-            return await call_next()
+            yield
         except BaseException as error:
             _record(span, error)
             raise

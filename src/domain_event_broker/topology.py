@@ -27,7 +27,6 @@ from .core.topology import (
     RETRIES_HEADER,
     ROUTING_KEY_HEADER,
     Bind,
-    ExchangeDeclare,
     Operation,
     QueueDeclare,
     QueueType,
@@ -136,26 +135,21 @@ def run_operations(
     :class:`TopologyMismatch` naming the subscriber of ``topology``."""
     try:
         for operation in operations:
-            if isinstance(operation, ExchangeDeclare):
-                channel.exchange_declare(
-                    exchange=operation.name,
-                    exchange_type=operation.type,
-                    durable=operation.durable,
-                    auto_delete=operation.auto_delete,
-                )
+            if isinstance(operation, Bind):
+                channel.queue_bind(operation.queue, operation.exchange, operation.routing_key)
             elif isinstance(operation, QueueDeclare):
+                arguments = dict(operation.arguments) if operation.arguments else None
                 channel.queue_declare(
-                    queue=operation.name,
+                    operation.name,
                     durable=operation.durable,
                     exclusive=operation.exclusive,
                     auto_delete=operation.auto_delete,
-                    arguments=dict(operation.arguments) if operation.arguments else None,
+                    arguments=arguments,
                 )
-            elif isinstance(operation, Bind):
-                channel.queue_bind(
-                    queue=operation.queue,
-                    exchange=operation.exchange,
-                    routing_key=operation.routing_key,
+            else:
+                durable, auto_delete = operation.durable, operation.auto_delete
+                channel.exchange_declare(
+                    operation.name, operation.type, durable=durable, auto_delete=auto_delete
                 )
     except pika.exceptions.ChannelClosedByBroker as error:
         if error.reply_code != 406 or topology is None:

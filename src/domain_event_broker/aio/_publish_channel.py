@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import aio_pika.abc
@@ -22,7 +23,7 @@ from pamqp import commands as amqp_spec
 
 from .. import observability
 from ..core.messages import OutgoingMessage
-from ..core.supervisor import OutageLog, Supervisor, reconnecting
+from ..core.supervisor import Supervisor, connection_supervisor
 from ..errors import BrokerUnavailable
 from ..settings import BrokerSettings
 from .connection import AIO_CONNECTION_LOST, connect
@@ -68,35 +69,30 @@ class Sender:
         )
 
 
+@dataclass(eq=False)
 class PublishChannel:
     """The connection and confirm-mode channel of one publisher, with the exchange declared."""
 
-    def __init__(
-        self,
-        url: BrokerSettings | None,
-        masked_url: str,
-        exchange: str,
-        exchange_type: str,
-        connect_timeout: float,
-    ) -> None:
-        self.url = url
-        self.masked_url = masked_url
-        self.exchange = exchange
-        self.exchange_type = exchange_type
-        self.connect_timeout = connect_timeout
-        self.generation = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock: asyncio.Lock | None = None
-        self._connection: aio_pika.abc.AbstractConnection | None = None
-        self._channel: aio_pika.abc.AbstractChannel | None = None
-        self._sender: Sender | None = None
+    url: BrokerSettings | None
+    masked_url: str
+    exchange: str
+    exchange_type: str
+    connect_timeout: float
+    generation: int = field(default=0, init=False)
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
+    _lock: asyncio.Lock | None = field(default=None, init=False)
+    _connection: aio_pika.abc.AbstractConnection | None = field(default=None, init=False)
+    _channel: aio_pika.abc.AbstractChannel | None = field(default=None, init=False)
+    _sender: Sender | None = field(default=None, init=False)
+    supervisor: Supervisor = field(init=False)
+
+    def __post_init__(self) -> None:
         # One supervisor for every publish of this channel: they wait on one lock.
-        self.supervisor = Supervisor(
-            OutageLog(
-                log,
-                f"RabbitMQ at {masked_url}",
-                wording=reconnecting("publisher", error_text=False),
-            ),
+        self.supervisor = connection_supervisor(
+            log,
+            self.masked_url,
+            client="publisher",
+            error_text=False,
             stable_after=0.0,  # an open channel with the exchange declared is a success
         )
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ..events import DomainEvent
 from ..outbox.store import outbox_entry
-from ..sqlalchemy.tables import outbox_table, utc_now
+from ..sqlalchemy.tables import outbox_insert, outbox_table
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +41,6 @@ async def add_event(
     ...     await add_event(session, "order.placed", {"order_id": 7})
     """
     entry = outbox_entry(routing_key, data, domain_object_id, uuid_string, timestamp)
-    # Only these columns: others added later have defaults.
-    await session.execute(
-        table.insert().values(
-            routing_key=entry.routing_key,
-            uuid_string=entry.uuid_string,
-            payload=entry.payload,
-            headers=entry.headers(),
-            created_at=utc_now(),
-        )
-    )
+    await session.execute(outbox_insert(table, entry))
     log.debug("event %s (%s) added to the outbox", entry.uuid_string, entry.routing_key)
     return entry.event

@@ -72,8 +72,8 @@ class WaitQueues:
         self.topology = topology
         self._book = topology.wait_queue_book
 
-    async def route(self, channel: aio_pika.abc.AbstractChannel, delay_ms: int) -> tuple[str, str]:
-        """(exchange, routing key) to publish a copy to that comes back after ``delay_ms``.
+    async def ensure(self, channel: aio_pika.abc.AbstractChannel, delay_ms: int) -> None:
+        """Make sure the wait queue for ``delay_ms`` exists, and note it as used now.
 
         Wait queues have no lease: declared once per connection, they stay
         until removed when idle and empty (see :mod:`domain_event_broker.wait_queues`).
@@ -85,6 +85,11 @@ class WaitQueues:
             self._book.declared(delay_ms, now)
         else:
             self._book.used(delay_ms, now)
+
+    async def route(self, channel: aio_pika.abc.AbstractChannel, delay_ms: int) -> tuple[str, str]:
+        """(exchange, routing key) to publish a copy to that comes back after ``delay_ms``,
+        its wait queue declared when needed."""
+        await self.ensure(channel, delay_ms)
         return self.topology.retry_destination(delay_ms)
 
     def forget(self) -> None:

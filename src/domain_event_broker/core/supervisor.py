@@ -265,3 +265,27 @@ class Supervisor:
     def pause(self) -> float:
         """The next backoff pause, for a retry that is no outage (a channel reopened)."""
         return self.outage.backoff.next_delay()
+
+
+def connection_supervisor(
+    log: logging.Logger,
+    masked_url: str,
+    *,
+    client: str = "",
+    then: str = "",
+    error_text: bool = True,
+    nodes: int = 1,
+    stable_after: float = STABLE_CONNECTION,
+) -> Supervisor:
+    """The supervisor of a connection to RabbitMQ at ``masked_url`` (password masked).
+
+    Every driver's connection backs off alike (:class:`Backoff`'s defaults) and
+    words its outage alike (:func:`reconnecting`, whose arguments these are).
+    """
+    outage = OutageLog(
+        log,
+        f"RabbitMQ at {masked_url}",
+        backoff=Backoff(),
+        wording=reconnecting(client, then, error_text=error_text),
+    )
+    return Supervisor(outage, nodes=nodes, stable_after=stable_after)

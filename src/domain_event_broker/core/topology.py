@@ -28,10 +28,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 
 from ..events import MAX_KEY_BYTES, is_routing_key, validate_binding_key
 from .wait_queues import WaitQueueBook
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 DEFAULT_EXCHANGE = "domain-events"
 DEFAULT_EXCHANGE_TYPE = "topic"
@@ -318,6 +321,18 @@ def events_exchange(
 _Topology = TypeVar("_Topology", bound=SubscriberTopology)
 
 
+class QueueOptions(TypedDict, total=False):
+    """The options of :class:`SubscriberTopology` that ``register()`` passes on as they are."""
+
+    exchange: str
+    exchange_type: str
+    dead_letter: bool
+    durable: bool
+    exclusive: bool
+    auto_delete: bool
+    queue_type: QueueType
+
+
 def registration_topology(
     name: str,
     binding_keys: str | Sequence[str],
@@ -325,13 +340,7 @@ def registration_topology(
     max_retries: int,
     registered: Iterable[str],
     kind: type[_Topology],
-    exchange: str = DEFAULT_EXCHANGE,
-    exchange_type: str = DEFAULT_EXCHANGE_TYPE,
-    dead_letter: bool = False,
-    durable: bool = True,
-    exclusive: bool = False,
-    auto_delete: bool = False,
-    queue_type: QueueType = "classic",
+    **options: Unpack[QueueOptions],
 ) -> _Topology:
     """The topology of a handler being registered, after the checks every subscriber makes.
 
@@ -339,17 +348,7 @@ def registration_topology(
     a name, a key or an option is accepted or refused alike by each. ``kind`` is
     the driver's own :class:`SubscriberTopology` (it adds the declaring).
     """
-    topology = kind(
-        name=name,
-        binding_keys=normalise_binding_keys(binding_keys),
-        exchange=exchange,
-        exchange_type=exchange_type,
-        dead_letter=dead_letter,
-        durable=durable,
-        exclusive=exclusive,
-        auto_delete=auto_delete,
-        queue_type=queue_type,
-    )
+    topology = kind(name=name, binding_keys=normalise_binding_keys(binding_keys), **options)
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries}")
     if name in registered:

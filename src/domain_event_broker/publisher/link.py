@@ -17,7 +17,7 @@ from pika.adapters.select_connection import SelectConnection
 
 from ..connection import cluster_parameters, explain_connection_error
 from ..core.confirms import ConfirmBook
-from ..core.supervisor import Backoff, OutageLog, Supervisor, reconnecting
+from ..core.supervisor import connection_supervisor
 from ..errors import TopologyMismatch
 from ..settings import BrokerSettings
 from .io_thread import IOThread
@@ -56,13 +56,10 @@ class Link:
         self.masked_url = owner.masked_url
         self._nodes = cluster_parameters(url, "publisher")
         self._first_attempts_left = len(self._nodes)
-        self._supervisor = Supervisor(
-            OutageLog(
-                log,
-                f"RabbitMQ at {self.masked_url}",
-                backoff=Backoff(),
-                wording=reconnecting(then="re-sending unconfirmed events"),
-            ),
+        self._supervisor = connection_supervisor(
+            log,
+            self.masked_url,
+            then="re-sending unconfirmed events",
             nodes=len(self._nodes),
             stable_after=0.0,  # a channel ready with the exchange declared is a success
         )

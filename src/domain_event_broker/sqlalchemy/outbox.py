@@ -32,7 +32,7 @@ from ..outbox.store import (
     PublishBatch,
     outbox_entry,
 )
-from .tables import outbox_table, utc_now
+from .tables import outbox_insert, outbox_table, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +60,7 @@ def add_event(
     Returns the event (its ``uuid_string`` identifies it on the wire).
     """
     entry = outbox_entry(routing_key, data, domain_object_id, uuid_string, timestamp)
-    session.execute(
-        table.insert().values(
-            routing_key=entry.routing_key,
-            uuid_string=entry.uuid_string,
-            payload=entry.payload,
-            headers=entry.headers(),
-            created_at=utc_now(),
-        )
-    )
+    session.execute(outbox_insert(table, entry))
     log.debug("event %s (%s) added to the outbox", entry.uuid_string, entry.routing_key)
     return entry.event
 

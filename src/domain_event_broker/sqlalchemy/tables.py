@@ -44,8 +44,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.sql.dml import Insert
 
-from ..outbox.store import INBOX_TABLE, OUTBOX_TABLE
+from ..outbox.store import INBOX_TABLE, OUTBOX_TABLE, OutboxEntry
 
 metadata = MetaData()
 
@@ -100,3 +101,14 @@ inbox_table = Table(
     Column("processed_at", DateTime(timezone=True), nullable=False, default=utc_now),
     UniqueConstraint("subscriber", "uuid_string", name="domain_event_inbox_once"),
 )
+
+
+def outbox_insert(table: Table, entry: OutboxEntry) -> Insert:
+    """The row of ``entry``: only these columns (others, added later, have defaults)."""
+    return table.insert().values(
+        routing_key=entry.routing_key,
+        uuid_string=entry.uuid_string,
+        payload=entry.payload,
+        headers=entry.headers(),
+        created_at=utc_now(),
+    )

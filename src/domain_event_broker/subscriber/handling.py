@@ -14,18 +14,8 @@ import time
 from collections.abc import Callable
 
 from .. import observability
-from ..core.outcome import (
-    HANDLED,
-    Action,
-    Outcome,
-    decide,
-    failure,
-    fate,
-    parse_event,
-    safe_text,
-    undecodable,
-)
-from ..errors import InvalidEvent
+from ..core.handling import KINDS, Described, Unreadable, log_outcome, read_event
+from ..core.outcome import HANDLED, Action, Outcome, decide
 from ..handlers import HandlerRunner
 from .delivery import Delivery
 
@@ -33,14 +23,6 @@ log = logging.getLogger(__package__)
 
 #: Called with the KeyboardInterrupt or SystemExit a handler raised.
 StopRequest = Callable[[BaseException], None]
-
-#: The metrics name of each outcome (sync and asyncio subscribers report the same).
-KINDS = {
-    Action.ACK: "handled",
-    Action.RETRY: "retried",
-    Action.DEAD_LETTER: "dead_lettered",
-    Action.DROP: "dropped",
-}
 
 
 def handle(delivery: Delivery, runner: HandlerRunner, request_stop: StopRequest) -> Outcome:
@@ -67,16 +49,10 @@ def _outcome(delivery: Delivery, runner: HandlerRunner, request_stop: StopReques
     registration = delivery.registration
     policy = registration.policy
     headers = delivery.properties.headers
-    try:
-        event = parse_event(delivery.body, headers, policy.subscriber)
-    except InvalidEvent as error:
-        outcome = undecodable(policy, error)
-        _log_failure(delivery, "is not a domain event", outcome, None)
-        return outcome
-    except Exception as error:  # a header or body nobody foresaw: still never a dead worker
-        outcome = failure(policy, error, safe_text(error))
-        _log_failure(delivery, "could not be read", outcome, error)
-        return outcome
+    event = read_event(delivery.body, headers, policy)
+    if isinstance(event, Unreadable):
+        log_outcome(log, _described(delivery), event.outcome, raised=event.error, why=event.why)
+        return event.outcome
     delivery.retries = event.retries
     delivery.event_id = event.uuid_string
     raised: BaseException | None = None
@@ -86,54 +62,25 @@ def _outcome(delivery: Delivery, runner: HandlerRunner, request_stop: StopReques
         raised = error
     outcome = decide(policy, event.retries, raised)
     if outcome is HANDLED:
-        log.debug(
-            "subscriber %s: handled event %s (%s)",
-            policy.subscriber,
-            delivery.event_id,
-            delivery.routing_key,
-        )
-    elif outcome.action is Action.REQUEUE:
+        if log.isEnabledFor(logging.DEBUG):  # the hot path: no tuple built per event
+            log_outcome(log, _described(delivery), outcome)
+        return outcome
+    log_outcome(
+        log,
+        _described(delivery),
+        outcome,
+        retries=event.retries,
+        max_retries=policy.max_retries,
+        raised=raised,
+    )
+    if outcome.action is Action.REQUEUE:
         assert raised is not None
-        log.warning(
-            "subscriber %s: handler raised %s on event %s (%s): stopping the subscriber; "
-            "the event goes back to its queue",
-            policy.subscriber,
-            type(raised).__name__,
-            delivery.event_id,
-            delivery.routing_key,
-        )
         request_stop(raised)
-    elif outcome.action is Action.RETRY:
-        log.info(
-            "subscriber %s: event %s (%s) will be retried in %.1f s (retry %d of %d)",
-            policy.subscriber,
-            delivery.event_id,
-            delivery.routing_key,
-            outcome.delay,
-            event.retries + 1,
-            policy.max_retries,
-        )
-    else:
-        _log_failure(delivery, "failed", outcome, raised)
     return outcome
 
 
-def _log_failure(
-    delivery: Delivery, what: str, outcome: Outcome, error: BaseException | None
-) -> None:
+def _described(delivery: Delivery) -> Described:
     topology = delivery.registration.topology
-    # outcome.reason is valid, bounded text: a lone surrogate in the exception's
-    # message cannot break the log line.
-    log.error(
-        "subscriber %s: event %s (%s) %s: %s: %s; %s",
-        topology.name,
-        delivery.event_id,
-        delivery.routing_key,
-        what,
-        outcome.exception_type,
-        outcome.reason,
-        fate(outcome.action, topology.dead_letter_queue),
-        exc_info=(type(error), error, error.__traceback__)
-        if isinstance(error, Exception)
-        else None,
+    return Described(
+        topology.name, delivery.event_id, delivery.routing_key, topology.dead_letter_queue
     )

@@ -28,7 +28,7 @@ from ..connection import CONNECTION_LOST
 from ..core.acks import AckBook
 from ..core.defaults import HOUSEKEEPING_INTERVAL
 from ..core.outcome import Action, Outcome
-from ..core.supervisor import Backoff, OutageLog, Supervisor, reconnecting
+from ..core.supervisor import connection_supervisor
 from ..signals import StopFlag
 from .delivery import Delivery, Registration
 from .failures import CopyTimeout
@@ -173,14 +173,7 @@ class ConsumeLoop:
         self._completions.clear()
         self.pool.start()
         names = ", ".join(registration.name for registration in self.registrations)
-        supervisor = Supervisor(
-            OutageLog(
-                log,
-                f"RabbitMQ at {self._describe()}",
-                backoff=Backoff(),
-                wording=reconnecting(then=f"consuming {names} again"),
-            )
-        )
+        supervisor = connection_supervisor(log, self._describe(), then=f"consuming {names} again")
         try:
             while not self._should_stop(deadline):
                 try:

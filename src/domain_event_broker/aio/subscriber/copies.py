@@ -18,15 +18,26 @@ import aio_pika
 import aio_pika.abc
 import aiormq.exceptions
 
-from ...copies import copied_fields
-from ...core.outcome import Action, Outcome, failure_headers, retry_headers
-from ...topology import ROUTING_KEY_HEADER
+from ...core.copies import copied_fields, plan_copy
+from ...core.defaults import PUBLISH_TIMEOUT
+from ...core.outcome import Outcome
+from ...errors import TopologyMismatch
 from .session import Delivery, Message, Session
 
 log = logging.getLogger(__package__)
 
-#: Seconds to wait for the broker's confirm of a retry or dead-letter copy.
-CONFIRM_TIMEOUT = 30.0
+#: Seconds to wait for the broker's confirm of a retry or dead-letter copy (the
+#: sync subscriber's ``publish_timeout`` default).
+CONFIRM_TIMEOUT = PUBLISH_TIMEOUT
+
+
+class CopyNotConfirmed(ConnectionError):
+    """The broker did not confirm a copy in time: the connection is taken for lost.
+
+    As on the sync side, the session ends and the original, never acked, is
+    redelivered after the reconnect: a missing confirm never means "refused".
+    """
+
 
 #: Errors of a copy that cannot be written at all (never a dead worker for them).
 _UNWRITABLE: tuple[type[BaseException], ...] = (
@@ -34,10 +45,10 @@ _UNWRITABLE: tuple[type[BaseException], ...] = (
     ValueError,
     UnicodeError,
     aiormq.exceptions.AMQPError,
+    TopologyMismatch,  # a wait queue left with other arguments
 )
 _REFUSED_OR_UNWRITABLE: tuple[type[BaseException], ...] = (
     aiormq.exceptions.DeliveryError,
-    asyncio.TimeoutError,
     *_UNWRITABLE,
 )
 #: Returned (no queue took it), or its exchange is gone (channel closed).
@@ -45,26 +56,38 @@ _MISROUTED = (aiormq.exceptions.PublishError, aiormq.exceptions.ChannelNotFoundE
 
 
 async def store_copy(session: Session, delivery: Delivery, outcome: Outcome, retries: int) -> bool:
-    """Store a retry or dead-letter copy; False when the broker refused it (or it is unwritable)."""
+    """Store a retry or dead-letter copy; False when the broker refused it (or it is unwritable).
+
+    Raises :class:`CopyNotConfirmed` (a lost connection) when no confirm came in time.
+    """
     registration = delivery.registration
     topology = registration.topology
     message = delivery.message
     # A copy back from a wait queue arrives with the queue's name as its routing key.
     routing_key = topology.event_routing_key(message.routing_key or "", message.headers)
-    channel = await session.publish_channel()
-    if outcome.action is Action.RETRY:
-        headers = retry_headers(message.headers, retries)
-        headers[ROUTING_KEY_HEADER] = routing_key
-        exchange, key = await registration.wait_queues.route(channel, _delay_ms(outcome))
-    else:
-        when = datetime.now(timezone.utc).isoformat()
-        headers = failure_headers(message.headers, outcome, topology.name, retries, when)
-        exchange, key = topology.dead_letter_exchange, routing_key
+    failed_at = datetime.now(timezone.utc).isoformat()
     try:
-        try:
-            await publish_copy(channel, exchange, key, message, headers)
-        except _MISROUTED:
-            await _publish_elsewhere(session, delivery, outcome, headers, routing_key)
+        for fallback in (False, True):
+            plan = plan_copy(
+                topology,
+                outcome,
+                message.headers,
+                retries,
+                routing_key,
+                failed_at=failed_at,
+                fallback=fallback,
+            )
+            channel = await session.publish_channel()
+            if plan.wait_queue_ms is not None:
+                if fallback:
+                    registration.wait_queues.forget()  # deleted behind our back: declare again
+                await registration.wait_queues.ensure(channel, plan.wait_queue_ms)
+            try:
+                await publish_copy(channel, plan.exchange, plan.routing_key, message, plan.headers)
+                return True
+            except _MISROUTED:
+                if fallback:
+                    raise
     except _REFUSED_OR_UNWRITABLE as error:
         # Refused, or a copy the client cannot even write (e.g. a header of
         # another publisher's): the event goes back to its queue after a pause.
@@ -77,35 +100,7 @@ async def store_copy(session: Session, delivery: Delivery, outcome: Outcome, ret
             routing_key,
             type(error).__name__,
         )
-        return False
-    return True
-
-
-async def _publish_elsewhere(
-    session: Session,
-    delivery: Delivery,
-    outcome: Outcome,
-    headers: dict[str, Any],
-    routing_key: str,
-) -> None:
-    """The second try of a copy that was returned or whose exchange is gone."""
-    registration = delivery.registration
-    channel = await session.publish_channel()
-    if outcome.action is Action.RETRY:
-        # The wait queue was deleted behind our back: declare it again.
-        registration.wait_queues.forget()
-        exchange, key = await registration.wait_queues.route(channel, _delay_ms(outcome))
-        await publish_copy(channel, exchange, key, delivery.message, headers)
-    else:
-        # The dead-letter exchange has no binding for this key (binding keys
-        # changed?): put it straight into the dead-letter queue.
-        headers[ROUTING_KEY_HEADER] = routing_key
-        queue = registration.topology.dead_letter_queue
-        await publish_copy(channel, "", queue, delivery.message, headers)
-
-
-def _delay_ms(outcome: Outcome) -> int:
-    return round(outcome.delay * 1000)
+    return False
 
 
 async def publish_copy(
@@ -119,4 +114,10 @@ async def publish_copy(
     copy = aio_pika.Message(original.body, **copied_fields(original, headers))
     target = await channel.get_exchange(exchange, ensure=False) if exchange else None
     target = target or channel.default_exchange
-    await asyncio.wait_for(target.publish(copy, routing_key, mandatory=True), CONFIRM_TIMEOUT)
+    try:
+        await asyncio.wait_for(target.publish(copy, routing_key, mandatory=True), CONFIRM_TIMEOUT)
+    except asyncio.TimeoutError:
+        raise CopyNotConfirmed(
+            f"RabbitMQ did not confirm a copy of event {original.message_id} "
+            f"within {CONFIRM_TIMEOUT:.0f} s"
+        ) from None

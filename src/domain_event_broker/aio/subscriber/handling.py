@@ -14,20 +14,16 @@ from collections.abc import Callable
 from typing import Any
 
 from ... import observability
+from ...core.handling import KINDS, Described, Unreadable, log_outcome, read_event
 from ...core.outcome import (
     Action,
     Outcome,
     decide,
     failure,
-    fate,
-    parse_event,
     safe_text,
-    undecodable,
 )
-from ...errors import InvalidEvent
+from ...events import DomainEvent
 from ...observability import Handling, Occurrence
-from ...subscriber.handling import KINDS
-from ...topology import SubscriberTopology
 from .session import Delivery
 
 log = logging.getLogger(__package__)
@@ -42,11 +38,8 @@ async def handle(delivery: Delivery, request_stop: Callable[[], None]) -> tuple[
         reason = f"internal error: {safe_text(error)}"
         outcome = failure(delivery.registration.policy, error, reason)
         retries = 0
-        log.exception(
-            "subscriber %s: could not handle event %s; %s",
-            delivery.registration.topology.name,
-            delivery.message.message_id,
-            _fate(delivery.registration.topology),
+        log_outcome(
+            log, _described(delivery, None), outcome, raised=error, why="could not be handled"
         )
     if observability.listening():
         _report(delivery, outcome, time.perf_counter() - started)
@@ -56,26 +49,40 @@ async def handle(delivery: Delivery, request_stop: Callable[[], None]) -> tuple[
 async def _outcome(delivery: Delivery, request_stop: Callable[[], None]) -> tuple[Outcome, int]:
     registration = delivery.registration
     message = delivery.message
-    name = registration.topology.name
-    try:
-        event = parse_event(message.body, message.headers, name)
-    except InvalidEvent as error:
-        outcome = undecodable(registration.policy, error)
-        log.error(
-            "subscriber %s: message %s (%s) is not a domain event: %s; %s",
-            name,
-            message.message_id,
-            message.routing_key,
-            outcome.reason,
-            _fate(registration.topology),
+    event = read_event(message.body, message.headers, registration.policy)
+    if isinstance(event, Unreadable):
+        log_outcome(
+            log, _described(delivery, None), event.outcome, raised=event.error, why=event.why
         )
-        return outcome, 0
-    raised = await _call_handler(delivery, Handling(name, event, message.headers))
+        return event.outcome, 0
+    raised = await _call_handler(
+        delivery, Handling(registration.topology.name, event, message.headers)
+    )
     outcome = decide(registration.policy, event.retries, raised)
-    _log_outcome(delivery, outcome, raised, event.uuid_string, event.routing_key, event.retries)
+    if outcome.action is Action.ACK and not log.isEnabledFor(logging.DEBUG):
+        return outcome, event.retries  # the hot path: no log line, no tuple built
+    log_outcome(
+        log,
+        _described(delivery, event),
+        outcome,
+        retries=event.retries,
+        max_retries=registration.policy.max_retries,
+        raised=raised,
+    )
     if outcome.action is Action.REQUEUE:
         request_stop()
     return outcome, event.retries
+
+
+def _described(delivery: Delivery, event: DomainEvent | None) -> Described:
+    topology = delivery.registration.topology
+    message = delivery.message
+    if event is not None:
+        return Described(
+            topology.name, event.uuid_string, event.routing_key, topology.dead_letter_queue
+        )
+    routing_key = topology.event_routing_key(message.routing_key or "", message.headers)
+    return Described(topology.name, message.message_id, routing_key, topology.dead_letter_queue)
 
 
 async def _call_handler(delivery: Delivery, handling: Handling) -> BaseException | None:
@@ -92,45 +99,6 @@ async def _call_handler(delivery: Delivery, handling: Handling) -> BaseException
     return None
 
 
-def _log_outcome(
-    delivery: Delivery,
-    outcome: Outcome,
-    raised: BaseException | None,
-    event_id: str,
-    routing_key: str,
-    retries: int,
-) -> None:
-    registration = delivery.registration
-    name = registration.topology.name
-    if outcome.action is Action.RETRY:
-        log.info(
-            "subscriber %s: event %s (%s) will be retried in %.1f s (retry %d of %d)",
-            name,
-            event_id,
-            routing_key,
-            outcome.delay,
-            retries + 1,
-            registration.policy.max_retries,
-        )
-    elif outcome.failed:
-        log.error(
-            "subscriber %s: handler failed on event %s (%s) with %s: %s; %s",
-            name,
-            event_id,
-            routing_key,
-            outcome.exception_type,
-            outcome.reason,
-            _fate(registration.topology),
-        )
-    elif outcome.action is Action.REQUEUE:
-        log.warning(
-            "subscriber %s: handler raised %s on event %s; stopping, the event goes back",
-            name,
-            type(raised).__name__,
-            event_id,
-        )
-
-
 def _report(delivery: Delivery, outcome: Outcome, seconds: float) -> None:
     kind = KINDS.get(outcome.action)
     if kind is None:
@@ -145,12 +113,6 @@ def _report(delivery: Delivery, outcome: Outcome, seconds: float) -> None:
             topology.name,
             seconds,
         )
-    )
-
-
-def _fate(topology: SubscriberTopology) -> str:
-    return fate(
-        Action.DEAD_LETTER if topology.dead_letter else Action.DROP, topology.dead_letter_queue
     )
 
 

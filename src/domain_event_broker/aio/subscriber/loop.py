@@ -12,10 +12,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from ...core import wait_queues
 from ...core.defaults import HOUSEKEEPING_INTERVAL
-from ...core.supervisor import Backoff, OutageLog, Supervisor, reconnecting
+from ...core.supervisor import Supervisor, connection_supervisor
 from ..connection import AIO_CONNECTION_LOST
 from .session import Session, Sessions
 from .workers import Workers
@@ -23,30 +24,21 @@ from .workers import Workers
 log = logging.getLogger(__package__)
 
 
+@dataclass(eq=False)
 class ConsumeLoop:
     """One :meth:`AsyncSubscriber.run`: reconnects until ``stopping`` is set, then drains."""
 
-    def __init__(
-        self,
-        sessions: Sessions,
-        workers: Workers,
-        stopping: asyncio.Event,
-        masked_url: str,
-        grace_period: Callable[[], float],
-    ) -> None:
-        self.sessions = sessions
-        self.workers = workers
-        self.stopping = stopping
-        self.masked_url = masked_url
-        self.grace_period = grace_period  # a second signal sets it to 0 while draining
+    sessions: Sessions
+    workers: Workers
+    stopping: asyncio.Event
+    masked_url: str
+    grace_period: Callable[[], float]  # a second signal sets it to 0 while draining
+    supervisor: Supervisor = field(init=False)
+
+    def __post_init__(self) -> None:
         # Logged once per outage (then at most once a minute), as every reconnect loop is.
-        self.supervisor = Supervisor(
-            OutageLog(
-                log,
-                f"RabbitMQ at {masked_url}",
-                backoff=Backoff(),
-                wording=reconnecting("asyncio subscriber", error_text=False),
-            )
+        self.supervisor = connection_supervisor(
+            log, self.masked_url, client="asyncio subscriber", error_text=False
         )
 
     async def run(self) -> None:
