@@ -1,4 +1,16 @@
-"""Connecting to RabbitMQ: node parameters (URLs, pika parameters, TLS), clear errors, backoff."""
+"""Connecting to RabbitMQ with pika: node parameters (URLs, pika parameters, TLS), clear errors.
+
+Query options in a URL win over our time-outs, and every connection is named:
+
+>>> parameters = connection_parameters("amqp://app:pw@rabbit:5673/shop?heartbeat=30", "publisher")
+>>> parameters.host, parameters.port, parameters.virtual_host, parameters.heartbeat
+('rabbit', 5673, 'shop', 30)
+>>> parameters.client_properties["connection_name"].startswith("domain-event-broker publisher")
+True
+
+When to try again after a failure is the core's
+:class:`~domain_event_broker.core.supervisor.Supervisor` (``Backoff`` stays importable here).
+"""
 
 from __future__ import annotations
 

@@ -11,7 +11,12 @@ Which broker ``connection_settings=''`` (the default) means, first match wins:
 3. the environment variable ``$DOMAIN_EVENT_BROKER`` when set and not empty;
 4. the built-in local broker, ``amqp://guest:guest@localhost:5672/%2F``.
 
-An explicit ``connection_settings`` argument always wins over all of them.
+An explicit ``connection_settings`` argument always wins over all of them:
+
+>>> resolve_broker("amqp://app:s3cret@rabbit/%2F")
+BrokerSettings('amqp://app:***@rabbit/%2F')
+>>> resolve_broker(None) is None  # no broker: nothing is sent
+True
 
 What a broker's settings are (:class:`BrokerSettings`), how a URL is read and
 shown without its password, and the command-line options live in

@@ -25,6 +25,7 @@ from pika.adapters.blocking_connection import BlockingConnection
 from ..copies import copy_properties
 from ..core.copies import CopyPlan, RefusalBackoff, plan_copy
 from ..core.outcome import Outcome
+from ..errors import TopologyMismatch
 from .copy_channel import Confirm, CopyChannel
 from .delivery import Delivery
 
@@ -165,6 +166,12 @@ class FailureStore:
                 delivery.body,
                 copy_properties(delivery.properties, plan.headers),
             )
+        except TopologyMismatch as error:
+            # A wait queue left on the broker with other arguments: RabbitMQ closed
+            # the copies' channel. Once an operator removes it, a fresh channel works.
+            self._refused(job, now, str(error))
+            self._reopen = True
+            return
         except (TypeError, ValueError, UnicodeError, pika.exceptions.AMQPError) as error:
             # A header pika cannot write: this copy can never be stored as it is.
             self._refused(job, now, f"cannot be written ({error})")
