@@ -6,9 +6,12 @@ Whatever passes here on ``memory`` is what users' own tests can rely on from
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+import pika
 import pytest
 
 from domain_event_broker import DomainEvent, Retry, Subscriber, publish_domain_event, replay
@@ -178,3 +181,42 @@ def test_replay_goes_back_to_that_subscriber_only(backend: Backend, name: str) -
     assert failing == [0, 0], "a replayed event starts with retries == 0"
     assert bystander == [sent], "the replay reached another subscriber"
     assert backend.dead_letters(name) == []
+
+
+def test_a_wait_queue_left_with_other_arguments_stalls_nothing_and_heals_once_removed(
+    backend: Backend, broker_url: str, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An operator's leftover: the wait queue of a 1 s delay, declared with another TTL.
+    if isinstance(backend, MemoryBackend):
+        pytest.skip("the in-memory broker keeps no queues an operator could leave behind")
+    leftover = f"{name}-wait-1000"
+    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
+        connection.channel().queue_declare(
+            leftover, durable=True, arguments={"x-message-ttl": 5000}
+        )
+    calls: list[tuple[int, float]] = []
+
+    def retry_once(event: DomainEvent) -> None:
+        calls.append((event.retries, time.monotonic()))
+        if len(calls) == 3:  # the operator removes the leftover meanwhile
+            with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
+                connection.channel().queue_delete(leftover)
+        if event.retries == 0:
+            raise Retry(1.0)
+
+    try:
+        backend.register(retry_once, name, [f"{name}.#"], dead_letter=True, max_retries=3)
+        sent = backend.publish(f"{name}.x", {"n": 1})
+        with caplog.at_level(logging.ERROR, logger="domain_event_broker"):
+            backend.run_until(lambda: any(retries == 1 for retries, _ in calls))
+    finally:
+        with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
+            connection.channel().queue_delete(leftover)
+    # While the copy was refused the event came back to its queue after a pause (no hot
+    # loop, never lost); once the queue was gone the retry went through and was handled.
+    assert [retries for retries, _ in calls][-1] == 1
+    assert [retries for retries, _ in calls][:3] == [0, 0, 0]
+    assert calls[1][1] - calls[0][1] >= 0.4, "the first refusal pauses the event"
+    assert backend.dead_letters(name) == []
+    refusals = [r.getMessage() for r in caplog.records if "could not store" in r.getMessage()]
+    assert refusals and sent.uuid_string in refusals[0]

@@ -1,12 +1,25 @@
-"""Collects the figures of the fault cases and prints them at the end of the run."""
+"""Collects the figures of the fault cases and prints them at the end of the run.
+
+Each fault test closes the process-wide publishers it opened: one left connected to a
+throw-away node would go on reconnecting to it after the node is gone, and pika's ERROR
+lines about that would land in later tests' logs.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from domain_event_broker.publisher import close_shared_publishers
+
 _FIGURES: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def no_publisher_outlives_its_test() -> Iterator[None]:
+    yield
+    close_shared_publishers()
 
 
 @pytest.fixture

@@ -1,0 +1,216 @@
+"""What a subscriber declares, in which order and with which arguments (no broker)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from domain_event_broker.core.topology import (
+    Bind,
+    ExchangeDeclare,
+    Operation,
+    QueueDeclare,
+    QueueType,
+    SubscriberTopology,
+    registration_topology,
+)
+
+KEYS = ("order.*", "invoice.#")
+EVENTS = ExchangeDeclare("domain-events", "topic", durable=True)
+
+
+def binds(queue: str, exchange: str) -> list[Operation]:
+    return [Bind(queue, exchange, key) for key in KEYS]
+
+
+def test_a_classic_subscriber_declares_its_queue_and_retry_exchange() -> None:
+    topology = SubscriberTopology(name="orders", binding_keys=KEYS)
+    assert not topology.durable_exchanges
+    assert topology.declarations() == [
+        EVENTS,
+        QueueDeclare("orders", durable=True, exclusive=False, auto_delete=False, arguments=None),
+        *binds("orders", "domain-events"),
+        ExchangeDeclare("orders-retry", "topic", durable=False),
+        *binds("orders", "orders-retry"),
+    ]
+
+
+def test_a_dead_letter_subscriber_declares_its_dead_letter_exchange_and_queue_first() -> None:
+    topology = SubscriberTopology(name="orders", binding_keys=KEYS, dead_letter=True)
+    assert topology.declarations() == [
+        EVENTS,
+        ExchangeDeclare("orders-dlx", "topic", durable=False),
+        QueueDeclare("orders-dl", durable=True, arguments=None),
+        *binds("orders-dl", "orders-dlx"),
+        QueueDeclare("orders", durable=True, arguments={"x-dead-letter-exchange": "orders-dlx"}),
+        *binds("orders", "domain-events"),
+        ExchangeDeclare("orders-retry", "topic", durable=False),
+        *binds("orders", "orders-retry"),
+    ]
+
+
+def test_a_quorum_subscriber_declares_quorum_queues_and_durable_exchanges() -> None:
+    topology = SubscriberTopology(
+        name="orders", binding_keys=KEYS, dead_letter=True, queue_type="quorum"
+    )
+    assert topology.durable_exchanges
+    assert topology.declarations() == [
+        EVENTS,
+        ExchangeDeclare("orders-dlx", "topic", durable=True),
+        QueueDeclare("orders-dl", durable=True, arguments={"x-queue-type": "quorum"}),
+        *binds("orders-dl", "orders-dlx"),
+        QueueDeclare(
+            "orders",
+            durable=True,
+            arguments={"x-dead-letter-exchange": "orders-dlx", "x-queue-type": "quorum"},
+        ),
+        *binds("orders", "domain-events"),
+        ExchangeDeclare("orders-retry", "topic", durable=True),
+        *binds("orders", "orders-retry"),
+    ]
+
+
+def test_a_quorum_subscriber_without_dead_letters() -> None:
+    topology = SubscriberTopology(name="orders", binding_keys=("order.*",), queue_type="quorum")
+    assert topology.declarations() == [
+        EVENTS,
+        QueueDeclare("orders", durable=True, arguments={"x-queue-type": "quorum"}),
+        Bind("orders", "domain-events", "order.*"),
+        ExchangeDeclare("orders-retry", "topic", durable=True),
+        Bind("orders", "orders-retry", "order.*"),
+    ]
+
+
+def test_queue_options_and_another_events_exchange_are_declared_as_given() -> None:
+    topology = SubscriberTopology(
+        name="tmp",
+        binding_keys=("a.b",),
+        exchange="other-events",
+        exchange_type="direct",
+        durable=False,
+        exclusive=True,
+        auto_delete=True,
+    )
+    assert topology.declarations() == [
+        ExchangeDeclare("other-events", "direct", durable=True),
+        QueueDeclare("tmp", durable=False, exclusive=True, auto_delete=True, arguments=None),
+        Bind("tmp", "other-events", "a.b"),
+        ExchangeDeclare("tmp-retry", "direct", durable=False),
+        Bind("tmp", "tmp-retry", "a.b"),
+    ]
+
+
+@given(
+    keys=st.lists(st.sampled_from(["a.*", "b.#", "c.d", "#"]), min_size=1, max_size=6),
+    dead_letter=st.booleans(),
+    queue_type=st.sampled_from(["classic", "quorum"]),
+)
+def test_every_binding_comes_after_its_queue_and_exchange(
+    keys: list[str], dead_letter: bool, queue_type: QueueType
+) -> None:
+    topology = SubscriberTopology(
+        name="orders", binding_keys=tuple(keys), dead_letter=dead_letter, queue_type=queue_type
+    )
+    operations = topology.declarations()
+    exchanges: set[str] = set()
+    queues: set[str] = set()
+    bound = []
+    for operation in operations:
+        if isinstance(operation, ExchangeDeclare):
+            exchanges.add(operation.name)
+        elif isinstance(operation, QueueDeclare):
+            queues.add(operation.name)
+        else:
+            assert operation.queue in queues, operation
+            assert operation.exchange in exchanges, operation
+            bound.append((operation.queue, operation.exchange, operation.routing_key))
+    expected_exchanges = {"domain-events", "orders-retry"} | (
+        {"orders-dlx"} if dead_letter else set()
+    )
+    expected_queues = {"orders"} | ({"orders-dl"} if dead_letter else set())
+    assert exchanges == expected_exchanges
+    assert queues == expected_queues
+    pairs = [("orders", "domain-events"), ("orders", "orders-retry")]
+    if dead_letter:
+        pairs.insert(0, ("orders-dl", "orders-dlx"))
+    assert bound == [(queue, exchange, key) for queue, exchange in pairs for key in keys]
+    assert operations[0] == EVENTS
+
+
+def test_a_wait_queue_dead_letters_through_the_default_exchange_to_the_queue() -> None:
+    topology = SubscriberTopology(name="orders", binding_keys=KEYS)
+    assert topology.wait_queue_declaration(1500) == QueueDeclare(
+        "orders-wait-1500",
+        durable=True,
+        exclusive=False,
+        auto_delete=False,
+        arguments={
+            "x-message-ttl": 1500,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": "orders",
+        },
+    )
+
+
+def test_a_quorum_wait_queue_dead_letters_at_least_once() -> None:
+    topology = SubscriberTopology(name="orders", binding_keys=KEYS, queue_type="quorum")
+    assert topology.wait_queue_declaration(0) == QueueDeclare(
+        "orders-wait-0",
+        durable=True,
+        arguments={
+            "x-message-ttl": 0,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": "orders",
+            "x-queue-type": "quorum",
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        },
+    )
+
+
+# Registration -------------------------------------------------------------------
+
+
+def test_registration_refuses_a_negative_max_retries() -> None:
+    with pytest.raises(ValueError, match=r"max_retries must be >= 0, got -1"):
+        registration_topology(
+            "orders", ["order.*"], max_retries=-1, registered=[], kind=SubscriberTopology
+        )
+
+
+def test_registration_refuses_a_name_already_registered() -> None:
+    with pytest.raises(ValueError, match="'orders' is already registered"):
+        registration_topology(
+            "orders",
+            ["order.*"],
+            max_retries=0,
+            registered=["mailer", "orders"],
+            kind=SubscriberTopology,
+        )
+
+
+def test_registration_takes_a_lone_binding_key_as_one_key() -> None:
+    topology = registration_topology(
+        "orders", "order.*", max_retries=0, registered=["mailer"], kind=SubscriberTopology
+    )
+    assert topology.binding_keys == ("order.*",)
+
+
+def test_registration_builds_the_drivers_kind_with_the_options() -> None:
+    class DriverTopology(SubscriberTopology):
+        pass
+
+    topology = registration_topology(
+        "orders",
+        ["order.*", "invoice.#"],
+        max_retries=2,
+        registered=(),
+        kind=DriverTopology,
+        dead_letter=True,
+        queue_type="quorum",
+    )
+    assert type(topology) is DriverTopology
+    assert topology == DriverTopology(
+        name="orders", binding_keys=KEYS, dead_letter=True, queue_type="quorum"
+    )
