@@ -17,7 +17,9 @@ import pika
 import pytest
 
 from domain_event_broker import Subscriber
+from domain_event_broker.aio import AsyncSubscriber
 from domain_event_broker.publisher import close_shared_publishers
+from drivers import AioPikaDriver, Driver, PikaDriver
 from support import rabbitmqctl
 
 RABBITMQ_HOST = "127.0.0.1"
@@ -87,6 +89,11 @@ def make_subscriber(broker_url: str) -> Iterator[Callable[..., Subscriber]]:
     for subscriber in made:
         subscriber.stop_consuming()
         names.update(subscriber.registered_names)
+    delete_subscriber_topology(broker_url, *names)
+
+
+def delete_subscriber_topology(broker_url: str, *names: str) -> None:
+    """Delete the queues and exchanges of the subscribers ``names``."""
     with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
         channel = connection.channel()
         for subscriber_name in names:
@@ -94,6 +101,29 @@ def make_subscriber(broker_url: str) -> Iterator[Callable[..., Subscriber]]:
                 channel.queue_delete(queue)
             for exchange in (f"{subscriber_name}-dlx", f"{subscriber_name}-retry"):
                 channel.exchange_delete(exchange)
+
+
+@pytest.fixture(params=["pika", "aio-pika"])
+def make_driver(
+    request: pytest.FixtureRequest,
+    broker_url: str,
+    make_subscriber: Callable[..., Subscriber],
+) -> Iterator[Callable[..., Driver]]:
+    """Build a subscriber of each driver in turn (the test runs once per driver)."""
+    made: list[AsyncSubscriber] = []
+
+    def make(url: str | None = None, **options: Any) -> Driver:
+        if request.param == "pika":
+            return PikaDriver(make_subscriber(url, **options))
+        options.setdefault("handle_signals", False)
+        subscriber = AsyncSubscriber(url or broker_url, **options)
+        made.append(subscriber)
+        return AioPikaDriver(subscriber)
+
+    yield make
+    delete_subscriber_topology(
+        broker_url, *{name for subscriber in made for name in subscriber.registered_names}
+    )
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ Whatever passes here on ``memory`` is what users' own tests can rely on from
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ import pytest
 
 from domain_event_broker import DomainEvent, Retry, Subscriber, publish_domain_event, replay
 from domain_event_broker.testing import InMemoryBroker
-from support import consume_until
+from support import consume_until, rabbitmqctl
 
 
 class Backend(Protocol):
@@ -220,3 +221,47 @@ def test_a_wait_queue_left_with_other_arguments_stalls_nothing_and_heals_once_re
     assert backend.dead_letters(name) == []
     refusals = [r.getMessage() for r in caplog.records if "could not store" in r.getMessage()]
     assert refusals and sent.uuid_string in refusals[0]
+
+
+def test_a_refused_copy_pauses_its_event_but_no_other(
+    backend: Backend, vhost: str, broker_url: str, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The dead-letter queue takes nothing (an operator's policy: length 0, reject-publish):
+    # RabbitMQ refuses every copy. The refused event goes back to its queue after growing
+    # pauses; another subscriber's events are handled meanwhile without waiting on them.
+    if isinstance(backend, MemoryBackend):
+        pytest.skip("the in-memory broker has no policies")
+    policy = f"{name}-full"
+    rabbitmqctl(
+        "set_policy", "-p", vhost, "--apply-to", "queues", policy, f"^{name}-a-dl$",
+        '{"max-length": 0, "overflow": "reject-publish"}',
+    )  # fmt: skip
+    crashes: list[float] = []
+    handled: list[float] = []
+
+    def crash(event: DomainEvent) -> None:
+        crashes.append(time.monotonic())
+        raise RuntimeError("bug")
+
+    try:
+        backend.register(crash, f"{name}-a", [f"{name}.a"], dead_letter=True)
+        backend.register(lambda e: handled.append(time.monotonic()), f"{name}-b", [f"{name}.b"])
+        backend.publish(f"{name}.a", {})
+        published: list[float] = []
+
+        def third_refusal_then_others_handled() -> bool:
+            if len(crashes) >= 3 and not published:  # pauses now 0.5, 1, then 2 s
+                published.append(time.monotonic())
+                for n in range(3):  # from here: the asyncio backend's loop is running this
+                    publish_domain_event(f"{name}.b", {"n": n}, connection_settings=broker_url)
+            return len(handled) == 3
+
+        with caplog.at_level(logging.ERROR, logger="domain_event_broker"):
+            backend.run_until(third_refusal_then_others_handled)
+    finally:
+        rabbitmqctl("clear_policy", "-p", vhost, policy)
+    pauses = [later - earlier for earlier, later in itertools.pairwise(crashes)]
+    assert pauses[:2] >= [0.4, 0.9]
+    assert max(handled) - published[0] < 1.5, "the other subscriber waited on the pause"
+    refusals = [r for r in caplog.records if "could not store" in r.getMessage()]
+    assert len(refusals) == 1, "one error per burst of refusals"

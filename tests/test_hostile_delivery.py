@@ -1,5 +1,8 @@
 """Inputs no test tried before: none of them may stop, freeze or hot-loop a subscriber.
 
+The tests that take ``make_driver`` run once with each driver (pika and aio-pika):
+the rules are the core's, and a driver that breaks one fails here.
+
 Whatever a body, a handler or a Retry delay does, each event ends handled,
 waiting for a retry, in the dead-letter queue, dropped with an error log, or
 back in its own queue after a pause; and ``start_consuming(timeout=...)``
@@ -25,6 +28,7 @@ from domain_event_broker.topology import (
     EXCEPTION_TYPE_HEADER,
     ROUTING_KEY_HEADER,
 )
+from drivers import Driver
 from support import (
     FreezingProxy,
     RetryWithoutDelay,
@@ -36,6 +40,8 @@ from support import (
 )
 
 MakeSubscriber = Callable[..., Subscriber]
+#: Builds a subscriber of the test's driver (pika or aio-pika): those tests run on both.
+MakeDriver = Callable[..., Driver]
 
 #: start_consuming(timeout=TIMEOUT) must return within this many seconds.
 TIMEOUT = 4.0
@@ -49,22 +55,15 @@ def publish_raw(broker_url: str, routing_key: str, body: bytes) -> None:
         channel.basic_publish("domain-events", routing_key, body, pika.BasicProperties())
 
 
-def run_for_timeout(subscriber: Subscriber) -> float:
-    """``start_consuming(timeout=TIMEOUT)`` on this thread; returns the seconds it took."""
-    started = time.monotonic()
-    subscriber.start_consuming(timeout=TIMEOUT)
-    return time.monotonic() - started
-
-
 def test_a_body_nested_5000_deep_is_dead_lettered_and_consuming_goes_on(
-    broker_url: str, name: str, make_subscriber: MakeSubscriber
+    broker_url: str, name: str, make_driver: MakeDriver
 ) -> None:
     handled: list[DomainEvent] = []
-    subscriber = make_subscriber()
+    subscriber = make_driver()
     subscriber.register(handled.append, name, [f"{name}.#"], dead_letter=True)
     publish_raw(broker_url, f"{name}.deep", b"[" * 5000)
     sent = publish_domain_event(f"{name}.after", {}, connection_settings=broker_url)
-    elapsed = run_for_timeout(subscriber)
+    elapsed = subscriber.run_for(TIMEOUT)
     assert handled == [sent], "the event after the nested body was not handled"
     assert elapsed < RETURNS_WITHIN, f"start_consuming(timeout={TIMEOUT}) took {elapsed:.1f} s"
     [(_, properties, body)] = get_all(broker_url, f"{name}-dl")
@@ -78,7 +77,7 @@ class Meltdown(BaseException):
 
 
 def test_a_handler_raising_a_base_exception_dead_letters_the_event(
-    broker_url: str, name: str, make_subscriber: MakeSubscriber
+    broker_url: str, name: str, make_driver: MakeDriver
 ) -> None:
     handled: list[str] = []
 
@@ -87,11 +86,11 @@ def test_a_handler_raising_a_base_exception_dead_letters_the_event(
             raise Meltdown("core too hot")
         handled.append(event.uuid_string)
 
-    subscriber = make_subscriber()
+    subscriber = make_driver()
     subscriber.register(handle, name, [f"{name}.#"], dead_letter=True)
     publish_domain_event(f"{name}.x", {"n": 0}, connection_settings=broker_url)
     after = publish_domain_event(f"{name}.x", {"n": 1}, connection_settings=broker_url)
-    elapsed = run_for_timeout(subscriber)
+    elapsed = subscriber.run_for(TIMEOUT)
     assert handled == [after.uuid_string]
     assert elapsed < RETURNS_WITHIN, f"start_consuming(timeout={TIMEOUT}) took {elapsed:.1f} s"
     [(_, properties, _)] = get_all(broker_url, f"{name}-dl")
@@ -143,7 +142,7 @@ def test_a_handler_asking_the_process_to_stop_stops_the_subscriber_and_requeues_
 
 @pytest.mark.parametrize("delay", [float("nan"), float("inf"), 1e12])
 def test_a_retry_delay_the_broker_cannot_take_dead_letters_the_event(
-    broker_url: str, name: str, make_subscriber: MakeSubscriber, delay: float
+    broker_url: str, name: str, make_driver: MakeDriver, delay: float
 ) -> None:
     handled: list[int] = []
 
@@ -152,11 +151,11 @@ def test_a_retry_delay_the_broker_cannot_take_dead_letters_the_event(
             raise Retry(delay)
         handled.append(event.data["n"])
 
-    subscriber = make_subscriber()
+    subscriber = make_driver()
     subscriber.register(handle, name, [f"{name}.#"], dead_letter=True, max_retries=5)
     publish_domain_event(f"{name}.x", {"n": 0}, connection_settings=broker_url)
     publish_domain_event(f"{name}.x", {"n": 1}, connection_settings=broker_url)
-    elapsed = run_for_timeout(subscriber)
+    elapsed = subscriber.run_for(TIMEOUT)
     assert handled == [1], "the subscriber stopped consuming"
     assert elapsed < RETURNS_WITHIN, f"start_consuming(timeout={TIMEOUT}) took {elapsed:.1f} s"
     [(_, properties, _)] = get_all(broker_url, f"{name}-dl")
@@ -166,7 +165,7 @@ def test_a_retry_delay_the_broker_cannot_take_dead_letters_the_event(
 
 
 def test_an_exception_message_with_a_lone_surrogate_is_dead_lettered(
-    broker_url: str, name: str, make_subscriber: MakeSubscriber
+    broker_url: str, name: str, make_driver: MakeDriver
 ) -> None:
     handled: list[int] = []
 
@@ -175,11 +174,11 @@ def test_an_exception_message_with_a_lone_surrogate_is_dead_lettered(
             raise ValueError("bad \udcff text")
         handled.append(event.data["n"])
 
-    subscriber = make_subscriber()
+    subscriber = make_driver()
     subscriber.register(handle, name, [f"{name}.#"], dead_letter=True)
     publish_domain_event(f"{name}.x", {"n": 0}, connection_settings=broker_url)
     publish_domain_event(f"{name}.x", {"n": 1}, connection_settings=broker_url)
-    elapsed = run_for_timeout(subscriber)
+    elapsed = subscriber.run_for(TIMEOUT)
     assert handled == [1]
     assert elapsed < RETURNS_WITHIN, f"start_consuming(timeout={TIMEOUT}) took {elapsed:.1f} s"
     [(_, properties, _)] = get_all(broker_url, f"{name}-dl")
@@ -191,7 +190,7 @@ def test_a_refused_dead_letter_copy_is_retried_with_backoff_and_nothing_is_lost(
     broker_url: str,
     vhost: str,
     name: str,
-    make_subscriber: MakeSubscriber,
+    make_driver: MakeDriver,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # A full dead-letter queue that rejects new messages: the broker nacks every copy.
@@ -212,7 +211,7 @@ def test_a_refused_dead_letter_copy_is_retried_with_backoff_and_nothing_is_lost(
         calls.append(time.monotonic())
         raise ValueError("cannot handle this")
 
-    subscriber = make_subscriber()
+    subscriber = make_driver()
     subscriber.register(fail, name, [f"{name}.#"], dead_letter=True)
     sent = [
         publish_domain_event(f"{name}.x", {"n": n}, connection_settings=broker_url)
@@ -220,7 +219,7 @@ def test_a_refused_dead_letter_copy_is_retried_with_backoff_and_nothing_is_lost(
     ]
     try:
         with caplog.at_level(logging.ERROR, logger="domain_event_broker"):
-            elapsed = run_for_timeout(subscriber)
+            elapsed = subscriber.run_for(TIMEOUT)
     finally:
         rabbitmqctl("clear_policy", "-p", vhost, policy)
     assert elapsed < RETURNS_WITHIN, f"start_consuming(timeout={TIMEOUT}) took {elapsed:.1f} s"
@@ -232,7 +231,7 @@ def test_a_refused_dead_letter_copy_is_retried_with_backoff_and_nothing_is_lost(
     assert queue_depth(broker_url, name) == 3
     assert queue_depth(broker_url, f"{name}-dl") == 0
     # ... and reach the dead-letter queue once it takes them again.
-    consume_until(subscriber, lambda: queue_depth(broker_url, f"{name}-dl") == 3, settle=0.3)
+    subscriber.run_until(lambda: queue_depth(broker_url, f"{name}-dl") == 3)
     stored = sorted(
         DomainEvent.from_json(body).data["n"] for _, _, body in get_all(broker_url, f"{name}-dl")
     )
@@ -241,7 +240,7 @@ def test_a_refused_dead_letter_copy_is_retried_with_backoff_and_nothing_is_lost(
 
 
 def test_a_refused_retry_copy_does_not_hot_loop(
-    broker_url: str, vhost: str, name: str, make_subscriber: MakeSubscriber
+    broker_url: str, vhost: str, name: str, make_driver: MakeDriver
 ) -> None:
     policy = f"{name}-full"
     rabbitmqctl(
@@ -260,11 +259,11 @@ def test_a_refused_retry_copy_does_not_hot_loop(
         calls.append(event.retries)
         raise Retry(0.1)
 
-    subscriber = make_subscriber()
+    subscriber = make_driver()
     subscriber.register(retry, name, [f"{name}.#"], max_retries=5)
     publish_domain_event(f"{name}.x", {}, connection_settings=broker_url)
     try:
-        elapsed = run_for_timeout(subscriber)
+        elapsed = subscriber.run_for(TIMEOUT)
     finally:
         rabbitmqctl("clear_policy", "-p", vhost, policy)
     assert elapsed < RETURNS_WITHIN
@@ -321,7 +320,7 @@ def test_stop_consuming_before_start_consuming_is_honoured(
 
 
 def test_a_copy_whose_confirm_never_comes_makes_the_subscriber_reconnect_not_freeze(
-    broker_url: str, vhost: str, name: str, make_subscriber: MakeSubscriber
+    broker_url: str, vhost: str, name: str, make_driver: MakeDriver
 ) -> None:
     proxy = FreezingProxy()
     proxy.start()
@@ -334,22 +333,15 @@ def test_a_copy_whose_confirm_never_comes_makes_the_subscriber_reconnect_not_fre
                 proxy.freeze()  # the confirm of the dead-letter copy never arrives
             raise ValueError("fails")
 
-        subscriber = make_subscriber(
+        subscriber = make_driver(
             f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}", publish_timeout=2.0
         )
         subscriber.register(fail, name, [f"{name}.#"], dead_letter=True)
         publish_domain_event(f"{name}.x", {}, connection_settings=broker_url)
-        done = threading.Event()
-        thread = threading.Thread(
-            target=lambda: (subscriber.start_consuming(timeout=12), done.set()), daemon=True
-        )
-        thread.start()
-        deadline = time.monotonic() + 15
-        while len(calls) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(calls) >= 2, "the event was not delivered again after the copy timed out"
-        subscriber.stop_consuming()
-        assert done.wait(10), "the subscriber froze"
+        started = time.monotonic()
+        # Delivered again after the copy timed out and the subscriber reconnected.
+        subscriber.run_until(lambda: len(calls) >= 2, timeout=15, settle=0.5)
+        assert time.monotonic() - started < 25, "the subscriber froze on its way out"
     finally:
         proxy.stop()
     # The first copy was stored (only its confirm was withheld) and the second
@@ -361,21 +353,21 @@ def test_a_copy_whose_confirm_never_comes_makes_the_subscriber_reconnect_not_fre
 # Another publisher's headers and a careless Retry subclass ---------------------------------
 @pytest.mark.parametrize("routing_key_header", ["a" * 300, "user.*", "", "x..y"])
 def test_a_routing_key_header_that_is_no_routing_key_is_ignored(
-    broker_url: str, name: str, make_subscriber: MakeSubscriber, routing_key_header: str
+    broker_url: str, name: str, make_driver: MakeDriver, routing_key_header: str
 ) -> None:
     handled: list[DomainEvent] = []
-    subscriber = make_subscriber()
+    subscriber = make_driver()
     subscriber.register(handled.append, name, [f"{name}.#"], dead_letter=True)
     send_to_queue(broker_url, name, b"not json", {ROUTING_KEY_HEADER: routing_key_header})
     after = publish_domain_event(f"{name}.after", {}, connection_settings=broker_url)
-    subscriber.start_consuming(timeout=3)  # must not raise
+    subscriber.run_for(3)  # must not raise
     assert handled == [after]
     assert queue_depth(broker_url, name) == 0
     assert [body for _, _, body in get_all(broker_url, f"{name}-dl")] == [b"not json"]
 
 
 def test_a_retry_subclass_without_a_delay_is_dead_lettered_not_a_hot_loop(
-    broker_url: str, name: str, make_subscriber: MakeSubscriber
+    broker_url: str, name: str, make_driver: MakeDriver
 ) -> None:
     calls: list[int] = []
 
@@ -383,10 +375,10 @@ def test_a_retry_subclass_without_a_delay_is_dead_lettered_not_a_hot_loop(
         calls.append(event.retries)
         raise RetryWithoutDelay("later")
 
-    subscriber = make_subscriber()
+    subscriber = make_driver()
     subscriber.register(handler, name, [f"{name}.#"], dead_letter=True, max_retries=3)
     publish_domain_event(f"{name}.x", {}, connection_settings=broker_url)
-    subscriber.start_consuming(timeout=3)
+    subscriber.run_for(3)
     assert calls == [0]
     letters = get_all(broker_url, f"{name}-dl")
     assert len(letters) == 1

@@ -12,6 +12,7 @@ import pytest
 from domain_event_broker import (
     BrokerUnavailable,
     DomainEvent,
+    Publisher,
     Retry,
     publish_domain_event,
     replay,
@@ -19,6 +20,7 @@ from domain_event_broker import (
 from domain_event_broker.aio import AsyncPublisher, AsyncSubscriber
 from domain_event_broker.aio import publish_domain_event as apublish
 from domain_event_broker.errors import EventNotSerializable, InvalidRoutingKey
+from domain_event_broker.messages import OutgoingMessage, PublishOutcome
 from domain_event_broker.topology import (
     EXCEPTION_TYPE_HEADER,
     FAILED_SUBSCRIBER_HEADER,
@@ -100,6 +102,35 @@ def test_publish_many_reports_each_event(broker_url: str, name: str) -> None:
     try:
         assert asyncio.run(publish()) == [True] * 1200
         assert queue_depth(broker_url, name) == 1250
+    finally:
+        delete_topology(broker_url, name)
+
+
+def test_publish_batch_reports_each_message_as_the_sync_publisher_does(
+    broker_url: str, name: str
+) -> None:
+    # The same call on both sides: one outcome per message, in order.
+    declare_plain_queue(broker_url, name, f"{name}.#")
+    messages = [OutgoingMessage(f"{name}.x", f'{{"n": {n}}}'.encode()) for n in range(3)]
+
+    async def publish() -> list[PublishOutcome]:
+        async with AsyncPublisher(broker_url) as publisher:
+            return await publisher.publish_batch(messages, publish_timeout=10)
+
+    async def without_broker() -> list[PublishOutcome]:
+        return await AsyncPublisher(None).publish_batch(messages)
+
+    try:
+        outcomes = asyncio.run(publish())
+        with Publisher(broker_url) as sync_publisher:
+            sync_outcomes = sync_publisher.publish_batch(messages, publish_timeout=10)
+        assert [outcome.message for outcome in outcomes] == messages
+        assert [outcome.confirmed for outcome in outcomes] == [True, True, True]
+        assert [outcome.confirmed for outcome in sync_outcomes] == [True, True, True]
+        assert queue_depth(broker_url, name) == 6
+        unsent = asyncio.run(without_broker())
+        assert [outcome.confirmed for outcome in unsent] == [False, False, False]
+        assert all("no broker configured" in str(outcome.error) for outcome in unsent)
     finally:
         delete_topology(broker_url, name)
 

@@ -23,9 +23,9 @@ import aiormq.exceptions
 from .. import observability
 from ..core.confirms import NACK_GRACE
 from ..core.defaults import PUBLISH_TIMEOUT
-from ..core.messages import OutgoingMessage, PublishOutcome
+from ..core.messages import OutgoingMessage, PublishOutcome, not_sent
 from ..core.supervisor import Backoff
-from ..errors import BrokerUnavailable, ConfirmTimeout, EventRefused, PublishError
+from ..errors import BrokerUnavailable, ConfirmTimeout, EventRefused
 from ..events import DomainEvent
 from ..observability import Occurrence
 from ..publisher import current_event_sink
@@ -110,13 +110,28 @@ class AsyncPublisher:
             item if isinstance(item, OutgoingMessage) else OutgoingMessage.of_event(item)
             for item in events
         ]
+        return await self.publish_batch(messages)
+
+    async def publish_batch(
+        self, messages: Iterable[OutgoingMessage], *, publish_timeout: float | None = None
+    ) -> list[PublishOutcome]:
+        """Publish messages with pipelined confirms; report what became of each, in order.
+
+        The twin of :meth:`domain_event_broker.Publisher.publish_batch`: it does not
+        raise when some are refused or not confirmed in time; each
+        :class:`~domain_event_broker.messages.PublishOutcome` says so, and the
+        others are unaffected. With no broker configured nothing is sent and every
+        outcome is an error.
+        """
+        batch = list(messages)
         if self.connection_settings is None:
-            error = PublishError("no broker configured (connection_settings=None): not sent")
-            return [PublishOutcome(message, error) for message in messages]
-        deadline = time.monotonic() + self.publish_timeout
+            error = not_sent()
+            return [PublishOutcome(message, error) for message in batch]
+        timeout = self.publish_timeout if publish_timeout is None else publish_timeout
+        deadline = time.monotonic() + timeout
         outcomes: list[PublishOutcome] = []
-        for first in range(0, len(messages), WINDOW):
-            outcomes += await self._publish_window(messages[first : first + WINDOW], deadline)
+        for first in range(0, len(batch), WINDOW):
+            outcomes += await self._publish_window(batch[first : first + WINDOW], deadline)
         return outcomes
 
     async def _publish_window(

@@ -18,6 +18,15 @@ OUTBOX_PUBLISH_TIMEOUT = 10.0
 #: Seconds to wait for a TCP connection and for the AMQP handshake, unless the URL says otherwise.
 CONNECT_TIMEOUT = 5.0
 
+#: Deliveries RabbitMQ may send to each handler's consumer before they are acked.
+PREFETCH_COUNT = 64
+
+#: Threads that run a sync subscriber's handlers. One keeps a subscriber's events in order.
+WORKERS = 1
+
+#: Seconds in-flight handlers get to finish after a stop (SIGTERM, stop_consuming()).
+SHUTDOWN_GRACE_PERIOD = 30.0
+
 #: Seconds between two housekeeping passes of a consuming subscriber.
 HOUSEKEEPING_INTERVAL = 5.0
 

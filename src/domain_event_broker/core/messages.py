@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import PublishError
 from ..events import DomainEvent, validate_routing_key
 
 
@@ -51,3 +52,8 @@ class PublishOutcome:
     @property
     def confirmed(self) -> bool:
         return self.error is None
+
+
+def not_sent() -> PublishError:
+    """The error of each message given to a publisher without a broker (``None``)."""
+    return PublishError("no broker configured (connection_settings=None): not sent")

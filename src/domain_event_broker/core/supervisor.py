@@ -12,11 +12,13 @@ driver does the I/O. The rules, written once:
   broker refuses, say) never reconnects in a tight loop;
 - with several nodes, each loss moves on to the next;
 - the outage is logged (:class:`OutageLog`) without flooding the log:
-- the first failure is a WARNING;
-- while failures go on, a WARNING at most once per ``interval`` (a minute by
-  default) that says how many failures happened since the previous one;
-- the first success after failures is an INFO with the total count and the
-  outage's length;
+
+  - the first failure is a WARNING;
+  - while failures go on, a WARNING at most once per ``interval`` (a minute by
+    default) that says how many failures happened since the previous one;
+  - the first success after failures says so with the total count and the
+    outage's length: an INFO for retried work, a WARNING for a reconnect (whoever
+    reads WARNINGs only must also learn that the outage ended).
 
 The clock and the backoff are injected, so that the rules are tested without
 waiting.
@@ -259,8 +261,13 @@ class Supervisor:
         ):
             self.outage.backoff.reset()
         self._connected_at = None
-        self.node = (self.node + 1) % self.nodes
+        self.next_node()
         return self.outage.failed(error, traceback=traceback)
+
+    def next_node(self) -> None:
+        """Move on to the cluster's next node without counting an outage (a first
+        connect tries each node once before it reports the broker unreachable)."""
+        self.node = (self.node + 1) % self.nodes
 
     def pause(self) -> float:
         """The next backoff pause, for a retry that is no outage (a channel reopened)."""

@@ -28,7 +28,7 @@ from .. import observability, settings
 from .._transport import Transport
 from ..core.confirms import NACK_GRACE, Pending
 from ..core.defaults import PUBLISH_TIMEOUT
-from ..core.messages import OutgoingMessage, PublishOutcome
+from ..core.messages import OutgoingMessage, PublishOutcome, not_sent
 from ..core.topology import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_TYPE
 from ..errors import BrokerUnavailable, PublishError, TopologyMismatch
 from ..events import DomainEvent, validate_routing_key
@@ -184,7 +184,7 @@ class Publisher(Transport):
         batch = list(events)
         pendings = [pending_event(event) for event in batch]  # every one checked first
         if self.connection_settings is None:
-            failures: list[BaseException] = [_not_sent()] * len(batch)
+            failures: list[BaseException] = [not_sent()] * len(batch)
         else:
             errors = self._send_and_wait(pendings, None)
             failures = [error for error in errors if error is not None]
@@ -208,7 +208,7 @@ class Publisher(Transport):
         """
         batch = list(messages)
         if self.connection_settings is None:
-            error = _not_sent()
+            error = not_sent()
             return [PublishOutcome(message, error) for message in batch]
         errors = self._send_and_wait(
             [pending_message(message) for message in batch], publish_timeout
@@ -266,7 +266,3 @@ class Publisher(Transport):
 
 def _is_usable(connection: ConfirmingConnection) -> bool:
     return connection.usable
-
-
-def _not_sent() -> PublishError:
-    return PublishError("no broker configured (connection_settings=None): not sent")

@@ -138,7 +138,7 @@ class Link:
         if not self.first_attempt.is_set():
             self._first_attempts_left -= 1
             if self._first_attempts_left > 0:
-                self._supervisor.node = (self._supervisor.node + 1) % len(self._nodes)
+                self._supervisor.next_node()
                 self.connect()  # try the cluster's next node before giving up
                 return
             self.first_error = explain_connection_error(self.url, error)

@@ -25,10 +25,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..copies import copy_properties
-from ..core.defaults import PUBLISH_TIMEOUT
+from ..core.defaults import PREFETCH_COUNT, PUBLISH_TIMEOUT, SHUTDOWN_GRACE_PERIOD, WORKERS
 from ..core.outcome import retries_of
 from ..handlers import Handler
-from .core import PREFETCH_COUNT, SHUTDOWN_GRACE_PERIOD, WORKERS, Subscriber
+from .core import Subscriber
 
 
 def delivery_retries(headers: Mapping[str, Any] | None, subscriber_name: str) -> int:

@@ -20,7 +20,7 @@ from pika.adapters.blocking_connection import BlockingConnection
 from .. import signals
 from .._transport import Transport, requires_broker
 from ..connection import connect_blocking
-from ..core.defaults import PUBLISH_TIMEOUT
+from ..core.defaults import PREFETCH_COUNT, PUBLISH_TIMEOUT, SHUTDOWN_GRACE_PERIOD, WORKERS
 from ..core.topology import registration_topology
 from ..handlers import Handler
 from ..settings import ConnectionSettings, mask_url
@@ -35,13 +35,6 @@ from .delivery import Registration
 from .loop import Connector, ConsumeLoop, LoopOptions
 
 log = logging.getLogger(__package__)
-
-#: Deliveries RabbitMQ may send to each handler's consumer before they are acked.
-PREFETCH_COUNT = 64
-#: Threads that run handlers. One keeps events of a subscriber in order.
-WORKERS = 1
-#: Seconds in-flight handlers get to finish after a stop (SIGTERM, stop_consuming()).
-SHUTDOWN_GRACE_PERIOD = 30.0
 
 
 class Subscriber(Transport):

@@ -10,7 +10,6 @@ stored: the caller sends the event back to its queue after a pause.
 from __future__ import annotations
 
 import asyncio
-import logging
 from datetime import datetime, timezone
 from typing import Any
 
@@ -23,8 +22,6 @@ from ...core.defaults import PUBLISH_TIMEOUT
 from ...core.outcome import Outcome
 from ...errors import TopologyMismatch
 from .session import Delivery, Message, Session
-
-log = logging.getLogger(__package__)
 
 #: Seconds to wait for the broker's confirm of a retry or dead-letter copy (the
 #: sync subscriber's ``publish_timeout`` default).
@@ -47,16 +44,15 @@ _UNWRITABLE: tuple[type[BaseException], ...] = (
     aiormq.exceptions.AMQPError,
     TopologyMismatch,  # a wait queue left with other arguments
 )
-_REFUSED_OR_UNWRITABLE: tuple[type[BaseException], ...] = (
-    aiormq.exceptions.DeliveryError,
-    *_UNWRITABLE,
-)
 #: Returned (no queue took it), or its exchange is gone (channel closed).
 _MISROUTED = (aiormq.exceptions.PublishError, aiormq.exceptions.ChannelNotFoundEntity)
 
 
-async def store_copy(session: Session, delivery: Delivery, outcome: Outcome, retries: int) -> bool:
-    """Store a retry or dead-letter copy; False when the broker refused it (or it is unwritable).
+async def store_copy(
+    session: Session, delivery: Delivery, outcome: Outcome, retries: int
+) -> str | None:
+    """Store a retry or dead-letter copy: None once confirmed, else why it was not stored
+    (the broker refused it, or it cannot even be written).
 
     Raises :class:`CopyNotConfirmed` (a lost connection) when no confirm came in time.
     """
@@ -83,24 +79,28 @@ async def store_copy(session: Session, delivery: Delivery, outcome: Outcome, ret
                     registration.wait_queues.forget()  # deleted behind our back: declare again
                 await registration.wait_queues.ensure(channel, plan.wait_queue_ms)
             try:
-                await publish_copy(channel, plan.exchange, plan.routing_key, message, plan.headers)
-                return True
+                await publish_copy(
+                    channel,
+                    plan.exchange,
+                    plan.routing_key,
+                    message,
+                    plan.headers,
+                    timeout=session.publish_timeout,
+                )
+                return None
             except _MISROUTED:
                 if fallback:
                     raise
-    except _REFUSED_OR_UNWRITABLE as error:
-        # Refused, or a copy the client cannot even write (e.g. a header of
-        # another publisher's): the event goes back to its queue after a pause.
-        log.error(
-            "subscriber %s: could not store the %s copy of event %s (%s): %s; "
-            "returning it to the queue",
-            topology.name,
-            outcome.action.value,
-            message.message_id,
-            routing_key,
-            type(error).__name__,
-        )
-    return False
+    except TopologyMismatch as error:
+        return str(error)  # names the queue and how to migrate
+    except _MISROUTED:
+        return "unroutable"
+    except aiormq.exceptions.DeliveryError as error:
+        return f"refused by RabbitMQ ({type(error).__name__})"
+    except _UNWRITABLE as error:
+        # e.g. a header of another publisher's; aiormq's text may quote a URL: type only.
+        return f"cannot be written ({type(error).__name__})"
+    return "unroutable"  # not reached: the second try returns or raises
 
 
 async def publish_copy(
@@ -109,15 +109,16 @@ async def publish_copy(
     routing_key: str,
     original: Message,
     headers: dict[str, Any],
+    *,
+    timeout: float = CONFIRM_TIMEOUT,
 ) -> None:
-    """Publish a persistent copy of ``original`` and wait for the broker's confirm."""
+    """Publish a persistent copy of ``original``; wait ``timeout`` s for the broker's confirm."""
     copy = aio_pika.Message(original.body, **copied_fields(original, headers))
     target = await channel.get_exchange(exchange, ensure=False) if exchange else None
     target = target or channel.default_exchange
     try:
-        await asyncio.wait_for(target.publish(copy, routing_key, mandatory=True), CONFIRM_TIMEOUT)
+        await asyncio.wait_for(target.publish(copy, routing_key, mandatory=True), timeout)
     except asyncio.TimeoutError:
         raise CopyNotConfirmed(
-            f"RabbitMQ did not confirm a copy of event {original.message_id} "
-            f"within {CONFIRM_TIMEOUT:.0f} s"
+            f"RabbitMQ did not confirm a copy of event {original.message_id} within {timeout:g} s"
         ) from None

@@ -32,10 +32,10 @@ import logging
 import signal
 from collections.abc import Sequence
 
+from ...core.defaults import PREFETCH_COUNT, PUBLISH_TIMEOUT, SHUTDOWN_GRACE_PERIOD
 from ...core.outcome import Policy
 from ...core.topology import registration_topology
 from ...settings import ConnectionSettings, mask_url, resolve_url
-from ...subscriber import PREFETCH_COUNT, SHUTDOWN_GRACE_PERIOD
 from ...topology import (
     DEFAULT_EXCHANGE,
     DEFAULT_EXCHANGE_TYPE,
@@ -64,6 +64,9 @@ class AsyncSubscriber:
     subscriber concurrently and so out of order. ``handle_signals``: stop
     gracefully on SIGTERM/SIGINT (a second one stops at once); pass ``False``
     beside a server that owns the signals (uvicorn) and call :meth:`stop`.
+    ``publish_timeout``: seconds the broker has to confirm a retry or dead-letter
+    copy; when no confirm comes the connection is taken for lost and the event
+    is delivered again after the reconnect, as :class:`~domain_event_broker.Subscriber` does.
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class AsyncSubscriber:
         concurrency: int = 1,
         shutdown_grace_period: float = SHUTDOWN_GRACE_PERIOD,
         handle_signals: bool = True,
+        publish_timeout: float = PUBLISH_TIMEOUT,
     ) -> None:
         if prefetch_count < 1:
             raise ValueError(f"prefetch_count must be at least 1, got {prefetch_count}")
@@ -90,7 +94,10 @@ class AsyncSubscriber:
         self.shutdown_grace_period = shutdown_grace_period
         self.handle_signals = handle_signals
         self._registrations: list[Registration] = []
-        self._sessions = Sessions(self.connection_settings, prefetch_count, self._registrations)
+        self.publish_timeout = publish_timeout
+        self._sessions = Sessions(
+            self.connection_settings, prefetch_count, self._registrations, publish_timeout
+        )
         self._stopping: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
         self._running = False

@@ -87,6 +87,8 @@ class Session:
     consume: aio_pika.abc.AbstractChannel
     publish: aio_pika.abc.AbstractChannel
     generation: int
+    #: Seconds the broker has to confirm a retry or dead-letter copy.
+    publish_timeout: float
     lost: asyncio.Event = field(default_factory=asyncio.Event)
     consumers: list[tuple[aio_pika.abc.AbstractQueue, str]] = field(default_factory=list)
     acks: Acks = field(default_factory=lambda: Acks())
@@ -103,15 +105,17 @@ class Session:
 OnMessage = Callable[[Message], Awaitable[None]]
 
 
+@dataclass(eq=False)
 class Sessions:
     """Opens a session (declare, channels, consumers) and knows the current one."""
 
-    def __init__(self, url: object, prefetch_count: int, registrations: list[Registration]) -> None:
-        self.url = url
-        self.prefetch_count = prefetch_count
-        self.registrations = registrations
-        self.current: Session | None = None
-        self.generation = 0
+    url: object
+    prefetch_count: int
+    registrations: list[Registration]
+    #: Seconds the broker has to confirm a retry or dead-letter copy.
+    publish_timeout: float
+    current: Session | None = None
+    generation: int = 0
 
     async def open(self, on_message_of: Callable[[Registration, Session], OnMessage]) -> Session:
         connection = await connect(self.url, "subscriber")
@@ -121,7 +125,7 @@ class Sessions:
             await consume.set_qos(prefetch_count=self.prefetch_count)
             publish = await _copy_channel(connection)
             self.generation += 1
-            session = Session(connection, consume, publish, self.generation)
+            session = Session(connection, consume, publish, self.generation, self.publish_timeout)
             self.current = session
             # A closed publish channel is reopened when next needed (publish_channel).
             for closable in (connection, consume):

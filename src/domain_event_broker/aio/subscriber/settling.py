@@ -10,6 +10,7 @@ settled: RabbitMQ redelivers it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -27,6 +28,9 @@ class Settler:
     def __init__(self, sessions: Sessions) -> None:
         self.sessions = sessions
         self._flushes: set[asyncio.Task[None]] = set()
+        #: Refused events waiting out their pause before they go back to their queue.
+        self._returns: set[asyncio.Task[None]] = set()
+        self._released = asyncio.Event()
 
     async def settle(self, delivery: Delivery, outcome: Outcome, retries: int | None) -> None:
         session = self.sessions.current
@@ -40,16 +44,15 @@ class Settler:
                 return
             if outcome.action is Action.REQUEUE:
                 await message.nack(requeue=True)
-            elif await store_copy(session, delivery, outcome, retries or 0):
+            else:
+                refusal = await store_copy(session, delivery, outcome, retries or 0)
+                if refusal is not None:
+                    # Back to its queue after a pause, so that it is no hot loop. The
+                    # pause is not the worker's: other events go on meanwhile.
+                    self._return_later(session, delivery, outcome, refusal)
+                    return
                 delivery.registration.refused.stored()
                 await message.ack()
-            else:
-                # Refused: back to its queue, after a pause so that it is no hot loop.
-                refused = delivery.registration.refused
-                now = time.monotonic()
-                refused.refused(now)
-                await asyncio.sleep(refused.paused_until - now)
-                await message.nack(requeue=True)
             session.acks.settled(tag)
         except AIO_CONNECTION_LOST as error:
             # The channel is gone: the unsettled event comes back by itself.
@@ -60,6 +63,52 @@ class Settler:
                 type(error).__name__,
             )
             session.lost.set()
+
+    def _return_later(
+        self, session: Session, delivery: Delivery, outcome: Outcome, refusal: str
+    ) -> None:
+        refused = delivery.registration.refused
+        now = time.monotonic()
+        if refused.refused(now):  # logged once per burst of refusals, as on the sync side
+            message = delivery.message
+            log.error(
+                "subscriber %s: could not store the %s copy of event %s (%s): %s; the event "
+                "goes back to its queue after a pause (up to %.0f s while copies are refused)",
+                delivery.registration.topology.name,
+                outcome.action.value,
+                message.message_id,
+                message.routing_key,
+                refusal,
+                refused.maximum,
+            )
+        pause = refused.paused_until - now
+        task = asyncio.get_running_loop().create_task(self._return(session, delivery, pause))
+        self._returns.add(task)
+        task.add_done_callback(self._returns.discard)
+
+    async def _return(self, session: Session, delivery: Delivery, pause: float) -> None:
+        """Send a refused event back to its queue once its pause is over (or at a stop)."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._released.wait(), pause)
+        if session.generation != self.sessions.generation:
+            return  # its channel is gone; RabbitMQ redelivers the event
+        message = delivery.message
+        try:
+            await message.nack(requeue=True)
+            session.acks.settled(message.delivery_tag or 0)
+        except AIO_CONNECTION_LOST as error:
+            log.warning(
+                "subscriber %s: could not return event %s to its queue (%s); "
+                "RabbitMQ redelivers it",
+                delivery.registration.topology.name,
+                message.message_id,
+                type(error).__name__,
+            )
+            session.lost.set()
+
+    def release_held(self) -> None:
+        """Stopping: events waiting out a refusal pause go back to their queue now."""
+        self._released.set()
 
     def _ack_later(self, session: Session, delivery: Delivery) -> None:
         """Acked with others, once the loop has run what is ready."""
@@ -93,7 +142,6 @@ class Settler:
                 )
                 session.lost.set()
 
-    @staticmethod
-    def acks_pending(session: Session) -> bool:
-        """Handled events of ``session`` not acked yet (or being acked)."""
-        return bool(session.acks.handled) or session.ack_lock.locked()
+    def acks_pending(self, session: Session) -> bool:
+        """Events of ``session`` not acked yet (or being acked), or waiting to go back."""
+        return bool(session.acks.handled or self._returns) or session.ack_lock.locked()

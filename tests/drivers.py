@@ -1,0 +1,131 @@
+"""One consuming subscriber, whichever driver runs it: the seam of the parity tests.
+
+A test written against :class:`Driver` runs once with the pika driver
+(:class:`~domain_event_broker.Subscriber`) and once with the aio-pika driver
+(:class:`~domain_event_broker.aio.AsyncSubscriber`), on the real broker: a rule
+one driver breaks is a failing test. Handlers are plain functions; the asyncio
+driver awaits them through a coroutine wrapper, as an ``async def`` handler that
+does no I/O would run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from domain_event_broker import DomainEvent, Subscriber
+from domain_event_broker.aio import AsyncSubscriber, close_shared_publishers
+from support import consume_until
+
+Handler = Callable[[DomainEvent], object]
+
+
+class Driver(Protocol):
+    #: "pika" or "aio-pika".
+    kind: str
+
+    def register(
+        self, handler: Handler, name: str, binding_keys: list[str], **options: Any
+    ) -> None:
+        """Register ``handler`` as the subscriber's ``register`` does (same options)."""
+
+    def run_for(self, seconds: float) -> float:
+        """Consume for ``seconds``, then stop; return how long it took to return."""
+
+    def run_until(
+        self, done: Callable[[], bool], timeout: float = 20.0, settle: float = 0.3
+    ) -> None:
+        """Consume until ``done()`` (then ``settle`` s more), then stop; fail after ``timeout``."""
+
+    def stop(self) -> None:
+        """Stop consuming (from another thread)."""
+
+
+class PikaDriver:
+    kind = "pika"
+
+    def __init__(self, subscriber: Subscriber) -> None:
+        self.subscriber = subscriber
+
+    def register(
+        self, handler: Handler, name: str, binding_keys: list[str], **options: Any
+    ) -> None:
+        self.subscriber.register(handler, name, binding_keys, **options)
+
+    def run_for(self, seconds: float) -> float:
+        started = time.monotonic()
+        self.subscriber.start_consuming(timeout=seconds)
+        return time.monotonic() - started
+
+    def run_until(
+        self, done: Callable[[], bool], timeout: float = 20.0, settle: float = 0.3
+    ) -> None:
+        consume_until(self.subscriber, done, timeout=timeout, settle=settle)
+
+    def stop(self) -> None:
+        self.subscriber.stop_consuming()
+
+
+class AioPikaDriver:
+    kind = "aio-pika"
+
+    def __init__(self, subscriber: AsyncSubscriber) -> None:
+        self.subscriber = subscriber
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def register(
+        self, handler: Handler, name: str, binding_keys: list[str], **options: Any
+    ) -> None:
+        async def call(event: DomainEvent) -> object:
+            return handler(event)
+
+        self.subscriber.register(call, name, binding_keys, **options)
+        # Declared now, as the pika driver's register() does: events published
+        # before consuming starts must find the queue.
+        self._run(self.subscriber.declare())
+
+    def run_for(self, seconds: float) -> float:
+        async def run() -> float:
+            started = time.monotonic()
+            task = asyncio.create_task(self.subscriber.run())
+            done, _ = await asyncio.wait({task}, timeout=seconds)
+            if not done:
+                await self.subscriber.stop()
+            await asyncio.wait_for(task, 30)  # raises what run() raised
+            return time.monotonic() - started
+
+        return self._run(run())
+
+    def run_until(
+        self, done: Callable[[], bool], timeout: float = 20.0, settle: float = 0.3
+    ) -> None:
+        async def run() -> bool:
+            started = time.monotonic()
+            task = asyncio.create_task(self.subscriber.run())
+            while not done() and time.monotonic() - started < timeout and not task.done():
+                await asyncio.sleep(0.02)
+            reached = done()
+            await asyncio.sleep(settle)
+            await self.subscriber.stop()
+            await asyncio.wait_for(task, 30)
+            return reached
+
+        assert self._run(run()), f"condition not reached within {timeout} s"
+
+    def stop(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            asyncio.run_coroutine_threadsafe(self.subscriber.stop(), loop)
+
+    def _run(self, coroutine: Any) -> Any:
+        async def main() -> Any:
+            self._loop = asyncio.get_running_loop()
+            try:
+                return await coroutine
+            finally:
+                await close_shared_publishers()
+                self._loop = None
+
+        return asyncio.run(main())
