@@ -164,6 +164,28 @@ def test_a_retry_delay_the_broker_cannot_take_dead_letters_the_event(
     assert queue_depth(broker_url, name) == 0
 
 
+def test_a_handler_raising_cancelled_error_dead_letters_the_event_and_consuming_goes_on(
+    broker_url: str, name: str, make_driver: MakeDriver
+) -> None:
+    # Something the handler awaited was cancelled: its failure, not the subscriber's stop.
+    handled: list[int] = []
+
+    def handle(event: DomainEvent) -> None:
+        if event.data["n"] == 0:
+            raise asyncio.CancelledError
+        handled.append(event.data["n"])
+
+    subscriber = make_driver()
+    subscriber.register(handle, name, [f"{name}.#"], dead_letter=True)
+    publish_domain_event(f"{name}.x", {"n": 0}, connection_settings=broker_url)
+    publish_domain_event(f"{name}.x", {"n": 1}, connection_settings=broker_url)
+    elapsed = subscriber.run_for(TIMEOUT)
+    assert handled == [1], "the worker ended on the handler's CancelledError"
+    assert elapsed < RETURNS_WITHIN
+    assert queue_depth(broker_url, f"{name}-dl") == 1
+    assert queue_depth(broker_url, name) == 0
+
+
 def test_an_exception_message_with_a_lone_surrogate_is_dead_lettered(
     broker_url: str, name: str, make_driver: MakeDriver
 ) -> None:

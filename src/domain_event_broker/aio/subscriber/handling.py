@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -91,7 +92,7 @@ async def _call_handler(delivery: Delivery, handling: Handling) -> BaseException
         await observability.call_async_handler(delivery.registration.handler, handling)
     except asyncio.CancelledError:
         task = asyncio.current_task()
-        if task is not None and _cancelling(task):
+        if task is not None and being_cancelled(task):
             raise  # we are being cancelled: unsettled, RabbitMQ redelivers it
         return RuntimeError("the handler was cancelled")
     except BaseException as error:  # the rule: any handler failure has an outcome
@@ -116,6 +117,23 @@ def _report(delivery: Delivery, outcome: Outcome, seconds: float) -> None:
     )
 
 
-def _cancelling(task: asyncio.Task[Any]) -> bool:
+#: Worker tasks the subscriber itself is cancelling (stopping). A CancelledError
+#: raised in one of them while its handler runs is the stop, not the handler's.
+_stopping: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+
+def stopping(task: asyncio.Task[Any]) -> None:
+    """Note that the subscriber is about to cancel its worker ``task``."""
+    _stopping.add(task)
+
+
+def being_cancelled(task: asyncio.Task[Any]) -> bool:
+    """Whether ``task`` itself is being cancelled (not just something its handler awaited).
+
+    Python 3.10 has no ``Task.cancelling()``: there, only the subscriber's own note
+    tells; a handler's own CancelledError is then a failure, not a dead worker.
+    """
+    if task in _stopping:
+        return True
     cancelling = getattr(task, "cancelling", None)  # Python 3.11+
-    return True if cancelling is None else bool(cancelling())
+    return cancelling is not None and bool(cancelling())

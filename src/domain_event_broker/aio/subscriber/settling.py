@@ -71,13 +71,14 @@ class Settler:
         now = time.monotonic()
         if refused.refused(now):  # logged once per burst of refusals, as on the sync side
             message = delivery.message
+            topology = delivery.registration.topology
             log.error(
                 "subscriber %s: could not store the %s copy of event %s (%s): %s; the event "
                 "goes back to its queue after a pause (up to %.0f s while copies are refused)",
-                delivery.registration.topology.name,
+                topology.name,
                 outcome.action.value,
                 message.message_id,
-                message.routing_key,
+                topology.event_routing_key(message.routing_key or "", message.headers),
                 refusal,
                 refused.maximum,
             )

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Callable
 
 from ...core.outcome import Action, Outcome
-from .handling import handle
+from .handling import handle, stopping
 from .session import Delivery, Message, OnMessage, Registration, Session, Sessions
 from .settling import Settler
 
@@ -43,6 +43,7 @@ class Workers:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 1.0)
         for task in self._tasks:
+            stopping(task)
             task.cancel()
 
     def busy(self, session: Session) -> bool:
