@@ -1,9 +1,8 @@
 """asyncio publishing and subscribing on aio-pika (``pip install domain-event-broker[asyncio]``).
 
 The same topology, retry counting, dead letters and wire bytes as the sync
-side, from the same code (:mod:`domain_event_broker.outcome`,
-:mod:`domain_event_broker.topology`, :mod:`domain_event_broker.messages`), so
-sync and asyncio services share one broker.
+side, from the same core (:mod:`domain_event_broker.core`): this driver only
+carries out its plans on aio-pika, so sync and asyncio services share one broker.
 """
 
 from __future__ import annotations

@@ -21,15 +21,14 @@ import aio_pika.abc
 import aiormq.abc
 from pamqp import commands as amqp_spec
 
-from .. import observability
-from ..core.messages import OutgoingMessage
-from ..core.supervisor import Supervisor, connection_supervisor
-from ..errors import BrokerUnavailable
-from ..settings import BrokerSettings
-from .connection import AIO_CONNECTION_LOST, connect
+from ... import observability
+from ...core.messages import OutgoingMessage
+from ...core.supervisor import Supervisor, connection_supervisor
+from ...errors import BrokerUnavailable
+from ...settings import BrokerSettings
+from ..connection import AIO_CONNECTION_LOST, connect
 
-#: The publisher's logger (its name predates this module).
-log = logging.getLogger("domain_event_broker.aio.publisher")
+log = logging.getLogger(__package__)
 
 T = TypeVar("T")
 

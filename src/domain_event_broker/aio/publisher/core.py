@@ -14,31 +14,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections.abc import Iterable
-from typing import Any
 
 import aiormq.exceptions
 
-from .. import observability
-from ..core.confirms import NACK_GRACE
-from ..core.defaults import PUBLISH_TIMEOUT
-from ..core.messages import OutgoingMessage, PublishOutcome, not_sent
-from ..core.supervisor import Backoff
-from ..errors import BrokerUnavailable, ConfirmTimeout, EventRefused
-from ..events import DomainEvent
-from ..observability import Occurrence
-from ..publisher import current_event_sink
-from ..settings import BrokerSettings, ConnectionSettings, mask_url, resolve_url
-from ..topology import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_TYPE
-from ._publish_channel import PublishChannel, within
-from .connection import AIO_CONNECTION_LOST
+from ... import observability
+from ...core.confirms import NACK_GRACE
+from ...core.defaults import PUBLISH_TIMEOUT
+from ...core.messages import OutgoingMessage, PublishOutcome, not_sent
+from ...core.supervisor import Backoff
+from ...errors import BrokerUnavailable, ConfirmTimeout, EventRefused
+from ...events import DomainEvent
+from ...observability import Occurrence
+from ...settings import ConnectionSettings, mask_url, resolve_url
+from ...topology import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_TYPE
+from ..connection import AIO_CONNECTION_LOST
+from .link import PublishChannel, within
 
 #: Events of one :meth:`AsyncPublisher.publish_many` on their way at once.
 WINDOW = 500
 
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)
 
 
 class AsyncPublisher:
@@ -92,7 +89,11 @@ class AsyncPublisher:
 
     async def publish_event(self, event: DomainEvent) -> None:
         """Publish a :class:`DomainEvent`; return once the broker confirmed it."""
-        message = OutgoingMessage.of_event(event)
+        await self.publish_message(OutgoingMessage.of_event(event))
+
+    async def publish_message(self, message: OutgoingMessage) -> None:
+        """Publish an :class:`~domain_event_broker.messages.OutgoingMessage` (its body as it
+        is); return once the broker confirmed it."""
         if self.connection_settings is None:
             return
         await self._publish(message, time.monotonic() + self.publish_timeout)
@@ -252,61 +253,3 @@ class AsyncPublisher:
 async def _pause(backoff: Backoff, deadline: float) -> None:
     """The backoff's next delay, never past ``deadline``."""
     await asyncio.sleep(min(backoff.next_delay(), max(0.0, deadline - time.monotonic())))
-
-
-# One publisher per event loop and broker, for publish_domain_event.
-_SharedKey = tuple[BrokerSettings, str]
-_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_SharedKey, AsyncPublisher]]
-_shared = weakref.WeakKeyDictionary()
-
-
-def shared_publisher(url: BrokerSettings, exchange: str = DEFAULT_EXCHANGE) -> AsyncPublisher:
-    """The running event loop's publisher for ``url``, created on first use."""
-    publishers = _shared.setdefault(asyncio.get_running_loop(), {})
-    publisher = publishers.get((url, exchange))
-    if publisher is None:
-        publisher = publishers[(url, exchange)] = AsyncPublisher(url, exchange)
-    return publisher
-
-
-async def close_shared_publishers() -> None:
-    """Close the running event loop's shared publishers (e.g. in an app's shutdown)."""
-    publishers = _shared.pop(asyncio.get_running_loop(), {})
-    for publisher in publishers.values():
-        await publisher.close()
-
-
-async def publish_domain_event(
-    routing_key: str,
-    data: Any,
-    domain_object_id: str | None = None,
-    uuid_string: str | None = None,
-    timestamp: float | None = None,
-    connection_settings: ConnectionSettings = "",
-) -> DomainEvent:
-    """Send a domain event to RabbitMQ; return it once the broker has stored it.
-
-    The asyncio twin of :func:`domain_event_broker.publish_domain_event`: the
-    same arguments, validation, errors and wire bytes. ``connection_settings=None``
-    builds and returns the event without sending it.
-    """
-    event = DomainEvent(
-        routing_key=routing_key,
-        data=data,
-        domain_object_id=domain_object_id,
-        uuid_string=uuid_string,
-        timestamp=timestamp,
-    )
-    message = OutgoingMessage.of_event(event)  # serialise first: a bad event fails before I/O
-    sink = current_event_sink()
-    if sink is not None:  # the in-memory test broker
-        sink(event)
-        return event
-    url = resolve_url(connection_settings)
-    if url is None:
-        log.debug("no broker configured: event %s (%s) not sent", event.uuid_string, routing_key)
-        return event
-    publisher = shared_publisher(url)
-    await publisher._publish(message, time.monotonic() + publisher.publish_timeout)
-    log.debug("published event %s (%s)", event.uuid_string, routing_key)
-    return event
