@@ -186,6 +186,22 @@ def test_a_handler_raising_cancelled_error_dead_letters_the_event_and_consuming_
     assert queue_depth(broker_url, name) == 0
 
 
+def test_a_handler_failure_is_logged_once_with_its_traceback(
+    broker_url: str, name: str, make_driver: MakeDriver, caplog: pytest.LogCaptureFixture
+) -> None:
+    def handle(event: DomainEvent) -> None:
+        raise KeyError("no such customer")
+
+    subscriber = make_driver()
+    subscriber.register(handle, name, [f"{name}.#"], dead_letter=True)
+    sent = publish_domain_event(f"{name}.x", {}, connection_settings=broker_url)
+    with caplog.at_level(logging.ERROR, logger="domain_event_broker"):
+        subscriber.run_until(lambda: queue_depth(broker_url, f"{name}-dl") == 1)
+    [record] = [r for r in caplog.records if sent.uuid_string in r.getMessage()]
+    assert "KeyError" in record.getMessage() and f"{name}-dl" in record.getMessage()
+    assert record.exc_info is not None and record.exc_info[0] is KeyError, "no traceback"
+
+
 def test_an_exception_message_with_a_lone_surrogate_is_dead_lettered(
     broker_url: str, name: str, make_driver: MakeDriver
 ) -> None:
