@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from domain_event_broker import DomainEvent, publish_domain_event
+from domain_event_broker.aio.subscriber.session import SessionFailed
+from domain_event_broker.core.topology import SubscriberTopology
 from domain_event_broker.topology import EXCEPTION_TYPE_HEADER, ROUTING_KEY_HEADER
 from support import RetryWithoutDelay, get_all, queue_depth, send_to_queue
 
@@ -86,3 +88,26 @@ def test_the_applications_own_signal_handlers_are_back_after_run(
         assert signal.getsignal(signal.SIGTERM) is applications_handler
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_bug_while_opening_a_session_stops_run_instead_of_reconnecting_for_ever(
+    name: str, make_async_subscriber: MakeAsyncSubscriber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A RuntimeError on a live connection is a bug of ours, not an outage: reconnecting
+    # would repeat it out of sight (aio-pika raises RuntimeError for a dead connection too).
+    async def handler(event: DomainEvent) -> None:
+        pass
+
+    subscriber = make_async_subscriber()
+    subscriber.register(handler, name, [f"{name}.#"])
+
+    def broken(topology: SubscriberTopology) -> list[object]:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(SubscriberTopology, "declarations", broken)
+
+    async def run() -> None:
+        await asyncio.wait_for(subscriber.run(), 10)
+
+    with pytest.raises(SessionFailed, match="RuntimeError: a bug of ours"):
+        asyncio.run(run())

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 
 import aio_pika
 import aio_pika.abc
+import aiormq.exceptions
 
 from ...core.acks import AckBook, Ticket
 from ...core.copies import RefusalBackoff
 from ...core.outcome import Policy
+from ...errors import DomainEventBrokerError
 from ...events import DomainEvent
 from ...topology import SubscriberTopology
 from .. import topology as aio_topology
@@ -134,8 +136,17 @@ class Sessions:
                 queue = await consume.get_queue(registration.topology.queue, ensure=False)
                 tag = await queue.consume(on_message_of(registration, session), no_ack=False)
                 session.consumers.append((queue, tag))
-        except BaseException:
+        except BaseException as error:
+            live = _is_live(connection)
             await close_quietly(connection)
+            if live and _is_bug(error):
+                # aio-pika raises RuntimeError for a connection that is gone; on a live
+                # one it is a bug: reconnecting would only repeat it, out of sight.
+                raise SessionFailed(
+                    f"could not open a session on a live connection: "
+                    f"{type(error).__name__}: {error}; this is no broker outage, so the "
+                    "subscriber stops instead of reconnecting"
+                ) from error
             raise
         return session
 
@@ -160,6 +171,21 @@ async def _copy_channel(
         publisher_confirms=True, on_return_raises=True
     )
     return channel
+
+
+class SessionFailed(DomainEventBrokerError):
+    """Opening a session failed on a connection that is still up: not an outage, no reconnect."""
+
+
+def _is_live(connection: aio_pika.abc.AbstractConnection) -> bool:
+    return not connection.is_closed and getattr(connection, "transport", None) is not None
+
+
+def _is_bug(error: BaseException) -> bool:
+    """A RuntimeError that is none of aiormq's "channel or connection is gone" errors."""
+    return isinstance(error, RuntimeError) and not isinstance(
+        error, aiormq.exceptions.ChannelInvalidStateError
+    )
 
 
 async def close_quietly(connection: aio_pika.abc.AbstractConnection) -> None:
