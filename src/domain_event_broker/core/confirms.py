@@ -48,6 +48,7 @@ class Pending:
         "routing_key",
         "seq",
         "settled",
+        "settled_at",
     )
 
     def __init__(self, body: bytes, routing_key: str, properties: Any) -> None:
@@ -58,6 +59,8 @@ class Pending:
         self._done = threading.Lock()
         self._done.acquire()
         self.settled = False
+        #: ``time.monotonic()`` when it was settled: a confirm counts only within the deadline.
+        self.settled_at = 0.0
         self.error: BaseException | None = None
         #: Set by a caller that gave up waiting, so it is not sent later behind its back.
         self.abandoned = False
@@ -71,6 +74,7 @@ class Pending:
         if self.settled:
             return False
         self.error = error
+        self.settled_at = time.monotonic()
         self.settled = True
         with contextlib.suppress(RuntimeError):  # released already
             self._done.release()

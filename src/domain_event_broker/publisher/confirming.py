@@ -99,11 +99,14 @@ class ConfirmingConnection:
 
     def wait(self, pending: Pending, deadline: float) -> None:
         """Return once ``pending`` is confirmed; raise why not, or when ``deadline`` passes."""
-        if not pending.wait(max(0.0, deadline - time.monotonic())):
+        settled = pending.wait(max(0.0, deadline - time.monotonic()))
+        if settled and pending.error is not None:
+            raise pending.error
+        # A confirm counts when it came before the deadline, however late this caller
+        # looks (a caller descheduled past its deadline must not see success by luck).
+        if not settled or pending.settled_at > deadline:
             pending.abandoned = True
             raise self._timeout_error(described(pending))
-        if pending.error is not None:
-            raise pending.error
 
     def _timeout_error(self, what: str) -> BaseException:
         if self._stopped is not None or not self.io.alive:
