@@ -10,6 +10,7 @@ stored: the caller sends the event back to its queue after a pause.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -56,41 +57,18 @@ async def store_copy(
 
     Raises :class:`CopyNotConfirmed` (a lost connection) when no confirm came in time.
     """
-    registration = delivery.registration
-    topology = registration.topology
     message = delivery.message
     # A copy back from a wait queue arrives with the queue's name as its routing key.
-    routing_key = topology.event_routing_key(message.routing_key or "", message.headers)
+    routing_key = delivery.registration.topology.event_routing_key(
+        message.routing_key or "", message.headers
+    )
     failed_at = datetime.now(timezone.utc).isoformat()
+    attempt = _Attempt(session, delivery, outcome, retries, routing_key, failed_at)
     try:
-        for fallback in (False, True):
-            plan = plan_copy(
-                topology,
-                outcome,
-                message.headers,
-                retries,
-                routing_key,
-                failed_at=failed_at,
-                fallback=fallback,
-            )
-            channel = await session.publish_channel()
-            if plan.wait_queue_ms is not None:
-                if fallback:
-                    registration.wait_queues.forget()  # deleted behind our back: declare again
-                await registration.wait_queues.ensure(channel, plan.wait_queue_ms)
-            try:
-                await publish_copy(
-                    channel,
-                    plan.exchange,
-                    plan.routing_key,
-                    message,
-                    plan.headers,
-                    timeout=session.publish_timeout,
-                )
-                return None
-            except _MISROUTED:
-                if fallback:
-                    raise
+        try:
+            await attempt.publish(fallback=False)
+        except _MISROUTED:
+            await attempt.publish(fallback=True)
     except TopologyMismatch as error:
         return str(error)  # names the queue and how to migrate
     except _MISROUTED:
@@ -100,7 +78,45 @@ async def store_copy(
     except _UNWRITABLE as error:
         # e.g. a header of another publisher's; aiormq's text may quote a URL: type only.
         return f"cannot be written ({type(error).__name__})"
-    return "unroutable"  # not reached: the second try returns or raises
+    return None
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One copy to store: its first route, or the fallback after the first was returned."""
+
+    session: Session
+    delivery: Delivery
+    outcome: Outcome
+    retries: int
+    routing_key: str
+    failed_at: str
+
+    async def publish(self, *, fallback: bool) -> None:
+        message = self.delivery.message
+        registration = self.delivery.registration
+        plan = plan_copy(
+            registration.topology,
+            self.outcome,
+            message.headers,
+            self.retries,
+            self.routing_key,
+            failed_at=self.failed_at,
+            fallback=fallback,
+        )
+        channel = await self.session.publish_channel()
+        if plan.wait_queue_ms is not None:
+            if fallback:
+                registration.wait_queues.forget()  # deleted behind our back: declare again
+            await registration.wait_queues.ensure(channel, plan.wait_queue_ms)
+        await publish_copy(
+            channel,
+            plan.exchange,
+            plan.routing_key,
+            message,
+            plan.headers,
+            timeout=self.session.publish_timeout,
+        )
 
 
 async def publish_copy(
