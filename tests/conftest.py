@@ -19,7 +19,7 @@ import pytest
 from domain_event_broker import Subscriber
 from domain_event_broker.aio import AsyncSubscriber
 from domain_event_broker.publisher import close_shared_publishers
-from drivers import AioPikaDriver, Driver, PikaDriver
+from drivers import AioPikaDriver, Driver, PikaDriver, Publishing, publishing
 from support import rabbitmqctl
 
 RABBITMQ_HOST = "127.0.0.1"
@@ -104,8 +104,15 @@ def delete_subscriber_topology(broker_url: str, *names: str) -> None:
 
 
 @pytest.fixture(params=["pika", "aio-pika"])
+def driver_kind(request: pytest.FixtureRequest) -> str:
+    """Each driver in turn: a test that takes it runs once per driver."""
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
 def make_driver(
-    request: pytest.FixtureRequest,
+    driver_kind: str,
     broker_url: str,
     make_subscriber: Callable[..., Subscriber],
 ) -> Iterator[Callable[..., Driver]]:
@@ -113,7 +120,7 @@ def make_driver(
     made: list[AsyncSubscriber] = []
 
     def make(url: str | None = None, **options: Any) -> Driver:
-        if request.param == "pika":
+        if driver_kind == "pika":
             return PikaDriver(make_subscriber(url, **options))
         options.setdefault("handle_signals", False)
         subscriber = AsyncSubscriber(url or broker_url, **options)
@@ -124,6 +131,20 @@ def make_driver(
     delete_subscriber_topology(
         broker_url, *{name for subscriber in made for name in subscriber.registered_names}
     )
+
+
+@pytest.fixture
+def make_publishing(driver_kind: str, broker_url: str) -> Iterator[Callable[..., Publishing]]:
+    """Build publishers of the driver under test; close them afterwards."""
+    made: list[Publishing] = []
+
+    def make(url: str | None = None, **options: Any) -> Publishing:
+        made.append(publishing(driver_kind, url or broker_url, **options))
+        return made[-1]
+
+    yield make
+    for publisher in made:
+        publisher.close()
 
 
 @pytest.fixture

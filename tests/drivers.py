@@ -11,15 +11,18 @@ does no I/O would run.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import threading
 import time
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar
 
-from domain_event_broker import DomainEvent, Subscriber
-from domain_event_broker.aio import AsyncSubscriber, close_shared_publishers
+from domain_event_broker import DomainEvent, Publisher, Subscriber
+from domain_event_broker.aio import AsyncPublisher, AsyncSubscriber, close_shared_publishers
 from support import consume_until
 
 Handler = Callable[[DomainEvent], object]
+T = TypeVar("T")
 
 
 class Driver(Protocol):
@@ -41,6 +44,11 @@ class Driver(Protocol):
 
     def stop(self) -> None:
         """Stop consuming (from another thread)."""
+
+    def pause(self, seconds: float) -> object:
+        """For a handler to return: a pause as long-running handler code of this driver
+        takes it (a blocking sleep on pika's worker thread; an awaited sleep that
+        leaves the event loop free on aio-pika)."""
 
 
 class PikaDriver:
@@ -67,6 +75,10 @@ class PikaDriver:
     def stop(self) -> None:
         self.subscriber.stop_consuming()
 
+    def pause(self, seconds: float) -> object:
+        time.sleep(seconds)
+        return None
+
 
 class AioPikaDriver:
     kind = "aio-pika"
@@ -79,7 +91,10 @@ class AioPikaDriver:
         self, handler: Handler, name: str, binding_keys: list[str], **options: Any
     ) -> None:
         async def call(event: DomainEvent) -> object:
-            return handler(event)
+            result = handler(event)
+            if inspect.isawaitable(result):
+                return await result
+            return result
 
         self.subscriber.register(call, name, binding_keys, **options)
         # Declared now, as the pika driver's register() does: events published
@@ -119,6 +134,9 @@ class AioPikaDriver:
         if loop is not None and not loop.is_closed():
             asyncio.run_coroutine_threadsafe(self.subscriber.stop(), loop)
 
+    def pause(self, seconds: float) -> object:
+        return asyncio.sleep(seconds)
+
     def _run(self, coroutine: Any) -> Any:
         async def main() -> Any:
             self._loop = asyncio.get_running_loop()
@@ -129,3 +147,74 @@ class AioPikaDriver:
                 self._loop = None
 
         return asyncio.run(main())
+
+
+class Publishing(Protocol):
+    """One publisher, whichever driver runs it, called from plain threads."""
+
+    kind: str
+
+    def set_publish_timeout(self, seconds: float) -> None:
+        """Change how long a publish may take (both drivers have the attribute)."""
+
+    def publish_event(self, event: DomainEvent) -> None:
+        """Publish and wait for the broker's confirm, as ``publish_event`` does."""
+
+    def close(self) -> None:
+        """Close the connection (the driver's ``disconnect``/``close``)."""
+
+
+class PikaPublishing:
+    kind = "pika"
+
+    def __init__(self, url: str, **options: Any) -> None:
+        self.publisher = Publisher(url, **options)
+
+    def set_publish_timeout(self, seconds: float) -> None:
+        self.publisher.publish_timeout = seconds
+
+    def publish_event(self, event: DomainEvent) -> None:
+        self.publisher.publish_event(event)
+
+    def close(self) -> None:
+        self.publisher.disconnect()
+
+
+class AioPikaPublishing:
+    """An AsyncPublisher on an event loop of its own thread, as a sync caller sees it."""
+
+    kind = "aio-pika"
+
+    def __init__(self, url: str, **options: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="aio-publishing", daemon=True
+        )
+        self._thread.start()
+        self.publisher = AsyncPublisher(url, **options)
+
+    def set_publish_timeout(self, seconds: float) -> None:
+        self.publisher.publish_timeout = seconds
+
+    def publish_event(self, event: DomainEvent) -> None:
+        self._call(self.publisher.publish_event(event))
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        try:
+            self._call(self.publisher.close())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
+
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+
+def publishing(kind: str, url: str, **options: Any) -> Publishing:
+    """A publisher of the driver ``kind`` ("pika" or "aio-pika") on ``url``."""
+    if kind == "pika":
+        return PikaPublishing(url, **options)
+    return AioPikaPublishing(url, **options)

@@ -26,12 +26,3 @@ def make_async_subscriber(broker_url: str) -> Iterator[MakeAsyncSubscriber]:
     yield make
     names = {name for subscriber in made for name in subscriber.registered_names}
     delete_topology(broker_url, *names)
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    from .test_aio_faults import FIGURES
-
-    if FIGURES:
-        terminalreporter.section("asyncio fault injection figures")
-        for line in FIGURES:
-            terminalreporter.write_line(line)

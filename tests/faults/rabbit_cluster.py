@@ -280,17 +280,33 @@ class RabbitCluster:
     def beam_pid(self, node: Node) -> int | None:
         """The pid of the node's Erlang VM, if it is alive (and is really this node)."""
         try:
-            pid = int(node.pid_file.read_text().strip())
+            pid: int | None = int(node.pid_file.read_text().strip())
         except (OSError, ValueError):
-            return None
+            pid = None
+        if pid is not None and self._is_vm_of(node, pid):
+            return pid
+        # The pid file names the last VM that started, and a start that lost the race for
+        # the node's name (it quits at once) leaves its own pid there while the first VM
+        # runs on: look for the node's VM itself.
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and self._is_vm_of(node, int(entry.name)):
+                return int(entry.name)
+        return None
+
+    def _is_vm_of(self, node: Node, pid: int) -> bool:
+        """Whether ``pid`` is a live Erlang VM (not a zombie) running this node."""
         try:
             command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except (OSError, IndexError):
-            return None
-        if state == "Z" or str(self.home).encode() not in command:
-            return None  # gone (a zombie until reaped), or a recycled pid
-        return pid
+            return False
+        return (
+            state != "Z"  # a zombie is gone, only not yet reaped
+            and b"beam" in command[0]
+            and str(self.home).encode() in command  # not a recycled pid
+            and f"RABBITMQ_NODENAME={node.name}".encode() in environment
+        )
 
     # Hurt -----------------------------------------------------------------------------
     def kill(self, node: Node, timeout: float = 30.0) -> None:

@@ -309,12 +309,24 @@ def test_killing_the_leader_loses_no_retry_and_no_dead_letter(
     whole_cluster: RabbitCluster, run: int, report_figures: Callable[[str], None]
 ) -> None:
     # Three runs in a row: the loss this guards against came in 5 of 7 runs.
+    restarts: list[threading.Timer] = []
+
     def kill_then_restart(leader: Node) -> None:
         # A crash, and the node is back 3 s later (as a supervisor would restart it).
         whole_cluster.kill(leader)
-        threading.Timer(3.0, whole_cluster.start_node, args=(leader,)).start()
+        restart = threading.Timer(3.0, whole_cluster.start_node, args=(leader,))
+        restarts.append(restart)
+        restart.start()
 
-    report = stream_through_node_loss(whole_cluster, kill_then_restart, total=1500, failures=True)
+    try:
+        report = stream_through_node_loss(
+            whole_cluster, kill_then_restart, total=1500, failures=True
+        )
+    finally:
+        # The next case heals the cluster: a restart still pending would start the node
+        # a second time beside the one healing started.
+        for restart in restarts:
+            restart.join()
     report_figures(report.line(f"cluster, leader killed with retries waiting, run {run}"))
     expected_failures = {n for n in range(1500) if fate(n, MAX_RETRIES) == "fail"}
     assert report.refused == 0, f"publishes failed during the failover: {report.refusals}"

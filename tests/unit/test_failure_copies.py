@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from domain_event_broker.core.copies import RefusalBackoff
 from domain_event_broker.subscriber.copy_channel import Confirm, CopyChannel
-from domain_event_broker.subscriber.failures import RefusalBackoff
 
 
 @given(st.lists(st.floats(min_value=0, max_value=0.2), min_size=1, max_size=60))

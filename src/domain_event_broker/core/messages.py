@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import PublishError
+from ..errors import BrokerUnavailable, ConfirmTimeout, PublishError
 from ..events import DomainEvent, validate_routing_key
 
 
@@ -57,3 +57,37 @@ class PublishOutcome:
 def not_sent() -> PublishError:
     """The error of each message given to a publisher without a broker (``None``)."""
     return PublishError("no broker configured (connection_settings=None): not sent")
+
+
+def naming(routing_key: str, message_id: str | None) -> str:
+    """How an error names a message: by its id when it has one."""
+    if message_id is None:
+        return f"an event for {routing_key!r}"
+    return f"event {message_id} ({routing_key})"
+
+
+def outage_outlasted(masked_url: str, what: str) -> BrokerUnavailable:
+    """The error of a publish whose deadline passed while the lost connection was down."""
+    return BrokerUnavailable(
+        f"lost the connection to RabbitMQ at {masked_url} and could not reconnect in time "
+        f"to publish {what}; it may not have been stored. Is RabbitMQ running? Raise "
+        "publish_timeout to ride out longer outages."
+    )
+
+
+def confirm_timed_out(masked_url: str, what: str, blocked_reason: str | None) -> ConfirmTimeout:
+    """The error of a publish whose confirm did not come in time on a live connection.
+
+    ``blocked_reason``: what RabbitMQ said when it blocked publishers, where the
+    driver can tell (a memory or disk alarm blocks them until it clears).
+    """
+    if blocked_reason is not None:
+        return ConfirmTimeout(
+            f"RabbitMQ at {masked_url} is blocking publishers ({blocked_reason}: a memory or "
+            f"disk alarm), so {what} was not confirmed in time; free memory or disk on the broker"
+        )
+    return ConfirmTimeout(
+        f"RabbitMQ at {masked_url} did not confirm {what} in time; it may or may not have "
+        "been stored. A memory or disk alarm on the broker blocks publishers until it clears "
+        "(rabbitmq-diagnostics alarms)."
+    )

@@ -24,7 +24,8 @@ import pika.spec
 
 from .._pika import coalesce_output
 from ..core.confirms import NACK_GRACE, ConfirmBook, Pending
-from ..errors import BrokerUnavailable, ConfirmTimeout, EventRefused, PublishError
+from ..core.messages import confirm_timed_out, outage_outlasted
+from ..errors import BrokerUnavailable, EventRefused, PublishError
 from ..settings import BrokerSettings, mask_url
 from .io_thread import IOThread
 from .link import Link
@@ -115,21 +116,8 @@ class ConfirmingConnection:
                 "was not confirmed and may not have been stored"
             )
         if not self.link.ready:
-            return BrokerUnavailable(
-                f"lost the connection to RabbitMQ at {self.masked_url} and could not "
-                f"reconnect in time to publish {what}; it may not have been stored. "
-                "Is RabbitMQ running? Raise publish_timeout to ride out longer outages."
-            )
-        if self.link.blocked_reason is not None:
-            return ConfirmTimeout(
-                f"RabbitMQ at {self.masked_url} is blocking publishers "
-                f"({self.link.blocked_reason}: a memory or disk alarm), so {what} was not "
-                "confirmed in time; free memory or disk on the broker"
-            )
-        return ConfirmTimeout(
-            f"RabbitMQ at {self.masked_url} did not confirm {what} in time; "
-            "it may or may not have been stored"
-        )
+            return outage_outlasted(self.masked_url, what)
+        return confirm_timed_out(self.masked_url, what, self.link.blocked_reason)
 
     def close(self, timeout: float = 5.0) -> None:
         if self.closing:

@@ -15,7 +15,7 @@ import pika
 from .. import observability
 from .._pika import check_properties
 from ..core.confirms import Pending
-from ..core.messages import OutgoingMessage
+from ..core.messages import OutgoingMessage, naming
 from ..events import DomainEvent, validate_routing_key
 
 #: The properties of a message with no id and no headers: shared, never changed.
@@ -60,10 +60,7 @@ def persistent_json(message_id: str | None, headers: dict[str, Any] | None) -> p
 
 def described(pending: Pending) -> str:
     """How an error names the message: by its id when it has one."""
-    message_id = pending.properties.message_id
-    if message_id is None:
-        return f"an event for {pending.routing_key!r}"
-    return f"event {message_id} ({pending.routing_key})"
+    return naming(pending.routing_key, pending.properties.message_id)
 
 
 def pending_event(event: DomainEvent) -> Pending:

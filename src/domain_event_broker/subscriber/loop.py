@@ -30,8 +30,8 @@ from ..core.defaults import HOUSEKEEPING_INTERVAL
 from ..core.outcome import Action, Outcome
 from ..core.supervisor import connection_supervisor
 from ..signals import StopFlag
+from .copies import CopyTimeout
 from .delivery import Delivery, Registration
-from .failures import CopyTimeout
 from .session import ConsumerCancelled, Session
 from .workers import WorkerPool
 

@@ -21,8 +21,8 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 
 from ..core.acks import AckBook
 from ..core.outcome import Action, Outcome
+from .copies import FailureStore, close_quietly
 from .delivery import Delivery, Registration
-from .failures import FailureStore, close_quietly
 
 
 class ConsumerCancelled(pika.exceptions.AMQPConnectionError):

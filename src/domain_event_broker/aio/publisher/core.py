@@ -21,7 +21,14 @@ import aiormq.exceptions
 from ... import observability
 from ...core.confirms import NACK_GRACE
 from ...core.defaults import PUBLISH_TIMEOUT
-from ...core.messages import OutgoingMessage, PublishOutcome, not_sent
+from ...core.messages import (
+    OutgoingMessage,
+    PublishOutcome,
+    confirm_timed_out,
+    naming,
+    not_sent,
+    outage_outlasted,
+)
 from ...core.supervisor import Backoff
 from ...errors import BrokerUnavailable, ConfirmTimeout, EventRefused
 from ...events import DomainEvent
@@ -154,10 +161,7 @@ class AsyncPublisher:
                 ),
             )
         except asyncio.TimeoutError:
-            late = ConfirmTimeout(
-                f"no confirm from {self.masked_url} within {self.publish_timeout:.0f} s"
-            )
-            return [PublishOutcome(message, late) for message in window]
+            return [PublishOutcome(message, self._confirm_timed_out(message)) for message in window]
         return await self._outcomes(window, sent, deadline)
 
     async def _outcomes(
@@ -202,7 +206,12 @@ class AsyncPublisher:
         backoff = Backoff()  # the pause between re-sends of a refused event
         first_nacked: float | None = None
         while True:
-            sender, generation = await self._channel.ready(deadline)
+            try:
+                sender, generation = await self._channel.ready(deadline)
+            except BrokerUnavailable:
+                if self._channel.generation:  # connected once: an outage, not a wrong URL
+                    raise self._outlasted(message) from None
+                raise
             try:
                 await within(deadline, sender.send(message))
             except aiormq.exceptions.DeliveryError as error:
@@ -213,10 +222,7 @@ class AsyncPublisher:
                 await _pause(backoff, deadline)
                 continue
             except asyncio.TimeoutError:
-                raise ConfirmTimeout(
-                    f"no confirm for event {message.message_id} ({message.routing_key}) "
-                    f"from {self.masked_url} within {self.publish_timeout:.0f} s"
-                ) from None
+                raise self._confirm_timed_out(message) from None
             except AIO_CONNECTION_LOST as error:
                 pause = self._channel.note_outage(error)
                 await self._channel.lost(generation)
@@ -243,11 +249,17 @@ class AsyncPublisher:
     def _check_deadline(self, message: OutgoingMessage, deadline: float) -> None:
         """Raise BrokerUnavailable when the connection is lost and no time is left."""
         if time.monotonic() >= deadline:
-            raise BrokerUnavailable(
-                f"lost the connection to RabbitMQ at {self.masked_url} and could not "
-                f"publish event {message.message_id} ({message.routing_key}) within "
-                f"{self.publish_timeout:.0f} s"
-            ) from None
+            raise self._outlasted(message) from None
+
+    def _confirm_timed_out(self, message: OutgoingMessage) -> ConfirmTimeout:
+        # aio-pika does not tell whether RabbitMQ blocks publishers (aiormq keeps
+        # connection.blocked to itself): the wording names the alarm as a cause to check.
+        return confirm_timed_out(
+            self.masked_url, naming(message.routing_key, message.message_id), None
+        )
+
+    def _outlasted(self, message: OutgoingMessage) -> BrokerUnavailable:
+        return outage_outlasted(self.masked_url, naming(message.routing_key, message.message_id))
 
 
 async def _pause(backoff: Backoff, deadline: float) -> None:

@@ -103,6 +103,8 @@ class AsyncSubscriber:
         self._running = False
         # stop() before run() got going (a task created, not yet started): run() returns at once.
         self._stop_before_run = False
+        #: The signal that stopped run() at once (a second SIGTERM/SIGINT), if one did.
+        self._stopped_at_once: signal.Signals | None = None
 
     # Public API -----------------------------------------------------------------
     def register(
@@ -167,6 +169,10 @@ class AsyncSubscriber:
 
         On the way out in-flight handlers get ``shutdown_grace_period`` seconds
         to finish and be settled; events not yet started go back to their queue.
+        A second SIGTERM/SIGINT stops at once: handlers still running are
+        cancelled, their events redelivered, and ``run()`` raises
+        ``SystemExit(128 + signal)`` once the connection is closed, as the sync
+        subscriber does (a process supervisor sees that work was abandoned).
         """
         if self.connection_settings is None:
             log.debug("no broker configured: not consuming")
@@ -176,6 +182,7 @@ class AsyncSubscriber:
         if self._running:
             raise RuntimeError("this subscriber is running already")
         self._running = True
+        self._stopped_at_once = None
         stopping = self._stopping = asyncio.Event()
         if self._stop_before_run:
             self._stop_before_run = False
@@ -200,6 +207,8 @@ class AsyncSubscriber:
                 await self._sessions.close(self._sessions.current)
             self._running = False
             self._stopped.set()
+        if self._stopped_at_once is not None:
+            raise SystemExit(128 + self._stopped_at_once)
 
     async def stop(self) -> None:
         """Stop consuming: no new events; in-flight handlers finish and are settled.
@@ -227,6 +236,7 @@ class AsyncSubscriber:
         assert self._stopping is not None
         if self._stopping.is_set():
             log.warning("second %s: stopping at once; unacked events are redelivered", signum.name)
+            self._stopped_at_once = signum
             self.shutdown_grace_period = 0.0
             session = self._sessions.current
             if session is not None:
