@@ -1,4 +1,4 @@
-"""Fixtures that talk to the real RabbitMQ on 127.0.0.1:5672.
+"""Fixtures that talk to the real RabbitMQ on 127.0.0.1:5672 (``DEB_TEST_AMQP_PORT``).
 
 The whole session runs in a vhost of its own, deleted at the end, so a test
 that fails half-way cannot leave a queue behind that collects later events.
@@ -20,9 +20,7 @@ from domain_event_broker import Subscriber
 from domain_event_broker.aio import AsyncSubscriber
 from domain_event_broker.publisher import close_shared_publishers
 from drivers import AioPikaDriver, Driver, PikaDriver, Publishing, publishing
-from support import rabbitmqctl
-
-RABBITMQ_HOST = "127.0.0.1"
+from support import broker_at, rabbitmqctl
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +44,7 @@ def vhost() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def broker_url(vhost: str) -> str:
-    return f"amqp://guest:guest@{RABBITMQ_HOST}:5672/{vhost}"
+    return broker_at(vhost)
 
 
 @pytest.fixture

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import shlex
 import socket
 import subprocess
 import threading
@@ -16,6 +18,17 @@ from typing import Any
 import pika
 
 from domain_event_broker import Retry, Subscriber
+
+#: The broker the suite runs against: the machine's RabbitMQ unless CI points the
+#: suite at another one (``.ci/run`` runs it again on a RabbitMQ 4.x node so).
+AMQP_PORT = int(os.environ.get("DEB_TEST_AMQP_PORT", "5672"))
+#: How to run rabbitmqctl against that broker (a command line, split as a shell would).
+RABBITMQCTL = shlex.split(os.environ.get("DEB_TEST_RABBITMQCTL", "rabbitmqctl"))
+
+
+def broker_at(vhost: str = "%2F", password: str = "guest") -> str:
+    """The URL of the suite's broker for ``vhost`` (as a URL path segment)."""
+    return f"amqp://guest:{password}@127.0.0.1:{AMQP_PORT}/{vhost}"
 
 
 def free_port() -> int:
@@ -61,7 +74,7 @@ class RetryWithoutDelay(Retry):
 
 def rabbitmqctl(*args: str) -> str:
     result = subprocess.run(
-        ["rabbitmqctl", *args], capture_output=True, text=True, timeout=60, check=True
+        [*RABBITMQCTL, *args], capture_output=True, text=True, timeout=60, check=True
     )
     return result.stdout
 
@@ -140,7 +153,7 @@ class TcpProxy:
     looks unreachable to clients of the proxy only); ``start()`` listens again.
     """
 
-    def __init__(self, target_port: int = 5672) -> None:
+    def __init__(self, target_port: int = AMQP_PORT) -> None:
         self.target_port = target_port
         self.port = free_port()
         self._listener: Any = None

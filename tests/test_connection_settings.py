@@ -13,12 +13,12 @@ from typing import Any
 import pika
 
 from domain_event_broker import BrokerSettings, DomainEvent, Subscriber, publish_domain_event
-from support import consume_until, rabbitmqctl
+from support import AMQP_PORT, consume_until, rabbitmqctl
 
 MakeSubscriber = Callable[..., Subscriber]
 
 
-def parameters(vhost: str, port: int = 5672, **options: Any) -> pika.ConnectionParameters:
+def parameters(vhost: str, port: int = AMQP_PORT, **options: Any) -> pika.ConnectionParameters:
     return pika.ConnectionParameters(
         host="127.0.0.1",
         port=port,

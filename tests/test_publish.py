@@ -23,7 +23,7 @@ from domain_event_broker import (
     settings,
 )
 from domain_event_broker.publisher import shared_publisher
-from support import FreezingProxy, delete_queues, get_all, rabbitmqctl
+from support import FreezingProxy, broker_at, delete_queues, get_all, rabbitmqctl
 
 
 @pytest.fixture
@@ -279,7 +279,7 @@ def test_unknown_vhost_says_so(broker_url: str) -> None:
 
 def test_wrong_password_says_so_without_printing_it() -> None:
     with pytest.raises(BrokerUnavailable) as raised:
-        Publisher("amqp://guest:wrong-password@127.0.0.1:5672/%2F")
+        Publisher(broker_at(password="wrong-password"))
     assert "wrong-password" not in str(raised.value)
     assert "password" in str(raised.value)
 

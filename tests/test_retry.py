@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import pika
@@ -19,7 +21,8 @@ from domain_event_broker import (
     wait_queues,
 )
 from domain_event_broker.topology import RETRIES_HEADER, ROUTING_KEY_HEADER, SubscriberTopology
-from support import consume_until, get_all, queue_depth, rabbitmqctl
+from drivers import Driver
+from support import consume_until, delete_queues, get_all, queue_depth, rabbitmqctl
 
 MakeSubscriber = Callable[..., Subscriber]
 
@@ -393,3 +396,41 @@ def wait_queue_exists(broker_url: str, queue: str) -> bool:
         except pika.exceptions.ChannelClosedByBroker:
             return False
         return True
+
+
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+def test_jittered_retry_delays_share_a_few_wait_queues(
+    broker_url: str,
+    vhost: str,
+    name: str,
+    queue_type: str,
+    make_driver: Callable[..., Driver],
+) -> None:
+    # A common backoff: Retry(random.uniform(1, 3)). One wait queue per millisecond
+    # value would leave 60 queues (replicated ones, never removed, for quorum).
+    jitter = random.Random(60)
+    attempts: Counter[int] = Counter()
+
+    def handle(event: DomainEvent) -> None:
+        attempts[event.data["n"]] += 1
+        if event.retries == 0:
+            raise Retry(jitter.uniform(1, 3))
+
+    subscriber = make_driver()
+    subscriber.register(handle, name, [f"{name}.#"], max_retries=1, queue_type=queue_type)
+    for number in range(60):
+        publish_domain_event(f"{name}.happened", {"n": number}, connection_settings=broker_url)
+    try:
+        subscriber.run_until(lambda: len(attempts) == 60 and min(attempts.values()) == 2, 30)
+        assert attempts == dict.fromkeys(range(60), 2)  # each retried once, then handled
+        wait_queues_left = [
+            line.split("\t")[0]
+            for line in rabbitmqctl("list_queues", "-p", vhost, "name", "-q").splitlines()
+            if line.startswith(f"{name}-wait-")
+        ]
+        assert 1 <= len(wait_queues_left) <= 20, wait_queues_left
+        # Each delay is rounded to at most 1/16 of its decade: 125 ms steps here.
+        assert all(int(queue.rsplit("-", 1)[1]) % 125 == 0 for queue in wait_queues_left)
+        assert queue_depth(broker_url, name) == 0
+    finally:
+        delete_queues(broker_url, *(f"{name}-wait-{ms}" for ms in range(1000, 3001, 125)))

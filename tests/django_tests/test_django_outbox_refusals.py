@@ -23,7 +23,7 @@ from domain_event_broker.django.models import OutboxEvent
 from domain_event_broker.django.outbox import relay_outbox
 from domain_event_broker.observability import Metrics, add_listener
 from outbox_support import arrivals, declare_refusing_queue, odd_payload
-from support import delete_queues, get_all
+from support import broker_at, delete_queues, get_all
 
 
 @pytest.fixture
@@ -192,7 +192,7 @@ def test_an_outage_is_one_warning_then_one_info_on_recovery(
     from outbox_support import relay_through_a_late_broker
 
     write_events([f"{name}.order.placed"] * 3)
-    late = f"amqp://guest:guest@127.0.0.1:5672/deb-late-{name}"
+    late = broker_at(f"deb-late-{name}")
     relay = OutboxRelay(DjangoOutboxStore(), late, poll_interval=0.1, max_backoff=0.5)
     warnings, infos = relay_through_a_late_broker(relay, caplog, late, name, f"{name}.#")
     assert len(warnings) == 1, warnings

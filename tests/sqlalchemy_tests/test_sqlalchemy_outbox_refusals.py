@@ -20,7 +20,7 @@ from domain_event_broker.observability import Metrics, add_listener
 from domain_event_broker.outbox.relay import NoBroker
 from domain_event_broker.sqlalchemy import add_event, outbox_table, relay_events
 from outbox_support import arrivals, declare_refusing_queue, odd_payload
-from support import delete_queues, get_all
+from support import broker_at, delete_queues, get_all
 
 BIN = Path(sys.executable).parent
 RELAY_COMMAND = str(BIN / "domain-events-relay")
@@ -214,7 +214,7 @@ def test_an_outage_is_one_warning_then_one_info_on_recovery(
     from outbox_support import relay_through_a_late_broker
 
     write_events(pg_engine, [f"{name}.order.placed"] * 3)
-    late = f"amqp://guest:guest@127.0.0.1:5672/deb-late-{name}"
+    late = broker_at(f"deb-late-{name}")
     relay = OutboxRelay(SQLAlchemyOutboxStore(pg_engine), late, poll_interval=0.1, max_backoff=0.5)
     warnings, infos = relay_through_a_late_broker(relay, caplog, late, name, f"{name}.#")
     assert len(warnings) == 1, warnings

@@ -26,6 +26,7 @@ from domain_event_broker.core.topology import (
     ROUTING_KEY_HEADER,
     SubscriberTopology,
 )
+from domain_event_broker.core.wait_queues import wait_delay_ms
 from domain_event_broker.errors import Retry
 
 TOPOLOGY = SubscriberTopology(name="orders", binding_keys=("order.*",), dead_letter=True)
@@ -54,7 +55,7 @@ def test_a_retry_goes_through_the_default_exchange_into_its_wait_queue(
     plan = plan_copy(
         TOPOLOGY, outcome, headers, retries, KEY, failed_at=FAILED_AT, fallback=fallback
     )
-    delay_ms = round(delay * 1000)
+    delay_ms = wait_delay_ms(delay)  # jittered delays share wait queues
     assert plan == CopyPlan(
         exchange="",
         routing_key=f"orders-wait-{delay_ms}",

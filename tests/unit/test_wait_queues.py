@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 from hypothesis import given
 from hypothesis import strategies as st
 
+from domain_event_broker.errors import MAX_RETRY_DELAY
 from domain_event_broker.topology import ROUTING_KEY_HEADER, SubscriberTopology
-from domain_event_broker.wait_queues import WaitQueueBook
+from domain_event_broker.wait_queues import WaitQueueBook, wait_delay_ms
 
 
 def test_a_wait_queue_is_declared_once_per_connection() -> None:
@@ -63,3 +66,42 @@ def test_the_routing_key_header_counts_only_on_copies_back_from_a_wait_queue() -
     assert topology.event_routing_key("mailer", {ROUTING_KEY_HEADER: 7}) == "mailer"
     assert topology.retry_destination(1500) == ("", "mailer-wait-1500")
     assert topology.legacy_wait_queue(1500) == "mailer-delay-1500"
+
+
+@given(st.integers(min_value=0, max_value=MAX_RETRY_DELAY))
+def test_a_whole_number_of_seconds_keeps_its_own_wait_queue(seconds: int) -> None:
+    assert wait_delay_ms(seconds) == seconds * 1000
+    assert wait_delay_ms(float(seconds)) == seconds * 1000
+
+
+@given(st.floats(min_value=0.001, max_value=MAX_RETRY_DELAY, allow_nan=False))
+def test_any_other_delay_waits_at_most_one_sixteenth_of_its_decade_off(delay: float) -> None:
+    requested = round(delay * 1000)
+    bucket = wait_delay_ms(delay)
+    assert 0 < bucket < 2**32  # a valid x-message-ttl
+    assert abs(bucket - requested) <= requested / 16 + 0.5
+    assert wait_delay_ms(bucket / 1000) == bucket  # a bucket is its own bucket
+
+
+def test_jittered_delays_from_one_to_three_seconds_share_at_most_twenty_wait_queues() -> None:
+    picker = random.Random(20)
+    buckets = {wait_delay_ms(picker.uniform(1, 3)) for _ in range(100_000)}
+    assert len(buckets) <= 20
+    assert min(buckets) == 1000 and max(buckets) == 3000
+    assert sorted(buckets) == list(range(1000, 3001, 125))
+
+
+def test_common_delays_are_kept() -> None:
+    assert [wait_delay_ms(d) for d in (0, 0.5, 0.25, 1.5, 2.5, 5, 25, 30, 60, 300, 3600)] == [
+        0,
+        500,
+        250,
+        1500,
+        2500,
+        5000,
+        25000,
+        30000,
+        60000,
+        300000,
+        3600000,
+    ]

@@ -16,6 +16,7 @@ from typing import Any
 from .defaults import REFUSED_COPY_PAUSE, REFUSED_COPY_PAUSE_MAX
 from .outcome import Action, Outcome, failure_headers, retry_headers
 from .topology import ROUTING_KEY_HEADER, SubscriberTopology
+from .wait_queues import wait_delay_ms
 
 #: The properties a copy keeps, on the sync and asyncio sides alike. Not
 #: ``user_id`` (RabbitMQ refuses it unless it names our own user), nor
@@ -75,7 +76,7 @@ def plan_copy(
         headers = retry_headers(original_headers, retries)
         # The copy comes back with the wait queue's name as routing key: keep the event's.
         headers[ROUTING_KEY_HEADER] = routing_key
-        delay_ms = round(outcome.delay * 1000)
+        delay_ms = wait_delay_ms(outcome.delay)
         exchange, key = topology.retry_destination(delay_ms)
         return CopyPlan(exchange, key, headers, delay_ms)
     if outcome.action is not Action.DEAD_LETTER:
