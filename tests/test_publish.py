@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pika
@@ -16,6 +17,7 @@ from domain_event_broker import (
     BrokerUnavailable,
     DomainEvent,
     EventNotSerializable,
+    EventTooLarge,
     InvalidRoutingKey,
     Publisher,
     PublishError,
@@ -23,7 +25,8 @@ from domain_event_broker import (
     settings,
 )
 from domain_event_broker.publisher import shared_publisher
-from support import FreezingProxy, broker_at, delete_queues, get_all, rabbitmqctl
+from drivers import Driver, Publishing
+from support import FreezingProxy, broker_at, delete_queues, get_all, queue_depth, rabbitmqctl
 
 
 @pytest.fixture
@@ -332,3 +335,48 @@ def test_an_unreachable_cluster_names_every_node() -> None:
     message = str(raised.value)
     assert "port 5998" in message and "port 5999" in message
     assert "pw1" not in message and "pw2" not in message
+
+
+@pytest.fixture
+def max_message_size_of_1_mib() -> Iterator[int]:
+    """The broker's max_message_size lowered to 1 MiB (channels opened from now on)."""
+    before = rabbitmqctl("eval", "application:get_env(rabbit, max_message_size).").strip()
+    limit = 1024 * 1024
+    rabbitmqctl("eval", f"application:set_env(rabbit, max_message_size, {limit}).")
+    try:
+        yield limit
+    finally:
+        if before.startswith("{ok,"):
+            value = before.removeprefix("{ok,").removesuffix("}")
+            rabbitmqctl("eval", f"application:set_env(rabbit, max_message_size, {value}).")
+        else:
+            rabbitmqctl("eval", "application:unset_env(rabbit, max_message_size).")
+
+
+@pytest.mark.disrupts_broker
+def test_an_event_over_max_message_size_fails_alone_at_once(
+    name: str,
+    broker_url: str,
+    max_message_size_of_1_mib: int,
+    make_driver: Callable[..., Driver],
+    make_publishing: Callable[..., Publishing],
+) -> None:
+    subscriber = make_driver()
+    subscriber.register(print, name, [f"{name}.#"])
+    publisher = make_publishing(publish_timeout=30.0)
+    publisher.publish_event(DomainEvent(f"{name}.small", {"n": -1}))
+    large = DomainEvent(f"{name}.large", {"blob": "x" * 2 * max_message_size_of_1_mib})
+    for attempt in ("the broker refuses it", "the publisher knows the limit now"):
+        started = time.monotonic()
+        with pytest.raises(EventTooLarge) as raised:
+            publisher.publish_event(large)
+        assert time.monotonic() - started < 5, attempt
+        message = str(raised.value)
+        assert "max_message_size" in message and str(max_message_size_of_1_mib) in message
+        assert large.uuid_string in message and ":guest@" not in message
+    # The others go on: 20 publishes right after it finish within 5 s.
+    started = time.monotonic()
+    for number in range(20):
+        publisher.publish_event(DomainEvent(f"{name}.small", {"n": number}))
+    assert time.monotonic() - started < 5
+    assert queue_depth(broker_url, name) == 21  # and the large event never arrived

@@ -45,6 +45,13 @@ class EventRefused(PublishError):
     """
 
 
+class EventTooLarge(EventRefused):
+    """The event is larger than the broker's ``max_message_size``: it fails alone, at once.
+
+    Sending it again cannot succeed; the other events of the publisher are not held up.
+    """
+
+
 class ConfirmTimeout(PublishError):
     """No confirm came in time: the broker is slow or blocks publishers (a memory or disk alarm).
 

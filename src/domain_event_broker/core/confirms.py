@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import EventRefused
+from .messages import naming, too_large
 
 #: Seconds a refused (nacked) message is re-sent before the refusal is final.
 #: A quorum queue whose leader's node was lost nacks messages until a new
@@ -115,6 +116,9 @@ class ConfirmBook:
         self._unconfirmed: OrderedDict[int, Pending] = OrderedDict()
         self._tag = 0
         self._seq = 0
+        #: The broker's max_message_size once it refused a message for it (None: not
+        #: known). A larger body then fails at once, without closing another channel.
+        self.size_limit: int | None = None
 
     # Any thread --------------------------------------------------------------
     def submit(self, pendings: Iterable[Pending]) -> None:
@@ -149,6 +153,8 @@ class ConfirmBook:
             for index, pending in enumerate(resend):
                 if pending.settled or pending.abandoned:
                     continue
+                if self.size_limit is not None and self._refused_for_size(pending):
+                    continue
                 self._tag += 1
                 unconfirmed[self._tag] = pending
                 try:
@@ -161,6 +167,8 @@ class ConfirmBook:
         while incoming:
             pending = incoming.popleft()
             if pending.abandoned:
+                continue
+            if self.size_limit is not None and self._refused_for_size(pending):
                 continue
             pending.seq = self._seq
             self._seq += 1
@@ -211,6 +219,26 @@ class ConfirmBook:
         self._merge(kept)
         return kept
 
+    def over_size_limit(self, limit: int) -> int:
+        """The broker closed the channel because a message exceeded ``limit`` bytes.
+
+        Those larger than ``limit`` fail with :class:`EventTooLarge`; the other
+        unconfirmed ones are sent again, as after any lost channel. Returns how
+        many failed.
+        """
+        self.size_limit = limit
+        failed = sum(self._refused_for_size(pending) for pending in self._unconfirmed.values())
+        self.channel_lost()
+        return failed
+
+    def _refused_for_size(self, pending: Pending) -> bool:
+        """Settle ``pending`` with :class:`EventTooLarge` if it is over the known limit."""
+        limit = self.size_limit
+        if limit is None or len(pending.body) <= limit or pending.settled:
+            return False
+        what = naming(pending.routing_key, getattr(pending.properties, "message_id", None))
+        return pending.settle(too_large(self.where, what, len(pending.body), limit))
+
     def channel_lost(self) -> None:
         """Sent and unconfirmed: maybe stored, maybe not, so send it again (at-least-once)."""
         if self._unconfirmed:
@@ -219,6 +247,7 @@ class ConfirmBook:
             self._merge(lost)
 
     def _merge(self, pendings: list[Pending]) -> None:
+        pendings = [pending for pending in pendings if not pending.settled]
         if not pendings:
             return
         if not self._resend:

@@ -7,11 +7,12 @@ refused event never hides (or fails) the others of its batch.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import BrokerUnavailable, ConfirmTimeout, PublishError
+from ..errors import BrokerUnavailable, ConfirmTimeout, EventTooLarge, PublishError
 from ..events import DomainEvent, validate_routing_key
 
 
@@ -90,4 +91,30 @@ def confirm_timed_out(masked_url: str, what: str, blocked_reason: str | None) ->
         f"RabbitMQ at {masked_url} did not confirm {what} in time; it may or may not have "
         "been stored. A memory or disk alarm on the broker blocks publishers until it clears "
         "(rabbitmq-diagnostics alarms)."
+    )
+
+
+#: How RabbitMQ words a publish over ``max_message_size`` when it closes the channel
+#: (406 PRECONDITION_FAILED); "configured" is missing when the limit is the built-in one.
+_OVER_MAX_SIZE = re.compile(r"message size (\d+) is larger than (?:configured )?max size (\d+)")
+
+
+def size_limit_in(reply_text: str) -> int | None:
+    """The broker's ``max_message_size`` if ``reply_text`` says a message exceeded it.
+
+    >>> size_limit_in("PRECONDITION_FAILED - message size 2097152 is larger than "
+    ...               "configured max size 1048576")
+    1048576
+    """
+    match = _OVER_MAX_SIZE.search(reply_text)
+    return int(match.group(2)) if match else None
+
+
+def too_large(masked_url: str, what: str, size: int, limit: int) -> EventTooLarge:
+    """The error of a message the broker refuses for its size: it fails alone, at once."""
+    return EventTooLarge(
+        f"{what} is {size} bytes, larger than the max_message_size of RabbitMQ at "
+        f"{masked_url} ({limit} bytes): it was not sent and sending it again cannot "
+        "succeed. Keep large payloads elsewhere (a blob store) and publish a reference, or "
+        "raise max_message_size in rabbitmq.conf (RabbitMQ 4.x: 16 MiB by default)."
     )

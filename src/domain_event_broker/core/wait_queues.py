@@ -47,7 +47,7 @@ def wait_delay_ms(delay: float) -> int:
     if milliseconds % 1000 == 0:  # 0 included
         return milliseconds
     step = 10 ** math.floor(math.log10(milliseconds)) / STEPS_PER_DECADE
-    return round(round(milliseconds / step) * step)
+    return int(round(milliseconds / step) * step + 0.5)
 
 
 @dataclass

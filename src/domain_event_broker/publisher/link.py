@@ -17,6 +17,7 @@ from pika.adapters.select_connection import SelectConnection
 
 from ..connection import cluster_parameters, explain_connection_error
 from ..core.confirms import ConfirmBook
+from ..core.messages import size_limit_in
 from ..core.supervisor import connection_supervisor
 from ..errors import TopologyMismatch
 from ..settings import BrokerSettings
@@ -88,6 +89,7 @@ class Link:
 
     def _on_connection_open(self, connection: SelectConnection) -> None:
         self.blocked_reason = None
+        self._book.size_limit = None  # an operator may have raised it meanwhile
         connection.add_on_connection_blocked_callback(self._guard(self._on_blocked))
         connection.add_on_connection_unblocked_callback(self._guard(self._on_unblocked))
         self._open_channel()
@@ -161,7 +163,23 @@ class Link:
         was_ready = self.ready
         self.channel = None
         self.ready = False
-        self._book.channel_lost()
+        size_limit = (
+            size_limit_in(reason.reply_text)
+            if isinstance(reason, pika.exceptions.ChannelClosedByBroker)
+            else None
+        )
+        if size_limit is None:
+            self._book.channel_lost()
+        else:
+            # That event fails alone (EventTooLarge); the others go out again at once.
+            refused = self._book.over_size_limit(size_limit)
+            log.warning(
+                "RabbitMQ at %s refused %d event(s) larger than its max_message_size (%d "
+                "bytes); reopening the channel for the others",
+                self.masked_url,
+                refused,
+                size_limit,
+            )
         connection = self.connection
         if connection is None or not connection.is_open:
             return  # the connection's own close callback takes over
@@ -178,6 +196,9 @@ class Link:
                     "name."
                 )
             )
+        elif size_limit is not None:
+            self._ioloop.call_later(0, self._guard(self._reopen_channel))
+            return
         else:
             log.warning("channel to RabbitMQ at %s closed (%s); reopening", self.masked_url, reason)
         delay = self._supervisor.pause()

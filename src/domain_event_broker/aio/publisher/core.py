@@ -28,6 +28,8 @@ from ...core.messages import (
     naming,
     not_sent,
     outage_outlasted,
+    size_limit_in,
+    too_large,
 )
 from ...core.supervisor import Backoff
 from ...errors import BrokerUnavailable, ConfirmTimeout, EventRefused
@@ -206,6 +208,7 @@ class AsyncPublisher:
         backoff = Backoff()  # the pause between re-sends of a refused event
         first_nacked: float | None = None
         while True:
+            self._check_size(message)
             try:
                 sender, generation = await self._channel.ready(deadline)
             except BrokerUnavailable:
@@ -224,6 +227,13 @@ class AsyncPublisher:
             except asyncio.TimeoutError:
                 raise self._confirm_timed_out(message) from None
             except AIO_CONNECTION_LOST as error:
+                size_limit = size_limit_in(" ".join(map(str, error.args)))
+                if size_limit is not None:
+                    # RabbitMQ closed the channel for an event over max_message_size:
+                    # that one fails alone (above), the others go out again at once.
+                    self._channel.size_limit = size_limit
+                    await self._channel.lost(generation)
+                    continue
                 pause = self._channel.note_outage(error)
                 await self._channel.lost(generation)
                 self._check_deadline(message, deadline)
@@ -245,6 +255,13 @@ class AsyncPublisher:
                 f"RabbitMQ refused event {message.message_id} ({message.routing_key}) "
                 f"on {self.masked_url}: {type(error).__name__}"
             ) from None
+
+    def _check_size(self, message: OutgoingMessage) -> None:
+        """Raise EventTooLarge for a body over the broker's max_message_size, once known."""
+        limit = self._channel.size_limit
+        if limit is not None and len(message.body) > limit:
+            what = naming(message.routing_key, message.message_id)
+            raise too_large(self.masked_url, what, len(message.body), limit)
 
     def _check_deadline(self, message: OutgoingMessage, deadline: float) -> None:
         """Raise BrokerUnavailable when the connection is lost and no time is left."""

@@ -83,6 +83,8 @@ class PublishChannel:
     _connection: aio_pika.abc.AbstractConnection | None = field(default=None, init=False)
     _channel: aio_pika.abc.AbstractChannel | None = field(default=None, init=False)
     _sender: Sender | None = field(default=None, init=False)
+    #: The broker's max_message_size once it refused an event for it (per connection).
+    size_limit: int | None = field(default=None, init=False)
     supervisor: Supervisor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -124,6 +126,7 @@ class PublishChannel:
         assert self.url is not None  # AsyncPublisher sends nothing without a broker
         if self._connection is None or self._connection.is_closed:
             self._connection = await connect(self.url, "publisher", min(self.connect_timeout, 10.0))
+            self.size_limit = None  # an operator may have raised it meanwhile
         channel = await self._connection.channel(publisher_confirms=True)
         await channel.declare_exchange(
             self.exchange, self.exchange_type, durable=True, auto_delete=False
