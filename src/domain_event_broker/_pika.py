@@ -73,3 +73,11 @@ def abort(connection: Any, reason: str) -> None:
     # Let pika process the termination; it reports it as the error it is.
     with contextlib.suppress(pika.exceptions.AMQPError, OSError):
         connection.process_data_events(time_limit=0)
+
+
+def server_properties(connection: Any) -> Any:
+    """What the node said about itself when ``connection`` opened (``version``...), or None.
+
+    A ``BlockingConnection`` keeps them on its impl only.
+    """
+    return getattr(getattr(connection, "_impl", None), "server_properties", None)

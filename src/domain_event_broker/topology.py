@@ -9,12 +9,14 @@ they were before the core existed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from .core.rabbitmq import RabbitMQVersion
 from .core.topology import (
     ATTEMPT_HEADERS,
     DEFAULT_EXCHANGE,
@@ -43,6 +45,8 @@ from .core.topology import (
 )
 from .core.topology import SubscriberTopology as _Names
 from .errors import TopologyMismatch
+
+log = logging.getLogger("domain_event_broker.subscriber")
 
 __all__ = [
     "ATTEMPT_HEADERS",
@@ -76,8 +80,32 @@ class SubscriberTopology(_Names):
     """The queues and exchanges of one subscriber, and how to declare them with pika."""
 
     def declare(self, channel: BlockingChannel) -> None:
-        """Declare the subscriber's exchanges, queues and bindings (idempotent)."""
+        """Declare the subscriber's exchanges, queues and bindings (idempotent), as for 3.x."""
         run_operations(channel, self.declarations(), self)
+
+    def declare_on(self, connection: BlockingConnection, rabbitmq: RabbitMQVersion) -> None:
+        """Declare the subscriber's topology as ``rabbitmq`` needs it, on channels of its own.
+
+        A queue that an older release declared with other arguments is used as it
+        is (RabbitMQ refuses a re-declaration with others): one ERROR says what is
+        at stake and how to fix it.
+        """
+        channel = connection.channel()
+        try:
+            for operation in self.declarations(rabbitmq):
+                try:
+                    run_operations(channel, [operation], self)
+                except TopologyMismatch:
+                    instead = self.instead_of(operation)
+                    if instead is None:
+                        raise
+                    channel = connection.channel()  # RabbitMQ closed the other one
+                    run_operations(channel, [instead[0]], self)
+                    if instead[1] is not None:
+                        log.error("%s", instead[1])
+        finally:
+            if channel.is_open:
+                channel.close()
 
     def declare_wait_queue(self, channel: BlockingChannel, delay_ms: int, now: float) -> None:
         """Make sure the wait queue for ``delay_ms`` exists: declared once per

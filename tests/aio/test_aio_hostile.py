@@ -101,7 +101,7 @@ def test_a_bug_while_opening_a_session_stops_run_instead_of_reconnecting_for_eve
     subscriber = make_async_subscriber()
     subscriber.register(handler, name, [f"{name}.#"])
 
-    def broken(topology: SubscriberTopology) -> list[object]:
+    def broken(topology: SubscriberTopology, *_: object) -> list[object]:
         raise RuntimeError("a bug of ours")
 
     monkeypatch.setattr(SubscriberTopology, "declarations", broken)

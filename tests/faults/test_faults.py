@@ -166,6 +166,7 @@ def own_node() -> Iterator[RabbitCluster]:
         yield started
 
 
+@pytest.mark.cluster
 def test_broker_stopped_for_seconds_mid_stream_loses_nothing(
     driver_kind: str,
     own_node: RabbitCluster,

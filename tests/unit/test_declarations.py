@@ -6,6 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from domain_event_broker.core.rabbitmq import (
+    TRANSIENT_QUEUE_LEASE_MS,
+    UNKNOWN,
+    RabbitMQVersion,
+)
 from domain_event_broker.core.topology import (
     Bind,
     ExchangeDeclare,
@@ -214,3 +219,84 @@ def test_registration_builds_the_drivers_kind_with_the_options() -> None:
     assert topology == DriverTopology(
         name="orders", binding_keys=KEYS, dead_letter=True, queue_type="quorum"
     )
+
+
+# What differs on RabbitMQ 4.x ------------------------------------------------------------
+
+RABBITMQ_3 = RabbitMQVersion.reported({"version": b"3.13.7"})
+RABBITMQ_4 = RabbitMQVersion.reported({"version": b"4.0.5"})
+
+
+@given(
+    major=st.integers(0, 99),
+    minor=st.integers(0, 99),
+    patch=st.integers(0, 99),
+    suffix=st.sampled_from(["", "-rc.1", "+1.g1234"]),
+)
+def test_the_version_is_read_from_what_the_node_reports(
+    major: int, minor: int, patch: int, suffix: str
+) -> None:
+    text = f"{major}.{minor}.{patch}{suffix}"
+    for reported in (text, text.encode()):
+        version = RabbitMQVersion.reported({"version": reported})
+        assert (version.major, version.minor, version.patch) == (major, minor, patch)
+        assert str(version) == f"{major}.{minor}.{patch}"
+        assert version.limits_quorum_deliveries == (major >= 4)
+
+
+@pytest.mark.parametrize("properties", [None, {}, {"version": None}, {"version": b"x.y"}])
+def test_a_node_that_names_no_version_gets_the_3x_rules(properties: object) -> None:
+    version = RabbitMQVersion.reported(properties)  # type: ignore[arg-type]
+    assert version == UNKNOWN and not version.limits_quorum_deliveries
+    assert "unknown" in str(version)
+
+
+@given(dead_letter=st.booleans(), durable=st.booleans(), auto_delete=st.booleans())
+def test_rabbitmq_3_gets_what_releases_before_declared(
+    dead_letter: bool, durable: bool, auto_delete: bool
+) -> None:
+    topology = SubscriberTopology(
+        name="orders",
+        binding_keys=KEYS,
+        dead_letter=dead_letter,
+        durable=durable,
+        auto_delete=auto_delete,
+    )
+    assert topology.declarations(RABBITMQ_3) == topology.declarations()
+    for operation in topology.declarations(RABBITMQ_3):
+        assert not isinstance(operation, QueueDeclare) or operation.previous is None
+
+
+def test_quorum_queues_on_rabbitmq_4_keep_an_event_however_often_it_returns() -> None:
+    topology = SubscriberTopology(
+        name="orders", binding_keys=KEYS, dead_letter=True, queue_type="quorum"
+    )
+    older = {op.name: op for op in topology.declarations() if isinstance(op, QueueDeclare)}
+    queues = [op for op in topology.declarations(RABBITMQ_4) if isinstance(op, QueueDeclare)]
+    assert [queue.name for queue in queues] == ["orders-dl", "orders"]
+    for queue in queues:
+        assert queue.arguments is not None
+        assert queue.arguments["x-delivery-limit"] == -1
+        assert queue.arguments["x-queue-type"] == "quorum"
+        # A queue an older release declared is used as it is, never re-declared.
+        assert queue.previous == older[queue.name]
+        assert "set_policy" in queue.after_previous and "delivery-limit" in queue.after_previous
+
+
+def test_a_transient_queue_on_rabbitmq_4_is_durable_with_a_lease() -> None:
+    topology = SubscriberTopology(name="orders", binding_keys=KEYS, durable=False)
+    [queue] = [op for op in topology.declarations(RABBITMQ_4) if isinstance(op, QueueDeclare)]
+    assert queue.durable and not queue.exclusive
+    assert queue.arguments == {"x-expires": TRANSIENT_QUEUE_LEASE_MS}
+    assert queue.previous is not None and not queue.previous.durable
+    exclusive = SubscriberTopology(name="mine", binding_keys=KEYS, durable=False, exclusive=True)
+    [queue] = [op for op in exclusive.declarations(RABBITMQ_4) if isinstance(op, QueueDeclare)]
+    assert not queue.durable and queue.exclusive  # exclusive transient queues are fine on 4.x
+
+
+def test_the_older_form_is_used_instead_and_the_operator_told_once() -> None:
+    topology = SubscriberTopology(name="orders", binding_keys=KEYS, queue_type="quorum")
+    [queue] = [op for op in topology.declarations(RABBITMQ_4) if isinstance(op, QueueDeclare)]
+    assert topology.instead_of(queue) == (queue.previous, queue.after_previous)
+    assert topology.instead_of(queue) == (queue.previous, None)
+    assert topology.instead_of(EVENTS) is None

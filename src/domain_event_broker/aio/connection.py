@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import aio_pika
 import aio_pika.abc
@@ -79,3 +80,9 @@ def explain(connection_settings: object, error: BaseException) -> BrokerUnavaila
         # aiormq's texts may quote the URL it was given: name the type only.
         reason = f"{type(error).__name__}; {CHECK_ADDRESS}"
     return unreachable(mask_url(connection_settings), where, reason)
+
+
+def server_properties(connection: aio_pika.abc.AbstractConnection) -> Any:
+    """What the node said about itself when ``connection`` opened (``version``...), or None."""
+    transport = connection.transport
+    return None if transport is None else transport.connection.server_properties

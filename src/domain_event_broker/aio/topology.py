@@ -6,6 +6,7 @@ does, for the sync and asyncio sides alike.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 
@@ -13,6 +14,7 @@ import aio_pika
 import aio_pika.abc
 import aiormq.exceptions
 
+from ..core.rabbitmq import RabbitMQVersion
 from ..core.topology import (
     Bind,
     ExchangeDeclare,
@@ -22,11 +24,36 @@ from ..core.topology import (
     explain_precondition_failed,
 )
 from ..errors import TopologyMismatch
+from .connection import server_properties
+
+log = logging.getLogger("domain_event_broker.aio.subscriber")
 
 
-async def declare(channel: aio_pika.abc.AbstractChannel, topology: SubscriberTopology) -> None:
-    """Declare the subscriber's exchanges, queues and bindings (idempotent)."""
-    await run_operations(channel, topology.declarations(), topology)
+async def declare(
+    connection: aio_pika.abc.AbstractConnection, topology: SubscriberTopology
+) -> None:
+    """Declare the subscriber's topology as the node's release needs it, on channels of its own.
+
+    As the pika driver's ``declare_on``: a queue that an older release declared
+    with other arguments is used as it is, with one ERROR that says how to fix it.
+    """
+    rabbitmq = RabbitMQVersion.reported(server_properties(connection))
+    channel = await connection.channel()
+    try:
+        for operation in topology.declarations(rabbitmq):
+            try:
+                await run_operations(channel, [operation], topology)
+            except TopologyMismatch:
+                instead = topology.instead_of(operation)
+                if instead is None:
+                    raise
+                channel = await connection.channel()  # RabbitMQ closed the other one
+                await run_operations(channel, [instead[0]], topology)
+                if instead[1] is not None:
+                    log.error("%s", instead[1])
+    finally:
+        if not channel.is_closed:
+            await channel.close()
 
 
 async def run_operations(

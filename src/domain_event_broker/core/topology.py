@@ -31,6 +31,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 
 from ..events import MAX_KEY_BYTES, is_routing_key, validate_binding_key
+from .operations import Bind as Bind
+from .operations import ExchangeDeclare as ExchangeDeclare
+from .operations import Operation as Operation
+from .operations import QueueDeclare as QueueDeclare
+from .rabbitmq import UNKNOWN, RabbitMQVersion, for_release
 from .wait_queues import WaitQueueBook
 
 if TYPE_CHECKING:
@@ -132,6 +137,8 @@ class SubscriberTopology:
     queue_type: QueueType = "classic"
     #: Which wait queues this connection declared and when each was last used.
     wait_queue_book: WaitQueueBook = field(default_factory=WaitQueueBook, compare=False, repr=False)
+    #: Queues whose fix an operator was told about (once per subscriber, not per reconnect).
+    _advised: set[str] = field(default_factory=set, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -236,8 +243,13 @@ class SubscriberTopology:
         return self.queue_type == "quorum"
 
     # What to declare -----------------------------------------------------------
-    def declarations(self) -> list[Operation]:
-        """The exchanges, queues and bindings of this subscriber, in declaration order."""
+    def declarations(self, rabbitmq: RabbitMQVersion = UNKNOWN) -> list[Operation]:
+        """The exchanges, queues and bindings of this subscriber, in declaration order.
+
+        ``rabbitmq``: the version the node reported; 4.x gets quorum queues that
+        keep returned events and a lease instead of a transient queue (see
+        :mod:`.rabbitmq`). Unknown: the 3.x declarations.
+        """
         operations: list[Operation] = [events_exchange(self.exchange, self.exchange_type)]
         if self.dead_letter:
             operations.append(
@@ -246,20 +258,28 @@ class SubscriberTopology:
                 )
             )
             operations.append(
-                QueueDeclare(
-                    self.dead_letter_queue,
-                    durable=True,
-                    arguments=self.dead_letter_queue_arguments() or None,
+                for_release(
+                    QueueDeclare(
+                        self.dead_letter_queue,
+                        durable=True,
+                        arguments=self.dead_letter_queue_arguments() or None,
+                    ),
+                    self.name,
+                    rabbitmq,
                 )
             )
             operations.extend(self._bindings(self.dead_letter_exchange, self.dead_letter_queue))
         operations.append(
-            QueueDeclare(
-                self.queue,
-                durable=self.durable,
-                exclusive=self.exclusive,
-                auto_delete=self.auto_delete,
-                arguments=self.queue_arguments() or None,
+            for_release(
+                QueueDeclare(
+                    self.queue,
+                    durable=self.durable,
+                    exclusive=self.exclusive,
+                    auto_delete=self.auto_delete,
+                    arguments=self.queue_arguments() or None,
+                ),
+                self.name,
+                rabbitmq,
             )
         )
         operations.extend(self._bindings(self.exchange, self.queue))
@@ -268,6 +288,18 @@ class SubscriberTopology:
         )
         operations.extend(self._bindings(self.retry_exchange, self.queue))
         return operations
+
+    def instead_of(self, refused: Operation) -> tuple[QueueDeclare, str | None] | None:
+        """After RabbitMQ refused ``refused`` (PRECONDITION_FAILED, the queue exists
+        with other arguments): the declaration to make instead, and the ERROR to log
+        (None when this subscriber told it already); None when there is no other form.
+        """
+        if not isinstance(refused, QueueDeclare) or refused.previous is None:
+            return None
+        if refused.name in self._advised:
+            return refused.previous, None
+        self._advised.add(refused.name)
+        return refused.previous, refused.after_previous
 
     def wait_queue_declaration(self, delay_ms: int) -> QueueDeclare:
         """The declaration of the wait queue for ``delay_ms``."""
@@ -281,34 +313,6 @@ class SubscriberTopology:
 
     def _bindings(self, exchange: str, queue: str) -> list[Operation]:
         return [Bind(queue, exchange, key) for key in self.binding_keys]
-
-
-@dataclass(frozen=True)
-class ExchangeDeclare:
-    name: str
-    type: str
-    durable: bool
-    auto_delete: bool = False
-
-
-@dataclass(frozen=True)
-class QueueDeclare:
-    name: str
-    durable: bool
-    exclusive: bool = False
-    auto_delete: bool = False
-    arguments: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class Bind:
-    queue: str
-    exchange: str
-    routing_key: str
-
-
-#: One step of declaring a topology; each driver knows how to carry out each kind.
-Operation = ExchangeDeclare | QueueDeclare | Bind
 
 
 def events_exchange(

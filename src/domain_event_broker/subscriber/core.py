@@ -142,8 +142,7 @@ class Subscriber(Transport):
             log.debug("no broker configured: handler %r is not registered", name)
             return
         connection = self._connector.ensure()
-        with connection.channel() as channel:
-            topology.declare(channel)
+        topology.declare_on(connection, self._connector.rabbitmq)
         registration = Registration(handler, topology, max_retries)
         self._registrations.append(registration)
         if self._loop.session is not None:

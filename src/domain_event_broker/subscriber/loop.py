@@ -24,10 +24,12 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingConnection
 
 from .._pika import abort as abort_connection
+from .._pika import server_properties
 from ..connection import CONNECTION_LOST
 from ..core.acks import AckBook
 from ..core.defaults import HOUSEKEEPING_INTERVAL
 from ..core.outcome import Action, Outcome
+from ..core.rabbitmq import UNKNOWN, RabbitMQVersion
 from ..core.supervisor import connection_supervisor
 from ..signals import StopFlag
 from .copies import CopyTimeout
@@ -60,6 +62,8 @@ class Connector:
         self._connect = connect
         self._registrations = registrations
         self.connection: BlockingConnection | None = None
+        #: The release the node of the current connection reported.
+        self.rabbitmq = UNKNOWN
         self._pid = os.getpid()
 
     @property
@@ -73,10 +77,11 @@ class Connector:
         if connection is not None and connection.is_open:
             return connection
         connection = self.connection = self._connect()
+        self.rabbitmq = RabbitMQVersion.reported(server_properties(connection))
+        log.info("subscriber connected to RabbitMQ %s", self.rabbitmq)
         for registration in self._registrations:
             registration.topology.forget_declarations()
-            with connection.channel() as channel:
-                registration.topology.declare(channel)
+            registration.topology.declare_on(connection, self.rabbitmq)
         return connection
 
     def _forget_after_fork(self) -> None:

@@ -158,9 +158,7 @@ class AsyncSubscriber:
         connection = await connect(self.connection_settings, "subscriber")
         try:
             for registration in self._registrations:
-                channel = await connection.channel()
-                await aio_topology.declare(channel, registration.topology)
-                await channel.close()
+                await aio_topology.declare(connection, registration.topology)
         finally:
             await connection.close()
 

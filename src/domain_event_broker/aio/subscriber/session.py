@@ -20,11 +20,12 @@ import aiormq.exceptions
 from ...core.acks import AckBook, Ticket
 from ...core.copies import RefusalBackoff
 from ...core.outcome import Policy
+from ...core.rabbitmq import RabbitMQVersion
 from ...errors import DomainEventBrokerError
 from ...events import DomainEvent
 from ...topology import SubscriberTopology
 from .. import topology as aio_topology
-from ..connection import AIO_CONNECTION_LOST, connect
+from ..connection import AIO_CONNECTION_LOST, connect, server_properties
 
 #: One logger for the whole asyncio subscriber (its name predates the package).
 log = logging.getLogger(__package__)
@@ -121,6 +122,10 @@ class Sessions:
 
     async def open(self, on_message_of: Callable[[Registration, Session], OnMessage]) -> Session:
         connection = await connect(self.url, "subscriber")
+        log.info(
+            "asyncio subscriber connected to RabbitMQ %s",
+            RabbitMQVersion.reported(server_properties(connection)),
+        )
         try:
             await self._declare(connection)
             consume = await connection.channel()
@@ -153,9 +158,7 @@ class Sessions:
     async def _declare(self, connection: aio_pika.abc.AbstractConnection) -> None:
         for registration in self.registrations:
             registration.wait_queues.forget()
-            channel = await connection.channel()
-            await aio_topology.declare(channel, registration.topology)
-            await channel.close()
+            await aio_topology.declare(connection, registration.topology)
 
     async def close(self, session: Session) -> None:
         if self.current is session:
