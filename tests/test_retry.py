@@ -434,3 +434,36 @@ def test_jittered_retry_delays_share_a_few_wait_queues(
         assert queue_depth(broker_url, name) == 0
     finally:
         delete_queues(broker_url, *(f"{name}-wait-{ms}" for ms in range(1000, 3001, 125)))
+
+
+def test_an_idle_wait_queue_stays_while_another_instance_of_the_subscriber_runs(
+    broker_url: str,
+    name: str,
+    make_driver: Callable[..., Driver],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # RabbitMQ confirms a copy routed into a queue deleted before the copy is in it:
+    # removing a wait queue that another instance routes a copy into could lose it.
+    monkeypatch.setattr(wait_queues, "IDLE_AFTER", 0.5)
+    monkeypatch.setattr(wait_queues, "CHECK_INTERVAL", 0.2)
+    attempts: list[int] = []
+
+    def handler(event: DomainEvent) -> None:
+        attempts.append(event.retries)
+        if event.retries == 0:
+            raise Retry(0.1)
+
+    subscriber = make_driver()
+    subscriber.register(handler, name, [f"{name}.#"], max_retries=1)
+    publish_domain_event(f"{name}.x", {}, connection_settings=broker_url)
+    subscriber.run_until(lambda: len(attempts) == 2, timeout=15)
+    assert attempts == [0, 1]
+    # Another instance of the subscriber consumes its queue (here: a plain consumer).
+    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
+        other = connection.channel()
+        other.basic_consume(name, lambda *_: None)
+        took = subscriber.run_for(3.0)  # idle after 0.6 s, looked at every 0.2 s
+        assert took >= 2.9
+        assert wait_queue_exists(broker_url, f"{name}-wait-100"), "removed under another"
+    # Alone again: the idle wait queue goes.
+    subscriber.run_until(lambda: not wait_queue_exists(broker_url, f"{name}-wait-100"), 10)

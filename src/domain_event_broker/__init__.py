@@ -1,6 +1,7 @@
 """Send and receive domain events via RabbitMQ topic exchanges."""
 
 from .errors import (
+    AccessRefused,
     BrokerUnavailable,
     ConfirmTimeout,
     DomainEventBrokerError,
@@ -25,6 +26,7 @@ __all__ = [
     "DISCARD",
     "LEAVE",
     "RETRY",
+    "AccessRefused",
     "BrokerSettings",
     "BrokerUnavailable",
     "ConfirmTimeout",

@@ -64,6 +64,13 @@ class TopologyMismatch(DomainEventBrokerError):
     """A queue or exchange exists on the broker with other properties than declared."""
 
 
+class AccessRefused(TopologyMismatch):
+    """RabbitMQ refused the user access to one of the subscriber's queues or exchanges (403).
+
+    The message names the queue and the permissions to grant; nothing is lost meanwhile.
+    """
+
+
 class InvalidRoutingKey(DomainEventBrokerError, ValueError):
     """A routing key (or binding key) that RabbitMQ would not route as meant."""
 

@@ -35,6 +35,7 @@ from .core.topology import (
     dead_letter_exchange_name,
     dead_letter_queue_name,
     events_exchange,
+    explain_access_refused,
     explain_precondition_failed,
     legacy_wait_queue_prefix,
     normalise_binding_keys,
@@ -44,7 +45,8 @@ from .core.topology import (
     wait_queue_prefix,
 )
 from .core.topology import SubscriberTopology as _Names
-from .errors import TopologyMismatch
+from .core.wait_queues import others_may_route
+from .errors import AccessRefused, TopologyMismatch
 
 log = logging.getLogger("domain_event_broker.subscriber")
 
@@ -136,6 +138,12 @@ class SubscriberTopology(_Names):
         deleted = []
         channel = connection.channel()
         try:
+            if others_may_route(self._consumers(channel)):
+                for delay_ms in idle:
+                    book.still_holds_copies(delay_ms, now)  # look again later
+                return []
+            if not channel.is_open:
+                channel = connection.channel()
             for delay_ms in idle:
                 if not channel.is_open:
                     channel = connection.channel()
@@ -154,6 +162,13 @@ class SubscriberTopology(_Names):
             if channel.is_open:
                 channel.close()
         return deleted
+
+    def _consumers(self, channel: BlockingChannel) -> int:
+        """Consumers of the subscriber's queue now (0 when it is gone; the channel then closes)."""
+        try:
+            return int(channel.queue_declare(self.queue, passive=True).method.consumer_count)
+        except pika.exceptions.ChannelClosedByBroker:
+            return 0
 
 
 def run_operations(
@@ -180,8 +195,10 @@ def run_operations(
                     operation.name, operation.type, durable=durable, auto_delete=auto_delete
                 )
     except pika.exceptions.ChannelClosedByBroker as error:
-        if error.reply_code != 406 or topology is None:
+        if topology is None or error.reply_code not in (403, 406):
             raise
+        if error.reply_code == 403:
+            raise AccessRefused(explain_access_refused(error.reply_text, topology)) from None
         raise TopologyMismatch(explain_precondition_failed(error.reply_text, topology)) from None
 
 

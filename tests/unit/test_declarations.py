@@ -10,6 +10,7 @@ from domain_event_broker.core.rabbitmq import (
     TRANSIENT_QUEUE_LEASE_MS,
     UNKNOWN,
     RabbitMQVersion,
+    regex_literal,
 )
 from domain_event_broker.core.topology import (
     Bind,
@@ -300,3 +301,12 @@ def test_the_older_form_is_used_instead_and_the_operator_told_once() -> None:
     assert topology.instead_of(queue) == (queue.previous, queue.after_previous)
     assert topology.instead_of(queue) == (queue.previous, None)
     assert topology.instead_of(EVENTS) is None
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n")))
+def test_a_name_in_an_operators_regex_matches_itself_alone(name: str) -> None:
+    import re
+
+    pattern = regex_literal(name)
+    assert re.fullmatch(pattern, name)
+    assert not re.fullmatch(pattern, name + "x")

@@ -21,9 +21,11 @@ from ..core.topology import (
     Operation,
     QueueDeclare,
     SubscriberTopology,
+    explain_access_refused,
     explain_precondition_failed,
 )
-from ..errors import TopologyMismatch
+from ..core.wait_queues import others_may_route
+from ..errors import AccessRefused, TopologyMismatch
 from .connection import server_properties
 
 log = logging.getLogger("domain_event_broker.aio.subscriber")
@@ -85,6 +87,8 @@ async def run_operations(
                 await queue.bind(operation.exchange, operation.routing_key)
     except aiormq.exceptions.ChannelPreconditionFailed as error:
         raise TopologyMismatch(explain_precondition_failed(_reply_text(error), topology)) from None
+    except aiormq.exceptions.ChannelAccessRefused as error:
+        raise AccessRefused(explain_access_refused(_reply_text(error), topology)) from None
 
 
 class WaitQueues:
@@ -142,6 +146,10 @@ class WaitQueues:
         deleted = []
         channel = await connection.channel()
         try:
+            if others_may_route(await self._consumers(channel)):
+                for delay_ms in idle:
+                    book.still_holds_copies(delay_ms, now)  # look again later
+                return []
             for delay_ms in idle:
                 if channel.is_closed:
                     channel = await connection.channel()
@@ -160,6 +168,15 @@ class WaitQueues:
             if not channel.is_closed:
                 await channel.close()
         return deleted
+
+    async def _consumers(self, channel: aio_pika.abc.AbstractChannel) -> int:
+        """Consumers of the subscriber's queue now (0 when it is gone; the channel then closes)."""
+        try:
+            queue = await channel.declare_queue(self.topology.queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return 0
+        result = queue.declaration_result
+        return int(result.consumer_count or 0) if result is not None else 0
 
 
 def _reply_text(error: BaseException) -> str:

@@ -103,7 +103,7 @@ def for_release(declared: QueueDeclare, subscriber: str, rabbitmq: RabbitMQVersi
                 f"{rabbitmq} drops or dead-letters an event returned 20 times (graceful "
                 "stops, requeues, lost connections, reading dead letters). Keep every "
                 "event with a policy: rabbitmqctl set_policy -p <vhost> "
-                f"{declared.name}-deliveries '^{re.escape(declared.name)}$' "
+                f"{declared.name}-deliveries '^{regex_literal(declared.name)}$' "
                 """'{"delivery-limit":-1}' --apply-to quorum_queues"""
             ),
         )
@@ -124,3 +124,8 @@ def for_release(declared: QueueDeclare, subscriber: str, rabbitmq: RabbitMQVersi
             ),
         )
     return declared
+
+
+def regex_literal(name: str) -> str:
+    """``name`` as a regular expression that matches it alone, for an operator's command."""
+    return re.sub(r"([.^$*+?{}\[\]\\|()])", r"\\\1", name)

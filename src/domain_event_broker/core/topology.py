@@ -35,7 +35,7 @@ from .operations import Bind as Bind
 from .operations import ExchangeDeclare as ExchangeDeclare
 from .operations import Operation as Operation
 from .operations import QueueDeclare as QueueDeclare
-from .rabbitmq import UNKNOWN, RabbitMQVersion, for_release
+from .rabbitmq import UNKNOWN, RabbitMQVersion, for_release, regex_literal
 from .wait_queues import WaitQueueBook
 
 if TYPE_CHECKING:
@@ -388,4 +388,19 @@ def explain_precondition_failed(reply_text: str, topology: SubscriberTopology) -
         "To migrate: stop the subscriber's consumers, move or drain its events, delete the "
         "queue (rabbitmqctl delete_queue NAME, or the management UI) and start the "
         "subscriber again; or register it with the options it was created with."
+    )
+
+
+def explain_access_refused(reply_text: str, topology: SubscriberTopology) -> str:
+    """What RabbitMQ's ACCESS_REFUSED (403) on a subscriber's declare means, and the fix."""
+    own = f"{regex_literal(topology.name)}(-.*)?"
+    exchange = regex_literal(topology.exchange)
+    return (
+        f"RabbitMQ refused subscriber {topology.name!r} access (RabbitMQ said: {reply_text}). "
+        f"Its user needs configure, write and read on the queues and exchanges named "
+        f"{topology.name!r} or starting with '{topology.name}-' (dead letters, retries, and "
+        f"the wait queues {topology.name}-wait-<ms>), configure and read on the exchange "
+        f"{topology.exchange!r}, and write on amq.default: rabbitmqctl set_permissions -p "
+        f"<vhost> <user> '^({own}|{exchange})$' '^({own}|amq\\.default)$' "
+        f"'^({own}|{exchange})$'. The events wait meanwhile."
     )

@@ -33,6 +33,18 @@ CHECK_INTERVAL = 30.0
 STEPS_PER_DECADE = 8
 
 
+def others_may_route(consumers_on_subscriber_queue: int) -> bool:
+    """Whether another instance of the subscriber may route a copy into its wait queues now.
+
+    RabbitMQ confirms a copy routed to a queue that is deleted before the copy is
+    in it: removing an idle wait queue while another instance stores a copy there
+    could lose that copy. Only an instance that consumes the subscriber's queue
+    gets events to retry, so a wait queue is removed only while this instance is
+    the sole consumer (one consumer: ours); otherwise it is kept and looked at later.
+    """
+    return consumers_on_subscriber_queue > 1
+
+
 def wait_delay_ms(delay: float) -> int:
     """The delay in milliseconds of the wait queue a ``Retry(delay)`` copy goes to.
 

@@ -167,14 +167,17 @@ class FailureStore:
                 copy_properties(delivery.properties, plan.headers),
             )
         except TopologyMismatch as error:
-            # A wait queue left on the broker with other arguments: RabbitMQ closed
-            # the copies' channel. Once an operator removes it, a fresh channel works.
+            # A wait queue left on the broker with other arguments, or one the user may
+            # not configure (AccessRefused): RabbitMQ closed the copies' channel. Once an
+            # operator removes it or grants the permission, a fresh channel works.
             self._refused(job, now, str(error))
             self._reopen = True
             return
         except (TypeError, ValueError, UnicodeError, pika.exceptions.AMQPError) as error:
             # A header pika cannot write: this copy can never be stored as it is.
             self._refused(job, now, f"cannot be written ({error})")
+            if isinstance(error, pika.exceptions.ChannelClosed):
+                self._reopen = True  # a closed channel stores nothing ever again
             return
         job.deadline = now + self.publish_timeout
         self._in_flight.add(job)
