@@ -192,7 +192,7 @@ def test_requires_broker_makes_a_method_a_logged_no_op_without_broker(
         assert Store(connection_settings=None).purge("anything") is None
     assert "No broker configured: Store.purge() is deactivated." in caplog.messages
     store = Store(broker_url)
-    store.channel.queue_declare(queue=key)
+    store.channel.queue_declare(queue=key, durable=True)  # 4.3 refuses transient queues
     try:
         assert store.purge(key) == f"purged {key}"
     finally:
@@ -355,7 +355,7 @@ def test_body_is_json_dumps_of_event_data_as_3x_writes_it(broker_url: str, key: 
     channel = transport.channel
     assert channel is not None
     try:
-        channel.queue_declare(queue=name)
+        channel.queue_declare(queue=name, durable=True)  # 4.3 refuses transient queues
         channel.queue_bind(queue=name, exchange="domain-events", routing_key=f"{key}.#")
         event = publish_domain_event(f"{key}.user.registered", {"region": "eu", "n": [1, 2]}, "7")
         _, body = get_message_from_queue(broker_url, name)

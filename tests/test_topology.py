@@ -62,6 +62,8 @@ def _listings(vhost: str, *names: str) -> list[list[str]]:
     rows += rabbitmqctl(
         "list_bindings", "-q", "-p", vhost, "source_name", "destination_name", "routing_key"
     ).splitlines()
+    # RabbitMQ 4.x lists the default queue type as an argument of every classic queue.
+    rows = [row.replace(',{"x-queue-type","classic"}', "") for row in rows]
     return [sorted(row.replace(name, "N") for row in rows if name in row) for name in names]
 
 

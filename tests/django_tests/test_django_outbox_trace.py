@@ -35,7 +35,7 @@ def test_one_trace_from_the_request_through_the_relay_to_the_handler(
     spy = f"{name}-spy"
     with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
         channel = connection.channel()
-        channel.queue_declare(spy)
+        channel.queue_declare(spy, durable=True)  # 4.3 refuses transient queues
         channel.queue_bind(spy, "domain-events", routing_key=f"{name}.*")
     try:
         with tracer.start_as_current_span("POST /orders") as request, transaction.atomic():

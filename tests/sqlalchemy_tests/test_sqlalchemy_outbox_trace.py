@@ -65,7 +65,7 @@ def test_the_handler_continues_the_trace_of_the_request_that_wrote_the_row(
     spy = f"{name}-spy"
     with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
         channel = connection.channel()
-        channel.queue_declare(spy, auto_delete=False)
+        channel.queue_declare(spy, durable=True)  # 4.3 refuses transient queues
         channel.queue_bind(spy, "domain-events", routing_key=f"{name}.*")
     try:
         assert relay_events(pg_engine, broker_url, once=True).relayed == 1
