@@ -111,3 +111,53 @@ def test_a_bug_while_opening_a_session_stops_run_instead_of_reconnecting_for_eve
 
     with pytest.raises(SessionFailed, match="RuntimeError: a bug of ours"):
         asyncio.run(run())
+
+
+def test_a_bug_while_settling_is_an_error_with_its_traceback_and_the_event_comes_back(
+    broker_url: str,
+    name: str,
+    make_async_subscriber: MakeAsyncSubscriber,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A RuntimeError of ours while the connection is live: no outage WARNING that hides
+    # it, but an ERROR with the traceback; the event is redelivered, never acked unhandled.
+    from domain_event_broker.aio.subscriber import settling
+
+    real_store_copy = settling.store_copy
+    calls: list[int] = []
+
+    async def store_copy_with_a_bug(*args: Any, **kwargs: Any) -> str | None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug of ours")
+        return await real_store_copy(*args, **kwargs)
+
+    monkeypatch.setattr(settling, "store_copy", store_copy_with_a_bug)
+    handled: list[int] = []
+
+    async def handler(event: DomainEvent) -> None:
+        handled.append(event.data["n"])
+        raise ValueError("dead-letter me")
+
+    subscriber = make_async_subscriber()
+    subscriber.register(handler, name, [f"{name}.#"], dead_letter=True)
+
+    async def run() -> None:
+        await subscriber.declare()
+        task = asyncio.create_task(subscriber.run())
+        publish_domain_event(f"{name}.x", {"n": 1}, connection_settings=broker_url)
+        for _ in range(200):
+            if queue_depth(broker_url, f"{name}-dl") == 1:
+                break
+            await asyncio.sleep(0.05)
+        await subscriber.stop()
+        await task
+
+    asyncio.run(run())
+    assert handled == [1, 1]  # redelivered after the bug, then dead-lettered
+    assert queue_depth(broker_url, f"{name}-dl") == 1
+    assert queue_depth(broker_url, name) == 0
+    [bug] = [r for r in caplog.records if "a bug, not an outage" in r.getMessage()]
+    assert bug.levelname == "ERROR" and bug.exc_info is not None
+    assert "RuntimeError: a bug of ours" in bug.getMessage()

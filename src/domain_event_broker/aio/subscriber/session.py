@@ -142,9 +142,9 @@ class Sessions:
                 tag = await queue.consume(on_message_of(registration, session), no_ack=False)
                 session.consumers.append((queue, tag))
         except BaseException as error:
-            live = _is_live(connection)
+            live = is_live(connection)
             await close_quietly(connection)
-            if live and _is_bug(error):
+            if live and is_bug(error):
                 # aio-pika raises RuntimeError for a connection that is gone; on a live
                 # one it is a bug: reconnecting would only repeat it, out of sight.
                 raise SessionFailed(
@@ -180,11 +180,11 @@ class SessionFailed(DomainEventBrokerError):
     """Opening a session failed on a connection that is still up: not an outage, no reconnect."""
 
 
-def _is_live(connection: aio_pika.abc.AbstractConnection) -> bool:
+def is_live(connection: aio_pika.abc.AbstractConnection) -> bool:
     return not connection.is_closed and getattr(connection, "transport", None) is not None
 
 
-def _is_bug(error: BaseException) -> bool:
+def is_bug(error: BaseException) -> bool:
     """A RuntimeError that is none of aiormq's "channel or connection is gone" errors."""
     return isinstance(error, RuntimeError) and not isinstance(
         error, aiormq.exceptions.ChannelInvalidStateError

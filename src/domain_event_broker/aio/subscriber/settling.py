@@ -17,7 +17,7 @@ import time
 from ...core.outcome import Action, Outcome
 from ..connection import AIO_CONNECTION_LOST
 from .copies import store_copy
-from .session import Delivery, Session, Sessions
+from .session import Delivery, Session, Sessions, is_bug, is_live
 
 log = logging.getLogger(__package__)
 
@@ -56,13 +56,12 @@ class Settler:
             session.acks.settled(tag)
         except AIO_CONNECTION_LOST as error:
             # The channel is gone: the unsettled event comes back by itself.
-            log.warning(
-                "subscriber %s: could not settle event %s (%s); RabbitMQ redelivers it",
-                delivery.registration.topology.name,
-                message.message_id,
-                type(error).__name__,
+            _give_up_session(
+                session,
+                error,
+                f"subscriber {delivery.registration.topology.name}: could not settle event "
+                f"{message.message_id}",
             )
-            session.lost.set()
 
     def _return_later(
         self, session: Session, delivery: Delivery, outcome: Outcome, refusal: str
@@ -98,14 +97,12 @@ class Settler:
             await message.nack(requeue=True)
             session.acks.settled(message.delivery_tag or 0)
         except AIO_CONNECTION_LOST as error:
-            log.warning(
-                "subscriber %s: could not return event %s to its queue (%s); "
-                "RabbitMQ redelivers it",
-                delivery.registration.topology.name,
-                message.message_id,
-                type(error).__name__,
+            _give_up_session(
+                session,
+                error,
+                f"subscriber {delivery.registration.topology.name}: could not return event "
+                f"{message.message_id} to its queue",
             )
-            session.lost.set()
 
     def release_held(self) -> None:
         """Stopping: events waiting out a refusal pause go back to their queue now."""
@@ -137,12 +134,29 @@ class Settler:
                 for tag in singles:
                     await channel.basic_ack(tag)
             except AIO_CONNECTION_LOST as error:
-                log.warning(
-                    "could not ack handled events (%s); RabbitMQ redelivers them",
-                    type(error).__name__,
-                )
-                session.lost.set()
+                _give_up_session(session, error, "could not ack handled events")
 
     def acks_pending(self, session: Session) -> bool:
         """Events of ``session`` not acked yet (or being acked), or waiting to go back."""
         return bool(session.acks.handled or self._returns) or session.ack_lock.locked()
+
+
+def _give_up_session(session: Session, error: BaseException, what: str) -> None:
+    """Settling failed: end the session, so that RabbitMQ redelivers what it did not settle.
+
+    A lost channel is an outage (WARNING). A RuntimeError on a live connection is
+    a bug, not an outage (aio-pika raises RuntimeError for a gone connection too):
+    it gets an ERROR with its traceback, so that a reconnect, paced by the
+    supervisor's backoff, never hides it.
+    """
+    if is_bug(error) and is_live(session.connection):
+        log.error(
+            "%s: %s: %s (a bug, not an outage); reconnecting so that RabbitMQ redelivers the event",
+            what,
+            type(error).__name__,
+            error,
+            exc_info=error,
+        )
+    else:
+        log.warning("%s (%s); RabbitMQ redelivers it", what, type(error).__name__)
+    session.lost.set()
