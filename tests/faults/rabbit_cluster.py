@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 NODE_COUNT = 3
 AMQP_PORT_BASE = 5680
 DIST_PORT_BASE = 25680
@@ -470,3 +472,20 @@ def _started(sbin: Path, options: dict[str, Any]) -> RabbitCluster:
                 raise
             time.sleep(5.0)
     raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def throwaway_node(prefix: str, amqp_port: int) -> Iterator[RabbitCluster]:
+    """One node of its own on ``amqp_port`` (distribution on ``amqp_port + 20000``), torn
+    down afterwards; the test is skipped where RabbitMQ's server scripts are missing."""
+    sbin = find_sbin()
+    if sbin is None:
+        pytest.skip("RabbitMQ's server scripts (rabbitmq_server-*/sbin) are not installed")
+    with running_cluster(
+        sbin,
+        node_count=1,
+        amqp_port_base=amqp_port - 1,
+        dist_port_base=amqp_port + 20000 - 1,
+        node_prefix=prefix,
+    ) as started:
+        yield started

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from rabbit_cluster import RabbitCluster, find_sbin, running_cluster
+from rabbit_cluster import RabbitCluster, throwaway_node
 
 from domain_event_broker import (
     BrokerUnavailable,
@@ -156,14 +156,9 @@ def test_connections_closed_twice_mid_stream_lose_nothing(
 
 @pytest.fixture(scope="module")
 def own_node() -> Iterator[RabbitCluster]:
-    """A throw-away single node (AMQP 127.0.0.1:5691) whose application a test may stop."""
-    sbin = find_sbin()
-    if sbin is None:
-        pytest.skip("RabbitMQ's server scripts (rabbitmq_server-*/sbin) are not installed")
-    with running_cluster(
-        sbin, node_count=1, amqp_port_base=5690, dist_port_base=25690, node_prefix="debfault"
-    ) as started:
-        yield started
+    """A throw-away single node whose application a test may stop."""
+    with throwaway_node("debfault", amqp_port=5691) as node:
+        yield node
 
 
 @pytest.mark.cluster

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pika
 import pytest
-from rabbit_cluster import RabbitCluster, find_sbin, running_cluster
+from rabbit_cluster import RabbitCluster, throwaway_node
 
 from domain_event_broker import DomainEvent, Retry, publish_domain_event
 from drivers import Driver
@@ -23,13 +23,8 @@ pytestmark = pytest.mark.cluster
 
 @pytest.fixture(scope="module")
 def single_node() -> Iterator[RabbitCluster]:
-    sbin = find_sbin()
-    if sbin is None:
-        pytest.skip("RabbitMQ's server scripts (rabbitmq_server-*/sbin) are not installed")
-    with running_cluster(
-        sbin, node_count=1, amqp_port_base=5689, dist_port_base=25689, node_prefix="debrestart"
-    ) as started:
-        yield started
+    with throwaway_node("debrestart", amqp_port=5690) as node:
+        yield node
 
 
 @pytest.mark.timeout(300)
