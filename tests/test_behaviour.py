@@ -217,7 +217,7 @@ def test_a_wait_queue_left_with_other_arguments_stalls_nothing_and_heals_once_re
     # loop, never lost); once the queue was gone the retry went through and was handled.
     assert [retries for retries, _ in calls][-1] == 1
     assert [retries for retries, _ in calls][:3] == [0, 0, 0]
-    assert calls[1][1] - calls[0][1] >= 0.4, "the first refusal pauses the event"
+    assert calls[1][1] - calls[0][1] >= 0.9, "the first refusal pauses the event a second"
     assert backend.dead_letters(name) == []
     refusals = [r.getMessage() for r in caplog.records if "could not store" in r.getMessage()]
     assert refusals and sent.uuid_string in refusals[0]
@@ -250,7 +250,7 @@ def test_a_refused_copy_pauses_its_event_but_no_other(
         published: list[float] = []
 
         def third_refusal_then_others_handled() -> bool:
-            if len(crashes) >= 3 and not published:  # pauses now 0.5, 1, then 2 s
+            if len(crashes) >= 3 and not published:  # pauses now 1, 2, then 4 s
                 published.append(time.monotonic())
                 for n in range(3):  # from here: the asyncio backend's loop is running this
                     publish_domain_event(f"{name}.b", {"n": n}, connection_settings=broker_url)
@@ -261,7 +261,7 @@ def test_a_refused_copy_pauses_its_event_but_no_other(
     finally:
         rabbitmqctl("clear_policy", "-p", vhost, policy)
     pauses = [later - earlier for earlier, later in itertools.pairwise(crashes)]
-    assert pauses[:2] >= [0.4, 0.9]
+    assert pauses[:2] >= [0.9, 1.9]  # at most one redelivery a second, then fewer
     assert max(handled) - published[0] < 1.5, "the other subscriber waited on the pause"
     refusals = [r for r in caplog.records if "could not store" in r.getMessage()]
     assert len(refusals) == 1, "one error per burst of refusals"

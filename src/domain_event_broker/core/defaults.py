@@ -39,7 +39,7 @@ WARNING_INTERVAL = 60.0
 #: A subscriber whose retry or dead-letter copies the broker refuses sends the
 #: event back to its queue after a pause: this long at first, doubling with each
 #: refusal in a row, never longer than :data:`REFUSED_COPY_PAUSE_MAX`.
-REFUSED_COPY_PAUSE = 0.5
+REFUSED_COPY_PAUSE = 1.0  # at most one redelivery per event per second while refused
 REFUSED_COPY_PAUSE_MAX = 15.0
 
 #: An outbox row the broker refused is tried again after this many seconds,

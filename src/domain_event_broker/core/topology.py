@@ -25,17 +25,18 @@ pika, ``domain_event_broker.aio.topology`` for aio-pika).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 
 from ..events import MAX_KEY_BYTES, is_routing_key, validate_binding_key
+from .explanations import explain_access_refused as explain_access_refused
+from .explanations import explain_precondition_failed as explain_precondition_failed
 from .operations import Bind as Bind
 from .operations import ExchangeDeclare as ExchangeDeclare
 from .operations import Operation as Operation
 from .operations import QueueDeclare as QueueDeclare
-from .rabbitmq import UNKNOWN, RabbitMQVersion, for_release, regex_literal
+from .rabbitmq import UNKNOWN, RabbitMQVersion, for_release
 from .wait_queues import WaitQueueBook
 
 if TYPE_CHECKING:
@@ -366,41 +367,3 @@ def normalise_binding_keys(binding_keys: str | Sequence[str]) -> tuple[str, ...]
     if isinstance(binding_keys, str):
         return (binding_keys,)
     return tuple(binding_keys)
-
-
-_INEQUIVALENT = re.compile(
-    r"inequivalent arg '(?P<arg>[^']+)' for (?P<kind>queue|exchange) '(?P<name>[^']+)'"
-)
-
-
-def explain_precondition_failed(reply_text: str, topology: SubscriberTopology) -> str:
-    """What RabbitMQ's PRECONDITION_FAILED on a declare means, and how to migrate."""
-    match = _INEQUIVALENT.search(reply_text)
-    if match is None:
-        what = "a queue or exchange"
-        argument = "its properties"
-    else:
-        what = f"{match['kind']} {match['name']!r}"
-        argument = f"argument {match['arg']!r}"
-    return (
-        f"{what} of subscriber {topology.name!r} already exists on RabbitMQ with a different "
-        f"{argument} than this subscriber declares (RabbitMQ said: {reply_text}). "
-        "To migrate: stop the subscriber's consumers, move or drain its events, delete the "
-        "queue (rabbitmqctl delete_queue NAME, or the management UI) and start the "
-        "subscriber again; or register it with the options it was created with."
-    )
-
-
-def explain_access_refused(reply_text: str, topology: SubscriberTopology) -> str:
-    """What RabbitMQ's ACCESS_REFUSED (403) on a subscriber's declare means, and the fix."""
-    own = f"{regex_literal(topology.name)}(-.*)?"
-    exchange = regex_literal(topology.exchange)
-    return (
-        f"RabbitMQ refused subscriber {topology.name!r} access (RabbitMQ said: {reply_text}). "
-        f"Its user needs configure, write and read on the queues and exchanges named "
-        f"{topology.name!r} or starting with '{topology.name}-' (dead letters, retries, and "
-        f"the wait queues {topology.name}-wait-<ms>), configure and read on the exchange "
-        f"{topology.exchange!r}, and write on amq.default: rabbitmqctl set_permissions -p "
-        f"<vhost> <user> '^({own}|{exchange})$' '^({own}|amq\\.default)$' "
-        f"'^({own}|{exchange})$'. The events wait meanwhile."
-    )
