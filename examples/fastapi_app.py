@@ -1,13 +1,19 @@
 """A FastAPI service that publishes domain events and handles them beside the app.
 
-Run it with ``uvicorn examples.fastapi_app:app`` (broker: $DOMAIN_EVENT_BROKER
-or the local one), then ``curl -X POST localhost:8000/users -d '{"email": "a@b.c"}'
--H 'content-type: application/json'`` and ``curl localhost:8000/mails``.
+Run it from the clone (``pip install 'domain-event-broker[fastapi]'`` installs what it
+needs; broker: $DOMAIN_EVENT_BROKER or the local one)::
+
+    uvicorn examples.fastapi_app:app
+    curl -X POST localhost:8000/users -H 'content-type: application/json' -d '{"email": "a@b.c"}'
+    curl localhost:8000/mails
 
 - the lifespan opens one publisher for the app and starts a subscriber task;
 - ``POST /users`` publishes ``user.registered`` and returns once RabbitMQ has it;
 - the subscriber (``handle_signals=False``: uvicorn owns SIGTERM) sends the
-  welcome mail; on shutdown it finishes in-flight events, then the publisher closes.
+  welcome mail; a mail that cannot go out is tried again a second later, twice,
+  then the event goes to the dead-letter queue ``welcome-mailer-dl`` for an
+  operator (``domain-events dead-letters list welcome-mailer``);
+- on shutdown it finishes in-flight events, then the publisher closes.
 """
 
 from __future__ import annotations
@@ -33,13 +39,21 @@ def create_app(broker_url: str = "", subscriber_name: str = "welcome-mailer") ->
 
     async def send_welcome_mail(event: DomainEvent) -> None:
         if "@" not in event.data["email"]:
-            raise Retry(1.0)  # e.g. the mail server is down: try again in a second
+            # e.g. the mail server refused it: try again in a second (event.retries counts
+            # the tries before); after max_retries the event is dead-lettered.
+            raise Retry(1.0)
         mails.append(event.data["email"])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         subscriber = AsyncSubscriber(broker_url, handle_signals=False, concurrency=4)
-        subscriber.register(send_welcome_mail, subscriber_name, ["user.registered"])
+        subscriber.register(
+            send_welcome_mail,
+            subscriber_name,
+            ["user.registered"],
+            max_retries=2,  # the default, 0, would drop the event at its first Retry
+            dead_letter=True,  # what still fails waits in <name>-dl, not dropped
+        )
         await subscriber.declare()  # its queue exists before the first request
         consuming = asyncio.create_task(subscriber.run())
         async with AsyncPublisher(broker_url) as publisher:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from domain_event_broker.replay import list_dead_letters
+from domain_event_broker.topology import RETRIES_HEADER
 from support import queue_depth
 
 from .helpers import delete_topology
@@ -31,6 +33,27 @@ def test_the_endpoint_publishes_and_the_subscriber_beside_the_app_handles_it(
                 time.sleep(0.05)
             assert sorted(client.get("/mails").json()) == ["ada@example.org", "alan@example.org"]
         # the app shut down cleanly: nothing left unhandled in the subscriber's queue
+        assert queue_depth(broker_url, name) == 0
+    finally:
+        delete_topology(broker_url, name)
+
+
+def test_a_mail_that_cannot_go_out_is_retried_twice_then_dead_lettered(
+    broker_url: str, name: str
+) -> None:
+    app = fastapi_app.create_app(broker_url, subscriber_name=name)
+    try:
+        with TestClient(app) as client:
+            response = client.post("/users", json={"email": "nope"})
+            assert response.status_code == 201
+            event_id = response.json()["event_id"]
+            deadline = time.monotonic() + 20
+            while queue_depth(broker_url, f"{name}-dl") < 1 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert client.get("/mails").json() == []
+        [letter] = list_dead_letters(name, broker_url)
+        assert letter.event is not None and letter.event.uuid_string == event_id
+        assert letter.headers[RETRIES_HEADER] == 2  # tried three times: once, then two retries
         assert queue_depth(broker_url, name) == 0
     finally:
         delete_topology(broker_url, name)
