@@ -152,16 +152,46 @@ def test_interactive_replay_asks_and_leaves_the_event_without_an_answer(
 
 
 def test_a_misplaced_url_option_is_refused_without_showing_its_password() -> None:
-    # --url belongs before the command; argparse echoes what it could not use.
-    for command in (
-        ["domain-events", "status", "mailer", "--url", "amqp://app:Pa55word-x@rabbit/%2F"],
-        ["domain-events-relay", "--database-url", "sqlite://", "amqp://app:Pa55word-x@rabbit/"],
+    # argparse echoes what it could not use: a stray URL.
+    executable = os.path.join(os.path.dirname(sys.executable), "domain-events-relay")
+    result = subprocess.run(
+        [executable, "--database-url", "sqlite://", "amqp://app:Pa55word-x@rabbit/"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "unrecognized arguments" in result.stderr
+    assert "app:***@rabbit" in result.stderr
+    assert "Pa55" not in result.stderr + result.stdout
+
+
+def test_global_options_go_before_or_after_the_command(broker_url: str, name: str) -> None:
+    for args in (
+        ["--url", broker_url, "status", name, "--json"],
+        ["status", name, "--url", broker_url, "--json"],
+        ["dead-letters", "list", name, "--url", broker_url],
     ):
-        executable = os.path.join(os.path.dirname(sys.executable), command[0])
-        result = subprocess.run(
-            [executable, *command[1:]], capture_output=True, text=True, timeout=60
-        )
-        assert result.returncode == 2
-        assert "unrecognized arguments" in result.stderr
-        assert "app:***@rabbit" in result.stderr
-        assert "Pa55" not in result.stderr + result.stdout
+        result = domain_events(*args)
+        assert "unrecognized arguments" not in result.stderr, args
+    # The URL after the command counts: a wrong password there is what fails.
+    wrong = broker_url.replace("guest:guest@", "guest:Wr0ng-pw@")
+    result = domain_events("--url", broker_url, "status", name, "--url", wrong)
+    assert result.returncode == 1
+    assert "refused the user name or password" in result.stderr
+    assert "Wr0ng" not in result.stderr + result.stdout
+
+
+def test_v_shows_our_debug_lines_and_vv_adds_pikas(broker_url: str, name: str) -> None:
+    listen = ("--url", broker_url, "listen", f"{name}.#", "--timeout", "0.5")
+    quiet, once, twice = (
+        domain_events(*listen),
+        domain_events(*listen, "-v"),
+        domain_events(*listen, "-vv"),
+    )
+    assert quiet.returncode == once.returncode == twice.returncode == 0, once.stderr
+    assert "domain_event_broker" not in quiet.stderr
+    assert "INFO domain_event_broker.subscriber" in once.stderr
+    assert "connected to RabbitMQ" in once.stderr
+    assert "pika" not in once.stderr
+    assert "DEBUG pika" in twice.stderr

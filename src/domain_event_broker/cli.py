@@ -48,12 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``domain-events``; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:
-        logging.getLogger("pika").setLevel(logging.CRITICAL)
+    _log_as_asked(args.verbose)
     try:
         url = resolve_broker(broker_from_arguments(args))
         status: int = args.run(args, url)
@@ -68,14 +63,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _log_as_asked(verbose: int) -> None:
+    """No -v: warnings only. -v: our DEBUG lines. -vv: pika's and aio-pika's as well."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose >= 2 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if verbose >= 1:
+        logging.getLogger("domain_event_broker").setLevel(logging.DEBUG)
+    if verbose == 0:
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
+
+
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
+    add_broker_arguments(parser)
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        help="-v: log what the library does (DEBUG); -vv: pika's lines too",
+    )
+
+
+class _CommandParser(BrokerArgumentParser):
+    """A command's parser: it takes the global options too (``status NAME --url URL``).
+
+    Their defaults are suppressed here, so an option given before the command is kept
+    when the command does not repeat it.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        everywhere = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+        _add_global_options(everywhere)
+        super().__init__(**{**kwargs, "parents": [*kwargs.get("parents", ()), everywhere]})
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = BrokerArgumentParser(
         prog="domain-events", description="Publish, watch and repair domain events on RabbitMQ."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    add_broker_arguments(parser)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_global_options(parser)
+    parser.set_defaults(verbose=0)
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser
+    )
 
     demo = commands.add_parser("demo", help="publish, subscribe, retry, dead-letter and replay")
     demo.set_defaults(run=_demo)
@@ -113,7 +145,9 @@ def _parser() -> argparse.ArgumentParser:
     metrics.set_defaults(run=_metrics)
 
     dead = commands.add_parser("dead-letters", help="look at, replay or discard dead letters")
-    actions = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = dead.add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=_CommandParser
+    )
     show = actions.add_parser("list", help="show dead-lettered events (removes nothing)")
     show.add_argument("name", help="subscriber name")
     show.add_argument("--limit", type=int, default=20)
