@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -10,6 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from domain_event_broker import DomainEvent, InvalidRoutingKey, Subscriber, publish_domain_event
+from drivers import Driver
 from support import consume_until, queue_depth, rabbitmqctl
 
 MakeSubscriber = Callable[..., Subscriber]
@@ -262,3 +264,21 @@ def test_subscriber_fails_over_to_a_node_that_answers(
     sent = publish_domain_event(f"{name}.x", {}, connection_settings=broker_url)
     consume_until(subscriber, lambda: bool(received))
     assert received == [sent]
+
+
+def test_starting_says_per_registration_what_becomes_of_a_failed_event(
+    name: str, make_driver: Callable[..., Driver], caplog: pytest.LogCaptureFixture
+) -> None:
+    subscriber = make_driver()
+    subscriber.register(print, f"{name}-a", [f"{name}.a", f"{name}.b.*"])
+    subscriber.register(print, f"{name}-b", [f"{name}.c"], max_retries=3, dead_letter=True)
+    with caplog.at_level(logging.INFO, logger="domain_event_broker"):
+        subscriber.run_for(0.3)
+    lines = [r.getMessage() for r in caplog.records if "consuming queue" in r.getMessage()]
+    assert lines == [
+        f"subscriber {name}-a consuming queue {name}-a for {name}.a, {name}.b.*: no retries "
+        "(max_retries=0: a Retry drops the event); failed events are dropped "
+        "(dead_letter=False)",
+        f"subscriber {name}-b consuming queue {name}-b for {name}.c: a Retry is tried again "
+        f"up to 3 times; failed events go to {name}-b-dl",
+    ]

@@ -105,3 +105,24 @@ def log_outcome(
             if isinstance(raised, Exception)
             else None,
         )
+
+
+def consuming(policy: Policy, binding_keys: tuple[str, ...]) -> str:
+    """The INFO line a subscriber logs per registration when it starts consuming.
+
+    It says what becomes of a failed event, since the defaults (as in 3.x) drop it.
+    """
+    retries = (
+        f"a Retry is tried again up to {policy.max_retries} times"
+        if policy.max_retries
+        else "no retries (max_retries=0: a Retry drops the event)"
+    )
+    failures = (
+        f"failed events go to {policy.subscriber}-dl"
+        if policy.dead_letter
+        else "failed events are dropped (dead_letter=False)"
+    )
+    return (
+        f"subscriber {policy.subscriber} consuming queue {policy.subscriber} for "
+        f"{', '.join(binding_keys)}: {retries}; {failures}"
+    )

@@ -21,6 +21,7 @@ from .. import signals
 from .._transport import Transport, requires_broker
 from ..connection import connect_blocking
 from ..core.defaults import PREFETCH_COUNT, PUBLISH_TIMEOUT, SHUTDOWN_GRACE_PERIOD, WORKERS
+from ..core.handling import consuming
 from ..core.topology import registration_topology
 from ..handlers import Handler
 from ..settings import ConnectionSettings, mask_url
@@ -205,6 +206,8 @@ class Subscriber(Transport):
             self._stop.clear()
             return
         deadline = None if timeout is None else time.monotonic() + timeout
+        for registration in self._registrations:
+            log.info("%s", consuming(registration.policy, registration.topology.binding_keys))
         restore = self._install_signal_handlers()
         self._running = True
         try:

@@ -33,6 +33,7 @@ import signal
 from collections.abc import Sequence
 
 from ...core.defaults import PREFETCH_COUNT, PUBLISH_TIMEOUT, SHUTDOWN_GRACE_PERIOD
+from ...core.handling import consuming
 from ...core.outcome import Policy
 from ...core.topology import registration_topology
 from ...settings import ConnectionSettings, mask_url, resolve_url
@@ -186,6 +187,8 @@ class AsyncSubscriber:
             self._stop_before_run = False
             stopping.set()
         self._stopped = asyncio.Event()
+        for registration in self._registrations:
+            log.info("%s", consuming(registration.policy, registration.topology.binding_keys))
         workers = Workers(self._sessions, self.request_stop)
         workers.start(self.concurrency)
         replaced = signals.install(self._on_signal) if self.handle_signals else {}
