@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 
 import pytest
 
@@ -13,7 +14,7 @@ from domain_event_broker import (
     Retry,
     publish_domain_event,
 )
-from domain_event_broker.testing import InMemoryBroker
+from domain_event_broker.testing import InMemoryBroker, UnroutedEventWarning
 
 
 def test_retries_run_on_a_virtual_clock() -> None:
@@ -142,3 +143,22 @@ def test_a_handler_asking_to_stop_stops_the_run_and_keeps_the_event() -> None:
         broker.run()
     assert broker.waiting("stopper") == [sent]
     assert broker.dead_letters("stopper") == []
+
+
+def test_an_event_no_binding_matches_warns_of_a_typo() -> None:
+    with InMemoryBroker() as broker:
+        broker.register(print, "welcome-mailer", ["user.registered"])
+        with pytest.warns(UnroutedEventWarning, match=r"'user\.registred'.*user\.registered"):
+            publish_domain_event("user.registred", {"id": 1})
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            publish_domain_event("user.registered", {"id": 2})  # matched: no warning
+    with InMemoryBroker(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        publish_domain_event("order.placed", {})  # nobody registered: a publisher's own test
+
+
+@pytest.mark.parametrize("name", ["user.*", "orders.#", "*"])
+def test_a_binding_key_in_the_name_s_place_is_refused(name: str) -> None:
+    with InMemoryBroker() as broker, pytest.raises(ValueError, match="were they swapped"):
+        broker.register(print, name, ["nc-x"])

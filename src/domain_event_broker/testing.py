@@ -32,6 +32,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import warnings
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,10 @@ class _Subscription:
     max_retries: int
     queue: deque[tuple[str, int]] = field(default_factory=deque)  # (event json, retries)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+class UnroutedEventWarning(UserWarning):
+    """An event published into an :class:`InMemoryBroker` that no registered subscriber binds."""
 
 
 class InMemoryBroker:
@@ -125,12 +130,29 @@ class InMemoryBroker:
         validate_routing_key(event.routing_key)
         body = event.to_json()
         self.published.append(event)
+        routed = False
         for subscription in self._subscriptions.values():
             if any(
                 topic_matches(key, event.routing_key) for key in subscription.topology.binding_keys
             ):
                 subscription.queue.append((body, 0))
+                routed = True
+        if self._subscriptions and not routed:
+            # On RabbitMQ too it would go nowhere; in a test it is mostly a typo'd key.
+            warnings.warn(
+                f"event {event.routing_key!r} matches no binding of the subscribers registered "
+                f"here ({self._bindings()}): no handler gets it. A typo in a routing or "
+                "binding key?",
+                UnroutedEventWarning,
+                stacklevel=2,
+            )
         return event
+
+    def _bindings(self) -> str:
+        return "; ".join(
+            f"{name}: {', '.join(subscription.topology.binding_keys)}"
+            for name, subscription in self._subscriptions.items()
+        )
 
     def publish_domain_event(
         self, routing_key: str, data: Any = None, **fields: Any

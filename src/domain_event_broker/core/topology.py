@@ -149,6 +149,11 @@ class SubscriberTopology:
                 f"subscriber name {self.name[:40]!r}... is too long: queue names are at most "
                 f"{MAX_KEY_BYTES} bytes, and '-wait-<ms>' is added for retries"
             )
+        if "*" in self.name or "#" in self.name:
+            raise ValueError(
+                f"subscriber name {self.name!r} holds a wildcard: it looks like a binding key. "
+                "register(handler, name, binding_keys) takes the name first; were they swapped?"
+            )
         if not self.binding_keys:
             raise ValueError(
                 f"subscriber {self.name!r} needs at least one binding key, e.g. ['user.*']"
