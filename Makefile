@@ -17,11 +17,18 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
+# The demo needs the library alone (pika): seconds, not the whole [dev] set.
+DEMO_INSTALLED := $(VENV)/.installed-demo
+$(DEMO_INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
 $(BENCH_INSTALLED): $(INSTALLED) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
-demo: $(INSTALLED)
+demo: $(DEMO_INSTALLED)
 	$(BIN)/domain-events demo
 
 # The whole suite on the machine's RabbitMQ (3.x), then every broker-facing test again
