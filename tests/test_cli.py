@@ -108,10 +108,14 @@ def test_status_and_dead_letters_list_replay_discard(
     assert queue_depth(broker_url, f"{name}-dl") == 3, "list must not remove anything"
 
     replayed = domain_events("--url", broker_url, "dead-letters", "replay", name)
-    assert "2 dead-lettered events remaining" in replayed.stdout
+    assert replayed.stdout.strip() == (
+        f"{name}: 1 replayed, 0 discarded, 0 left; 2 dead-lettered events remaining"
+    )
     assert queue_depth(broker_url, name) == 1
     discarded = domain_events("--url", broker_url, "dead-letters", "discard", name, "--all")
-    assert "0 dead-lettered events remaining" in discarded.stdout
+    assert discarded.stdout.strip() == (
+        f"{name}: 0 replayed, 2 discarded, 0 left; 0 dead-lettered events remaining"
+    )
     assert queue_depth(broker_url, f"{name}-dl") == 0
 
 
@@ -195,3 +199,10 @@ def test_v_shows_our_debug_lines_and_vv_adds_pikas(broker_url: str, name: str) -
     assert "connected to RabbitMQ" in once.stderr
     assert "pika" not in once.stderr
     assert "DEBUG pika" in twice.stderr
+
+
+def test_a_subscriber_that_does_not_exist_is_named_as_such(broker_url: str, name: str) -> None:
+    result = domain_events("--url", broker_url, "dead-letters", "list", f"{name}-nobody")
+    assert result.returncode == 2
+    assert f"there is no subscriber '{name}-nobody' on this broker" in result.stderr
+    assert "dead_letter=True" not in result.stderr

@@ -55,7 +55,12 @@ def test_the_wheel_installs_in_a_clean_venv_and_tells_its_version(
         [str(venv / "bin" / "domain-events"), "--version"], capture_output=True, text=True
     )
     assert shown.returncode == 0, shown.stderr
-    assert shown.stdout.strip() == f"domain-events {version}"
+    lines = shown.stdout.splitlines()
+    assert lines[0] == f"domain-events {version}"  # what scripts read
+    assert any(line.startswith("pika ") for line in lines)
+    assert "aio-pika: not installed" in lines  # the clean venv has no extras
+    assert any(line.startswith("RabbitMQ ") for line in lines)
+    assert "guest:guest" not in shown.stdout
     # The relay needs an extra; without it, it says which.
     relay = subprocess.run(
         [str(venv / "bin" / "domain-events-relay"), "--version"], capture_output=True, text=True

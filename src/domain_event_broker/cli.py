@@ -15,10 +15,15 @@ import os
 import socket
 import sys
 import threading
+from collections import Counter
 from collections.abc import Sequence
+from importlib import metadata
 from typing import Any
 
 from . import __version__
+from ._pika import server_properties
+from .connection import connect_blocking
+from .core.rabbitmq import RabbitMQVersion
 from .demo import run_demo
 from .errors import DomainEventBrokerError
 from .events import DomainEvent
@@ -26,6 +31,7 @@ from .outbox.commands import add_outbox_command
 from .publisher import publish_domain_event
 from .replay import (
     DISCARD,
+    LEAVE,
     RETRY,
     interactive_callback,
     list_dead_letters,
@@ -49,6 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     _log_as_asked(args.verbose)
+    if args.version:
+        print("\n".join(_versions(resolve_broker(broker_from_arguments(args)))))
+        return 0
+    if args.command is None:
+        parser.error("the following arguments are required: COMMAND")
     try:
         url = resolve_broker(broker_from_arguments(args))
         status: int = args.run(args, url)
@@ -61,6 +72,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _versions(url: BrokerSettings | None) -> list[str]:
+    """``domain-events X`` first (scripts read that line), then what it runs on."""
+    lines = [f"domain-events {__version__}"]
+    for package in ("pika", "aio-pika", "Django", "SQLAlchemy"):
+        try:
+            lines.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            lines.append(f"{package}: not installed")
+    if url is None:
+        lines.append("RabbitMQ: no broker configured")
+        return lines
+    try:
+        connection = connect_blocking(url, "version")
+    except DomainEventBrokerError as error:
+        lines.append(f"RabbitMQ at {mask_url(url)}: not reachable ({error})")
+        return lines
+    try:
+        version = RabbitMQVersion.reported(server_properties(connection))
+        lines.append(f"RabbitMQ {version} at {mask_url(url)}")
+    finally:
+        connection.close()
+    return lines
 
 
 def _log_as_asked(verbose: int) -> None:
@@ -102,12 +137,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = BrokerArgumentParser(
         prog="domain-events", description="Publish, watch and repair domain events on RabbitMQ."
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--version",
+        action="store_true",
+        help="show the versions of this command, of what it runs on, and of the broker",
+    )
     _add_global_options(parser)
     parser.set_defaults(verbose=0)
-    commands = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser
-    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
 
     demo = commands.add_parser("demo", help="publish, subscribe, retry, dead-letter and replay")
     demo.set_defaults(run=_demo)
@@ -115,15 +152,19 @@ def _parser() -> argparse.ArgumentParser:
     publish = commands.add_parser("publish", help="publish one event")
     publish.add_argument("routing_key", help="e.g. user.registered")
     publish.add_argument("data", nargs="?", default="{}", help="the event data as JSON")
-    publish.add_argument("--domain-object-id")
+    publish.add_argument(
+        "--domain-object-id", help="the id of the domain object the event is about (default: none)"
+    )
     publish.set_defaults(run=_publish)
 
     listen = commands.add_parser(
         "listen", help="print events as they happen (a temporary queue of its own)"
     )
     listen.add_argument("binding_keys", nargs="+", help="e.g. 'user.*' or '#'")
-    listen.add_argument("--count", type=int, help="stop after this many events")
-    listen.add_argument("--timeout", type=float, help="stop after this many seconds")
+    listen.add_argument("--count", type=int, help="stop after this many events (default: no limit)")
+    listen.add_argument(
+        "--timeout", type=float, help="stop after this many seconds (default: until Ctrl-C)"
+    )
     listen.set_defaults(run=_listen)
 
     status = commands.add_parser("status", help="backlog, consumers and dead letters")
@@ -141,7 +182,9 @@ def _parser() -> argparse.ArgumentParser:
     metrics.add_argument("names", nargs="*", help="subscriber names whose queues to watch")
     metrics.add_argument("--port", type=int, default=9100, help="default 9100")
     metrics.add_argument("--addr", default="0.0.0.0", help="default 0.0.0.0")
-    metrics.add_argument("--timeout", type=float, help="stop after this many seconds")
+    metrics.add_argument(
+        "--timeout", type=float, help="stop after this many seconds (default: until Ctrl-C)"
+    )
     metrics.set_defaults(run=_metrics)
 
     dead = commands.add_parser("dead-letters", help="look at, replay or discard dead letters")
@@ -150,7 +193,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     show = actions.add_parser("list", help="show dead-lettered events (removes nothing)")
     show.add_argument("name", help="subscriber name")
-    show.add_argument("--limit", type=int, default=20)
+    show.add_argument(
+        "--limit", type=int, default=20, help="show at most this many events (default: 20)"
+    )
     show.add_argument("--json", action="store_true", help="full events as JSON lines")
     show.set_defaults(run=_list_dead_letters)
     for verb, help_text in (
@@ -288,10 +333,27 @@ def _replay(args: argparse.Namespace, url: BrokerSettings) -> int:
     else:
         callback = lambda **kwargs: RETRY  # noqa: E731
     for name in args.names:
+        decided: Counter[str] = Counter()
         # The true count, not 3.x's (which leaves out an event just left in place).
-        left = replay_dead_letters(name, callback, connection_settings=url, all_events=args.all)
-        print(f"{left} dead-lettered events remaining for {name}")
+        left = replay_dead_letters(
+            name, _counting(callback, decided), connection_settings=url, all_events=args.all
+        )
+        print(
+            f"{name}: {decided[RETRY]} replayed, {decided[DISCARD]} discarded, "
+            f"{decided[LEAVE]} left; {left} dead-lettered events remaining"
+        )
     return 0
+
+
+def _counting(callback: Any, decided: Counter[str]) -> Any:
+    """``callback``, counting its decisions into ``decided``."""
+
+    def counted(**kwargs: Any) -> Any:
+        decision = callback(**kwargs)
+        decided[decision] += 1
+        return decision
+
+    return counted
 
 
 if __name__ == "__main__":

@@ -180,13 +180,30 @@ def _message_count(channel: BlockingChannel, queue: str, subscriber: str) -> int
     try:
         result = channel.queue_declare(queue=queue, passive=True)
     except pika.exceptions.ChannelClosedByBroker as error:
-        if error.reply_code == 404:
+        if error.reply_code != 404:
+            raise
+        if not _queue_exists(channel.connection, subscriber):
             raise ValueError(
-                f"subscriber {subscriber!r} has no dead-letter queue {queue!r}; "
-                "register it with dead_letter=True"
+                f"there is no subscriber {subscriber!r} on this broker (no queue of that name "
+                "in this vhost): check the name and --url"
             ) from None
-        raise
+        raise ValueError(
+            f"subscriber {subscriber!r} has no dead-letter queue {queue!r}; "
+            "register it with dead_letter=True"
+        ) from None
     return int(result.method.message_count)
+
+
+def _queue_exists(connection: Any, queue: str) -> bool:
+    channel = connection.channel()  # the 404 closed the other one
+    try:
+        channel.queue_declare(queue=queue, passive=True)
+    except pika.exceptions.ChannelClosedByBroker as error:
+        if error.reply_code == 404:
+            return False
+        raise
+    channel.close()
+    return True
 
 
 def _republish(
@@ -259,6 +276,14 @@ def interactive_callback(
             write("Timed out. Message left in queue.")
             return LEAVE
         choice = answer.strip()[:1].upper()
+        while choice not in ("R", "D", "L"):
+            # A typo must not decide: ask again (no answer in time leaves it).
+            write(f"{answer.strip()!r} is none of R, D or L. (R)eplay, (D)iscard or (L)eave?")
+            answer = read_line(timeout)
+            if answer is None:
+                write("Timed out. Message left in queue.")
+                return LEAVE
+            choice = answer.strip()[:1].upper()
         if choice == "R":
             write("Message is returned to worker queue.")
             return RETRY
