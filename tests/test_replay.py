@@ -171,9 +171,12 @@ def test_replay_of_an_empty_dead_letter_queue_returns_zero(
 
 
 def test_replay_of_a_subscriber_without_dead_letter_queue_says_so(
-    broker_url: str, name: str
+    broker_url: str, name: str, make_subscriber: MakeSubscriber
 ) -> None:
-    with pytest.raises(ValueError, match="dead_letter=True"):
+    with pytest.raises(ValueError, match=f"there is no subscriber '{name}'"):
+        replay_event(name, connection_settings=broker_url)  # nothing registered yet
+    make_subscriber().register(print, name, [f"{name}.#"])  # dead_letter=False
+    with pytest.raises(ValueError, match=r"has no dead-letter queue.*dead_letter=True"):
         replay_event(name, connection_settings=broker_url)
 
 
