@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 from domain_event_broker import DomainEvent, Publisher, Subscriber
 from domain_event_broker.aio import AsyncPublisher, AsyncSubscriber, close_shared_publishers
+from domain_event_broker.messages import OutgoingMessage, PublishOutcome
 from support import consume_until
 
 Handler = Callable[[DomainEvent], object]
@@ -160,6 +161,9 @@ class Publishing(Protocol):
     def publish_event(self, event: DomainEvent) -> None:
         """Publish and wait for the broker's confirm, as ``publish_event`` does."""
 
+    def publish_batch(self, events: list[DomainEvent]) -> list[PublishOutcome]:
+        """Publish with pipelined confirms; one outcome per event, as ``publish_batch``."""
+
     def close(self) -> None:
         """Close the connection (the driver's ``disconnect``/``close``)."""
 
@@ -175,6 +179,9 @@ class PikaPublishing:
 
     def publish_event(self, event: DomainEvent) -> None:
         self.publisher.publish_event(event)
+
+    def publish_batch(self, events: list[DomainEvent]) -> list[PublishOutcome]:
+        return self.publisher.publish_batch([OutgoingMessage.of_event(e) for e in events])
 
     def close(self) -> None:
         self.publisher.disconnect()
@@ -198,6 +205,10 @@ class AioPikaPublishing:
 
     def publish_event(self, event: DomainEvent) -> None:
         self._call(self.publisher.publish_event(event))
+
+    def publish_batch(self, events: list[DomainEvent]) -> list[PublishOutcome]:
+        messages = [OutgoingMessage.of_event(event) for event in events]
+        return self._call(self.publisher.publish_batch(messages))
 
     def close(self) -> None:
         if self._loop.is_closed():

@@ -9,6 +9,8 @@ import sys
 import time
 from collections.abc import Callable
 
+import pika
+
 from domain_event_broker import DomainEvent, Subscriber, publish_domain_event
 from support import consume_until, get_all, queue_depth, rabbitmqctl
 
@@ -206,3 +208,56 @@ def test_a_subscriber_that_does_not_exist_is_named_as_such(broker_url: str, name
     assert result.returncode == 2
     assert f"there is no subscriber '{name}-nobody' on this broker" in result.stderr
     assert "dead_letter=True" not in result.stderr
+
+
+def test_subscribers_lists_them_and_delete_removes_one_after_asking(
+    broker_url: str, vhost: str, name: str, make_subscriber: MakeSubscriber
+) -> None:
+    # What experiments leave behind: durable queues that go on collecting events.
+    subscriber = make_subscriber()
+    subscriber.register(lambda e: 1 / 0, f"{name}-a", [f"{name}.a.*"], dead_letter=True)
+    subscriber.register(print, f"{name}-b", [f"{name}.#"])
+    publish_domain_event(f"{name}.a.x", {}, connection_settings=broker_url)
+    consume_until(subscriber, lambda: queue_depth(broker_url, f"{name}-a-dl") == 1, settle=0.2)
+    publish_domain_event(f"{name}.a.y", {}, connection_settings=broker_url)  # waits in both
+
+    listing = domain_events("--url", broker_url, "subscribers", "--json")
+    assert listing.returncode == 0, listing.stderr
+    found = {row["name"]: row for row in json.loads(listing.stdout)}
+    assert found[f"{name}-a"]["binding_keys"] == [f"{name}.a.*"]
+    assert (found[f"{name}-a"]["waiting"], found[f"{name}-a"]["dead_letters"]) == (1, 1)
+    assert found[f"{name}-b"]["dead_letters"] is None
+    assert found[f"{name}-b"]["waiting"] == 2
+    table = domain_events("--url", broker_url, "status")  # no names: every subscriber
+    assert any(line.split()[0] == f"{name}-a" for line in table.stdout.splitlines()[1:])
+
+    # Not deleted without the name typed back.
+    kept = domain_events("--url", broker_url, "delete", f"{name}-a")
+    assert kept.returncode == 1 and "not deleted" in kept.stdout
+    assert "2 events in them are lost" in kept.stdout
+    assert queue_depth(broker_url, f"{name}-a") == 1
+    deleted = domain_events("--url", broker_url, "delete", f"{name}-a", "--yes")
+    assert deleted.returncode == 0, deleted.stderr
+    assert f"deleted subscriber {name}-a: 2 events removed" in deleted.stdout
+    queues = rabbitmqctl("list_queues", "-p", vhost, "name", "-q").split()
+    exchanges = rabbitmqctl("list_exchanges", "-p", vhost, "name", "-q").split()
+    assert not [queue for queue in queues if queue.startswith(f"{name}-a")]
+    assert not [exchange for exchange in exchanges if exchange.startswith(f"{name}-a")]
+    assert f"{name}-b" in queues  # the other one stays
+
+
+def test_delete_refuses_a_subscriber_with_consumers_unless_forced(
+    broker_url: str, name: str
+) -> None:
+    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
+        channel = connection.channel()
+        channel.queue_declare(name, durable=True)
+        channel.queue_bind(name, "domain-events", f"{name}.#")
+        channel.basic_consume(name, lambda *_: None)  # a subscriber still running
+        refused = domain_events("--url", broker_url, "delete", name, "--yes")
+        assert refused.returncode == 2
+        assert "has 1 consumer(s): stop them first" in refused.stderr
+        forced = domain_events("--url", broker_url, "delete", name, "--yes", "--force")
+        assert forced.returncode == 0, forced.stderr
+    missing = domain_events("--url", broker_url, "delete", name, "--yes")
+    assert missing.returncode == 2 and f"there is no subscriber '{name}'" in missing.stderr

@@ -390,3 +390,17 @@ def test_an_event_over_max_message_size_fails_alone_at_once(
         publisher.publish_event(DomainEvent(f"{name}.small", {"n": number}))
     assert time.monotonic() - started < 5
     assert queue_depth(broker_url, name) == 21  # and the large event never arrived
+    # In a batch too it fails alone, whether the publisher knows the limit yet or not.
+    fresh = make_publishing(publish_timeout=30.0)
+    for batch_publisher in (fresh, fresh, publisher):
+        batch = [DomainEvent(f"{name}.small", {"n": n}) for n in range(10)]
+        batch.insert(5, large)
+        started = time.monotonic()
+        outcomes = batch_publisher.publish_batch(batch)
+        assert time.monotonic() - started < 5
+        assert [index for index, outcome in enumerate(outcomes) if not outcome.confirmed] == [5]
+        assert isinstance(outcomes[5].error, EventTooLarge)
+        message = str(outcomes[5].error)
+        assert message.count("RabbitMQ at") == 1, message
+    # Each small event stored (a re-send after the channel closed may store one twice).
+    assert queue_depth(broker_url, name) >= 21 + 3 * 10

@@ -27,6 +27,7 @@ from .core.rabbitmq import RabbitMQVersion
 from .demo import run_demo
 from .errors import DomainEventBrokerError
 from .events import DomainEvent
+from .inventory import add_inventory_commands, run_subscribers
 from .outbox.commands import add_outbox_command
 from .publisher import publish_domain_event
 from .replay import (
@@ -92,7 +93,8 @@ def _versions(url: BrokerSettings | None) -> list[str]:
         return lines
     try:
         version = RabbitMQVersion.reported(server_properties(connection))
-        lines.append(f"RabbitMQ {version} at {mask_url(url)}")
+        shown = str(version) if version.known else "(version not reported)"
+        lines.append(f"RabbitMQ {shown} at {mask_url(url)}")
     finally:
         connection.close()
     return lines
@@ -168,7 +170,9 @@ def _parser() -> argparse.ArgumentParser:
     listen.set_defaults(run=_listen)
 
     status = commands.add_parser("status", help="backlog, consumers and dead letters")
-    status.add_argument("names", nargs="+", help="subscriber names")
+    status.add_argument(
+        "names", nargs="*", help="subscriber names (none: every subscriber, as `subscribers`)"
+    )
     status.add_argument(
         "--json", action="store_true", help="one JSON array of objects (null: no such queue)"
     )
@@ -212,6 +216,7 @@ def _parser() -> argparse.ArgumentParser:
                 help="ask for each event: replay/discard/leave",
             )
         action.set_defaults(run=_replay, verb=verb)
+    add_inventory_commands(commands)
     add_outbox_command(commands)
     return parser
 
@@ -255,6 +260,8 @@ def _listen(args: argparse.Namespace, url: BrokerSettings) -> int:
 
 
 def _status(args: argparse.Namespace, url: BrokerSettings) -> int:
+    if not args.names:
+        return run_subscribers(argparse.Namespace(management_url=None, json=args.json), url)
     states = [subscriber_status(name, url) for name in args.names]
     missing = any(state.waiting is None for state in states)
     if args.json:

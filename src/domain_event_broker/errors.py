@@ -67,7 +67,8 @@ class TopologyMismatch(DomainEventBrokerError):
 class AccessRefused(TopologyMismatch):
     """RabbitMQ refused the user access to one of the subscriber's queues or exchanges (403).
 
-    The message names the queue and the permissions to grant; nothing is lost meanwhile.
+    The message names the queue and the permissions to grant. A retry refused so goes
+    back to its queue after a pause, until the permission is granted.
     """
 
 

@@ -48,7 +48,7 @@ from .core.topology import SubscriberTopology as _Names
 from .core.wait_queues import others_may_route
 from .errors import AccessRefused, TopologyMismatch
 
-log = logging.getLogger("domain_event_broker.subscriber")
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ATTEMPT_HEADERS",
@@ -97,14 +97,17 @@ class SubscriberTopology(_Names):
             for operation in self.declarations(rabbitmq):
                 try:
                     run_operations(channel, [operation], self)
+                except AccessRefused:
+                    raise  # no other form of the queue helps against a 403
                 except TopologyMismatch:
                     instead = self.instead_of(operation)
-                    if instead is None:
+                    if instead is None or not isinstance(operation, QueueDeclare):
                         raise
                     channel = connection.channel()  # RabbitMQ closed the other one
-                    run_operations(channel, [instead[0]], self)
-                    if instead[1] is not None:
-                        log.error("%s", instead[1])
+                    run_operations(channel, [instead], self)
+                    advice = self.advice_after(operation)
+                    if advice is not None:
+                        log.error("%s", advice)
         finally:
             if channel.is_open:
                 channel.close()

@@ -298,8 +298,9 @@ def test_a_transient_queue_on_rabbitmq_4_is_durable_with_a_lease() -> None:
 def test_the_older_form_is_used_instead_and_the_operator_told_once() -> None:
     topology = SubscriberTopology(name="orders", binding_keys=KEYS, queue_type="quorum")
     [queue] = [op for op in topology.declarations(RABBITMQ_4) if isinstance(op, QueueDeclare)]
-    assert topology.instead_of(queue) == (queue.previous, queue.after_previous)
-    assert topology.instead_of(queue) == (queue.previous, None)
+    assert topology.instead_of(queue) == queue.previous
+    assert topology.advice_after(queue) == queue.after_previous
+    assert topology.advice_after(queue) is None  # told once, not at every reconnect
     assert topology.instead_of(EVENTS) is None
 
 

@@ -28,7 +28,7 @@ from ..core.wait_queues import others_may_route
 from ..errors import AccessRefused, TopologyMismatch
 from .connection import server_properties
 
-log = logging.getLogger("domain_event_broker.aio.subscriber")
+log = logging.getLogger(__name__)
 
 
 async def declare(
@@ -45,14 +45,17 @@ async def declare(
         for operation in topology.declarations(rabbitmq):
             try:
                 await run_operations(channel, [operation], topology)
+            except AccessRefused:
+                raise  # no other form of the queue helps against a 403
             except TopologyMismatch:
                 instead = topology.instead_of(operation)
-                if instead is None:
+                if instead is None or not isinstance(operation, QueueDeclare):
                     raise
                 channel = await connection.channel()  # RabbitMQ closed the other one
-                await run_operations(channel, [instead[0]], topology)
-                if instead[1] is not None:
-                    log.error("%s", instead[1])
+                await run_operations(channel, [instead], topology)
+                advice = topology.advice_after(operation)
+                if advice is not None:
+                    log.error("%s", advice)
     finally:
         if not channel.is_closed:
             await channel.close()

@@ -46,3 +46,7 @@ REFUSED_COPY_PAUSE_MAX = 15.0
 #: doubling up to :data:`OUTBOX_MAX_RETRY_DELAY`.
 OUTBOX_RETRY_DELAY = 10.0
 OUTBOX_MAX_RETRY_DELAY = 900.0
+
+#: Seconds a command waits for an operator's answer (replay --interactive, delete)
+#: before it leaves things as they are (and before RabbitMQ would drop an idle connection).
+ANSWER_TIMEOUT = 30.0

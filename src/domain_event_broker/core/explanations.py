@@ -56,5 +56,5 @@ def explain_access_refused(reply_text: str, topology: NamedSubscriber) -> str:
         f"the wait queues {topology.name}-wait-<ms>), configure and read on the exchange "
         f"{topology.exchange!r}, and write on amq.default: rabbitmqctl set_permissions -p "
         f"<vhost> <user> '^({own}|{exchange})$' '^({own}|amq\\.default)$' "
-        f"'^({own}|{exchange})$'. The events wait meanwhile."
+        f"'^({own}|{exchange})$'."
     )

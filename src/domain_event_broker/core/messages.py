@@ -67,12 +67,17 @@ def naming(routing_key: str, message_id: str | None) -> str:
     return f"event {message_id} ({routing_key})"
 
 
-def outage_outlasted(masked_url: str, what: str) -> BrokerUnavailable:
-    """The error of a publish whose deadline passed while the lost connection was down."""
+def outage_outlasted(masked_url: str, what: str, last_error: str = "") -> BrokerUnavailable:
+    """The error of a publish whose deadline passed while the lost connection was down.
+
+    ``last_error``: why the last reconnect failed, where that says more than "down"
+    (a password rotated, a vhost deleted); it must hold no password.
+    """
+    why = f" The last attempt: {last_error}" if last_error else ""
     return BrokerUnavailable(
         f"lost the connection to RabbitMQ at {masked_url} and could not reconnect in time "
         f"to publish {what}; it may not have been stored. Is RabbitMQ running? Raise "
-        "publish_timeout to ride out longer outages."
+        f"publish_timeout to ride out longer outages.{why}"
     )
 
 
@@ -110,11 +115,14 @@ def size_limit_in(reply_text: str) -> int | None:
     return int(match.group(2)) if match else None
 
 
-def too_large(masked_url: str, what: str, size: int, limit: int) -> EventTooLarge:
-    """The error of a message the broker refuses for its size: it fails alone, at once."""
+def too_large(where: str, what: str, size: int, limit: int) -> EventTooLarge:
+    """The error of a message the broker refuses for its size: it fails alone, at once.
+
+    ``where``: the broker in words, "RabbitMQ at <url with the password masked>".
+    """
     return EventTooLarge(
-        f"{what} is {size} bytes, larger than the max_message_size of RabbitMQ at "
-        f"{masked_url} ({limit} bytes): it was not sent and sending it again cannot "
+        f"{what} is {size} bytes, larger than the max_message_size of {where} "
+        f"({limit} bytes): it was not sent and sending it again cannot "
         "succeed. Keep large payloads elsewhere (a blob store) and publish a reference, or "
         "raise max_message_size in rabbitmq.conf (RabbitMQ 4.x: 16 MiB by default)."
     )

@@ -139,7 +139,7 @@ class SubscriberTopology:
     #: Which wait queues this connection declared and when each was last used.
     wait_queue_book: WaitQueueBook = field(default_factory=WaitQueueBook, compare=False, repr=False)
     #: Queues whose fix an operator was told about (once per subscriber, not per reconnect).
-    _advised: set[str] = field(default_factory=set, compare=False, repr=False)
+    _advised: set[str] = field(default_factory=set, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -295,17 +295,21 @@ class SubscriberTopology:
         operations.extend(self._bindings(self.retry_exchange, self.queue))
         return operations
 
-    def instead_of(self, refused: Operation) -> tuple[QueueDeclare, str | None] | None:
+    def instead_of(self, refused: Operation) -> QueueDeclare | None:
         """After RabbitMQ refused ``refused`` (PRECONDITION_FAILED, the queue exists
-        with other arguments): the declaration to make instead, and the ERROR to log
-        (None when this subscriber told it already); None when there is no other form.
-        """
-        if not isinstance(refused, QueueDeclare) or refused.previous is None:
+        with other arguments): the declaration to make instead; None when there is
+        no other form."""
+        if not isinstance(refused, QueueDeclare):
             return None
+        return refused.previous
+
+    def advice_after(self, refused: QueueDeclare) -> str | None:
+        """The ERROR to log once ``refused.previous`` was declared in its place: the
+        first time for this queue only (not at every reconnect)."""
         if refused.name in self._advised:
-            return refused.previous, None
+            return None
         self._advised.add(refused.name)
-        return refused.previous, refused.after_previous
+        return refused.after_previous
 
     def wait_queue_declaration(self, delay_ms: int) -> QueueDeclare:
         """The declaration of the wait queue for ``delay_ms``."""

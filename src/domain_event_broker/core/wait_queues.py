@@ -12,8 +12,9 @@ kept: there is one per distinct delay.
 A retry's delay picks its wait queue, so every distinct delay is a queue of its
 own. :func:`wait_delay_ms` keeps whole seconds as they are and rounds any other
 delay to an eighth of its decade (125 ms steps from 1 to 10 s, 1.25 s from 10 to
-100 s, ...), at most 6.25 % off: jittered delays (``Retry(random.uniform(1, 3))``)
-share 17 wait queues instead of making one per millisecond value.
+100 s, ...), at most 6.25 % off (plus rounding to whole milliseconds): jittered
+delays (``Retry(random.uniform(1, 3))``) share 17 wait queues instead of making one
+per millisecond value.
 
 Nothing here does I/O; :class:`~domain_event_broker.topology.SubscriberTopology`
 declares and deletes around it.

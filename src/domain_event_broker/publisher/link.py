@@ -168,6 +168,7 @@ class Link:
             if isinstance(reason, pika.exceptions.ChannelClosedByBroker)
             else None
         )
+        refused = 0
         if size_limit is None:
             self._book.channel_lost()
         else:
@@ -186,7 +187,17 @@ class Link:
         if self._owner.closing:
             connection.close()
             return
-        if isinstance(reason, pika.exceptions.ChannelClosedByBroker) and not was_ready:
+        if refused:
+            # Checked before the exchange case: a size close can cross a renew_channel
+            # (ready was set False there), and it is no exchange mismatch.
+            self._ioloop.call_later(0, self._guard(self._reopen_channel))
+            return
+        # (A size close with nothing over the limit in flight: reopen after the usual pause.)
+        if (
+            size_limit is None
+            and not was_ready
+            and isinstance(reason, pika.exceptions.ChannelClosedByBroker)
+        ):
             # The exchange could not be declared: waiting will not fix that.
             self._book.fail_unsent(
                 TopologyMismatch(
@@ -196,10 +207,7 @@ class Link:
                     "name."
                 )
             )
-        elif size_limit is not None:
-            self._ioloop.call_later(0, self._guard(self._reopen_channel))
-            return
-        else:
+        elif size_limit is None:
             log.warning("channel to RabbitMQ at %s closed (%s); reopening", self.masked_url, reason)
         delay = self._supervisor.pause()
         self._ioloop.call_later(delay, self._guard(self._reopen_channel))

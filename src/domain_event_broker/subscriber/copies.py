@@ -174,10 +174,14 @@ class FailureStore:
             self._reopen = True
             return
         except (TypeError, ValueError, UnicodeError, pika.exceptions.AMQPError) as error:
+            if not self._channel.is_open:
+                # RabbitMQ closed the copies' channel (a 403, a 404 on a declare...):
+                # a closed channel stores nothing ever again; a fresh one may.
+                self._refused(job, now, f"the channel storing copies closed ({error})")
+                self._reopen = True
+                return
             # A header pika cannot write: this copy can never be stored as it is.
             self._refused(job, now, f"cannot be written ({error})")
-            if isinstance(error, pika.exceptions.ChannelClosed):
-                self._reopen = True  # a closed channel stores nothing ever again
             return
         job.deadline = now + self.publish_timeout
         self._in_flight.add(job)

@@ -203,8 +203,12 @@ class ConsumeLoop:
             raise self._interrupt
 
     def housekeeping(self, now: float) -> None:
-        """Every few seconds on the I/O thread: upkeep that needs no delivery to trigger it."""
-        if self.session is not None:
+        """Every few seconds on the I/O thread: upkeep that needs no delivery to trigger it.
+
+        Not while draining: our consumers are cancelled then, so another instance's
+        would look like the only one (see ``wait_queues.others_may_route``).
+        """
+        if self.session is not None and self.consuming:
             self.session.housekeeping(now)
 
     # One session ------------------------------------------------------------------------

@@ -28,8 +28,6 @@ from ...core.messages import (
     naming,
     not_sent,
     outage_outlasted,
-    size_limit_in,
-    too_large,
 )
 from ...core.supervisor import Backoff
 from ...errors import BrokerUnavailable, ConfirmTimeout, EventRefused
@@ -153,17 +151,26 @@ class AsyncPublisher:
         a refusal) goes through :meth:`_publish` again, with its reconnects and
         grace, until ``deadline``.
         """
-        exchange, _generation = await self._channel.ready(deadline)
-        try:
-            sent = await within(
-                deadline,
-                asyncio.gather(
-                    *(exchange.send(message) for message in window),
-                    return_exceptions=True,
-                ),
-            )
-        except asyncio.TimeoutError:
-            return [PublishOutcome(message, self._confirm_timed_out(message)) for message in window]
+        # An event over a known max_message_size is not sent (it would close the channel).
+        sent: list[object] = [self._channel.too_large(message) for message in window]
+        sendable = [index for index, refused in enumerate(sent) if refused is None]
+        if sendable:
+            exchange, _generation = await self._channel.ready(deadline)
+            try:
+                results = await within(
+                    deadline,
+                    asyncio.gather(
+                        *(exchange.send(window[index]) for index in sendable),
+                        return_exceptions=True,
+                    ),
+                )
+            except asyncio.TimeoutError:
+                return [
+                    PublishOutcome(message, self._confirm_timed_out(message)) for message in window
+                ]
+            for index, result in zip(sendable, results, strict=True):
+                sent[index] = result
+                self._channel.learn_size_limit(result)
         return await self._outcomes(window, sent, deadline)
 
     async def _outcomes(
@@ -211,9 +218,9 @@ class AsyncPublisher:
             self._check_size(message)
             try:
                 sender, generation = await self._channel.ready(deadline)
-            except BrokerUnavailable:
+            except BrokerUnavailable as error:
                 if self._channel.generation:  # connected once: an outage, not a wrong URL
-                    raise self._outlasted(message) from None
+                    raise self._outlasted(message, str(error)) from None
                 raise
             try:
                 await within(deadline, sender.send(message))
@@ -227,11 +234,9 @@ class AsyncPublisher:
             except asyncio.TimeoutError:
                 raise self._confirm_timed_out(message) from None
             except AIO_CONNECTION_LOST as error:
-                size_limit = size_limit_in(" ".join(map(str, error.args)))
-                if size_limit is not None:
+                if self._channel.learn_size_limit(error):
                     # RabbitMQ closed the channel for an event over max_message_size:
                     # that one fails alone (above), the others go out again at once.
-                    self._channel.size_limit = size_limit
                     await self._channel.lost(generation)
                     continue
                 pause = self._channel.note_outage(error)
@@ -257,11 +262,9 @@ class AsyncPublisher:
             ) from None
 
     def _check_size(self, message: OutgoingMessage) -> None:
-        """Raise EventTooLarge for a body over the broker's max_message_size, once known."""
-        limit = self._channel.size_limit
-        if limit is not None and len(message.body) > limit:
-            what = naming(message.routing_key, message.message_id)
-            raise too_large(self.masked_url, what, len(message.body), limit)
+        refused = self._channel.too_large(message)
+        if refused is not None:
+            raise refused
 
     def _check_deadline(self, message: OutgoingMessage, deadline: float) -> None:
         """Raise BrokerUnavailable when the connection is lost and no time is left."""
@@ -275,8 +278,9 @@ class AsyncPublisher:
             self.masked_url, naming(message.routing_key, message.message_id), None
         )
 
-    def _outlasted(self, message: OutgoingMessage) -> BrokerUnavailable:
-        return outage_outlasted(self.masked_url, naming(message.routing_key, message.message_id))
+    def _outlasted(self, message: OutgoingMessage, last_error: str = "") -> BrokerUnavailable:
+        what = naming(message.routing_key, message.message_id)
+        return outage_outlasted(self.masked_url, what, last_error)
 
 
 async def _pause(backoff: Backoff, deadline: float) -> None:

@@ -22,9 +22,9 @@ import aiormq.abc
 from pamqp import commands as amqp_spec
 
 from ... import observability
-from ...core.messages import OutgoingMessage
+from ...core.messages import OutgoingMessage, naming, size_limit_in, too_large
 from ...core.supervisor import Supervisor, connection_supervisor
-from ...errors import BrokerUnavailable
+from ...errors import BrokerUnavailable, EventTooLarge
 from ...settings import BrokerSettings
 from ..connection import AIO_CONNECTION_LOST, connect
 
@@ -158,6 +158,25 @@ class PublishChannel:
         if connection is not None and not connection.is_closed:
             with contextlib.suppress(*AIO_CONNECTION_LOST):
                 await connection.close()
+
+    def too_large(self, message: OutgoingMessage) -> EventTooLarge | None:
+        """The error of ``message`` if it is over the broker's max_message_size, once known."""
+        limit = self.size_limit
+        if limit is None or len(message.body) <= limit:
+            return None
+        what = naming(message.routing_key, message.message_id)
+        return too_large(f"RabbitMQ at {self.masked_url}", what, len(message.body), limit)
+
+    def learn_size_limit(self, result: object) -> bool:
+        """Whether ``result`` is RabbitMQ's refusal of an event for its size (its
+        max_message_size is then remembered for this connection)."""
+        if not isinstance(result, AIO_CONNECTION_LOST):
+            return False
+        limit = size_limit_in(" ".join(map(str, result.args)))
+        if limit is None:
+            return False
+        self.size_limit = limit
+        return True
 
     def note_outage(self, error: BaseException) -> float:
         """A publish saw the connection fail: the pause before it tries again."""

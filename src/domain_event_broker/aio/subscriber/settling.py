@@ -158,5 +158,5 @@ def _give_up_session(session: Session, error: BaseException, what: str) -> None:
             exc_info=error,
         )
     else:
-        log.warning("%s (%s); RabbitMQ redelivers it", what, type(error).__name__)
+        log.warning("%s (%s); RabbitMQ redelivers what was not settled", what, type(error).__name__)
     session.lost.set()

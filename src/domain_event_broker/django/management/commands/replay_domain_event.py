@@ -8,10 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from .... import replay
-
-#: Seconds to wait for an answer before leaving the event where it is (before
-#: RabbitMQ would drop an idle connection).
-ANSWER_TIMEOUT = 30.0
+from ....core.defaults import ANSWER_TIMEOUT
 
 
 class Command(BaseCommand):

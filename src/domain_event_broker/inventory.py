@@ -1,0 +1,133 @@
+"""``domain-events subscribers`` and ``domain-events delete``: what a broker holds, and clearing it.
+
+Experiments leave durable queues behind that go on collecting events; these
+list every subscriber of a vhost and remove one's queues and exchanges. The
+listing comes from the management API (:mod:`.management`), the deletion goes
+over AMQP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Callable
+from typing import Any
+
+from .connection import connect_blocking
+from .core.defaults import ANSWER_TIMEOUT
+from .core.inventory import Belongings, belonging_to, subscribers
+from .management import ManagementAPI
+from .replay import read_stdin_line
+from .settings import BrokerSettings, mask_url
+
+
+def add_inventory_commands(commands: Any) -> None:
+    """Add ``subscribers`` and ``delete`` to the ``domain-events`` command."""
+    listing = commands.add_parser(
+        "subscribers",
+        help="list the subscribers on the broker: keys, consumers, waiting, dead letters, retries",
+    )
+    _add_management_url(listing)
+    listing.add_argument("--json", action="store_true", help="one JSON array of objects")
+    listing.set_defaults(run=run_subscribers)
+
+    delete = commands.add_parser(
+        "delete",
+        help="remove a subscriber's queues and exchanges (its events with them), after asking",
+    )
+    delete.add_argument("name", help="the subscriber's name (its queue's name)")
+    delete.add_argument(
+        "--force", action="store_true", help="delete even while it has consumers (default: refuse)"
+    )
+    delete.add_argument(
+        "--yes", action="store_true", help="do not ask for the name again (default: ask)"
+    )
+    _add_management_url(delete)
+    delete.set_defaults(run=run_delete)
+
+
+def _add_management_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--management-url",
+        help="the management API, e.g. http://rabbit:15672 (default: the AMQP host, at the "
+        "AMQP port + 10000: 15672, or 15671 for amqps://)",
+    )
+
+
+def run_subscribers(args: argparse.Namespace, url: BrokerSettings) -> int:
+    api = ManagementAPI(url, args.management_url)
+    found = subscribers(api.queues(), api.bindings())
+    if args.json:
+        print(json.dumps([dataclasses.asdict(summary) for summary in found]))
+        return 0
+    if not found:
+        print(f"no subscribers in vhost {api.vhost!r} of {mask_url(url)}")
+        return 0
+    rows = [("subscriber", "keys", "consumers", "waiting", "dead letters", "retries waiting")]
+    for summary in found:
+        rows.append(
+            (
+                summary.name,
+                ", ".join(summary.binding_keys),
+                str(summary.consumers),
+                str(summary.waiting + summary.unacked),
+                "-" if summary.dead_letters is None else str(summary.dead_letters),
+                str(summary.retries_waiting),
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    return 0
+
+
+def run_delete(
+    args: argparse.Namespace,
+    url: BrokerSettings,
+    read_line: Callable[[float], str | None] | None = None,
+) -> int:
+    api = ManagementAPI(url, args.management_url)
+    queues = api.queues()
+    mine = belonging_to(args.name, queues, api.exchanges())
+    if not mine.queues and not mine.exchanges:
+        raise ValueError(f"there is no subscriber {args.name!r} in vhost {api.vhost!r}")
+    consumers = sum(queue.consumers for queue in queues if queue.name == args.name)
+    if consumers and not args.force:
+        raise ValueError(
+            f"subscriber {args.name!r} has {consumers} consumer(s): stop them first (they "
+            "would declare it again), or give --force"
+        )
+    print(_plan(args.name, mine))
+    if not args.yes:
+        print(f"Type {args.name} to delete it: ", end="", flush=True)
+        answer = (read_line or read_stdin_line)(ANSWER_TIMEOUT)
+        if answer is None or answer.strip() != args.name:
+            print("not deleted")
+            return 1
+    _delete(url, mine)
+    print(f"deleted subscriber {args.name}: {mine.events} events removed")
+    return 0
+
+
+def _plan(name: str, mine: Belongings) -> str:
+    return (
+        f"subscriber {name}: queues {', '.join(mine.queues) or '-'}; exchanges "
+        f"{', '.join(mine.exchanges) or '-'}; {mine.events} events in them are lost"
+    )
+
+
+def _delete(url: BrokerSettings, mine: Belongings) -> None:
+    connection = connect_blocking(url, "delete")
+    try:
+        channel = connection.channel()
+        for queue in mine.queues:
+            channel.queue_delete(queue)
+        for exchange in mine.exchanges:
+            channel.exchange_delete(exchange)
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+__all__ = ["add_inventory_commands", "run_delete", "run_subscribers"]
