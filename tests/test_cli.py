@@ -227,7 +227,7 @@ def test_subscribers_lists_them_and_delete_removes_one_after_asking(
     assert found[f"{name}-a"]["binding_keys"] == [f"{name}.a.*"]
     assert (found[f"{name}-a"]["waiting"], found[f"{name}-a"]["dead_letters"]) == (1, 1)
     assert found[f"{name}-b"]["dead_letters"] is None
-    assert found[f"{name}-b"]["waiting"] == 2
+    assert found[f"{name}-b"]["waiting"] == 1  # it handled the first while consuming
     table = domain_events("--url", broker_url, "status")  # no names: every subscriber
     assert any(line.split()[0] == f"{name}-a" for line in table.stdout.splitlines()[1:])
 

@@ -14,9 +14,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pika.exceptions
+
 from .connection import connect_blocking
 from .core.defaults import ANSWER_TIMEOUT
-from .core.inventory import Belongings, belonging_to, subscribers
+from .core.inventory import Belongings, QueueRecord, belonging_to, subscribers
 from .management import ManagementAPI
 from .replay import read_stdin_line
 from .settings import BrokerSettings, mask_url
@@ -55,9 +57,40 @@ def _add_management_url(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def exact_counts(url: BrokerSettings, queues: list[QueueRecord]) -> list[QueueRecord]:
+    """``queues`` with their ready events and consumers as RabbitMQ counts them now.
+
+    The management API's figures are statistics, up to 5 s old: a queue just
+    filled shows empty, a consumer just started shows none. A passive declare
+    answers with the queue's counts of this moment (unacked ones it does not
+    count: those stay the statistics'). A queue gone meanwhile is left out.
+    """
+    exact = []
+    connection = connect_blocking(url, "inventory")
+    try:
+        channel = connection.channel()
+        for queue in queues:
+            try:
+                method = channel.queue_declare(queue.name, passive=True).method
+            except pika.exceptions.ChannelClosedByBroker as error:
+                if error.reply_code != 404:
+                    raise
+                channel = connection.channel()  # the 404 closed the other one
+                continue
+            exact.append(
+                dataclasses.replace(
+                    queue, ready=int(method.message_count), consumers=int(method.consumer_count)
+                )
+            )
+    finally:
+        if connection.is_open:
+            connection.close()
+    return exact
+
+
 def run_subscribers(args: argparse.Namespace, url: BrokerSettings) -> int:
     api = ManagementAPI(url, args.management_url)
-    found = subscribers(api.queues(), api.bindings())
+    found = subscribers(exact_counts(url, api.queues()), api.bindings())
     if args.json:
         print(json.dumps([dataclasses.asdict(summary) for summary in found]))
         return 0
@@ -88,7 +121,7 @@ def run_delete(
     read_line: Callable[[float], str | None] | None = None,
 ) -> int:
     api = ManagementAPI(url, args.management_url)
-    queues = api.queues()
+    queues = exact_counts(url, api.queues())
     mine = belonging_to(args.name, queues, api.exchanges())
     if not mine.queues and not mine.exchanges:
         raise ValueError(f"there is no subscriber {args.name!r} in vhost {api.vhost!r}")
