@@ -348,17 +348,29 @@ def test_a_retried_then_dead_lettered_event_keeps_its_routing_key_and_replays(
     assert seen[2] == (f"{name}.a.b", 0)
 
 
-def test_an_idle_wait_queue_is_removed_but_never_while_it_holds_a_copy(
-    broker_url: str, name: str, make_subscriber: MakeSubscriber, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def short_idle_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wait queues idle 0.5 s after their delay, looked at every 0.2 s."""
     monkeypatch.setattr(wait_queues, "IDLE_AFTER", 0.5)
     monkeypatch.setattr(wait_queues, "CHECK_INTERVAL", 0.2)
-    attempts: list[int] = []
+
+
+def retrying_once_after_100_ms(attempts: list[int]) -> Callable[[DomainEvent], None]:
+    """A handler that notes each delivery's retries and asks for one Retry(0.1)."""
 
     def handler(event: DomainEvent) -> None:
         attempts.append(event.retries)
         if event.retries == 0:
             raise Retry(0.1)
+
+    return handler
+
+
+def test_an_idle_wait_queue_is_removed_but_never_while_it_holds_a_copy(
+    broker_url: str, name: str, make_subscriber: MakeSubscriber, short_idle_times: None
+) -> None:
+    attempts: list[int] = []
+    handler = retrying_once_after_100_ms(attempts)
 
     subscriber = make_subscriber()
     subscriber.register(handler, name, [f"{name}.#"], max_retries=1)
@@ -440,18 +452,12 @@ def test_an_idle_wait_queue_stays_while_another_instance_of_the_subscriber_runs(
     broker_url: str,
     name: str,
     make_driver: Callable[..., Driver],
-    monkeypatch: pytest.MonkeyPatch,
+    short_idle_times: None,
 ) -> None:
     # RabbitMQ confirms a copy routed into a queue deleted before the copy is in it:
     # removing a wait queue that another instance routes a copy into could lose it.
-    monkeypatch.setattr(wait_queues, "IDLE_AFTER", 0.5)
-    monkeypatch.setattr(wait_queues, "CHECK_INTERVAL", 0.2)
     attempts: list[int] = []
-
-    def handler(event: DomainEvent) -> None:
-        attempts.append(event.retries)
-        if event.retries == 0:
-            raise Retry(0.1)
+    handler = retrying_once_after_100_ms(attempts)
 
     subscriber = make_driver()
     subscriber.register(handler, name, [f"{name}.#"], max_retries=1)

@@ -27,7 +27,7 @@ from .core.rabbitmq import RabbitMQVersion
 from .demo import run_demo
 from .errors import DomainEventBrokerError
 from .events import DomainEvent
-from .inventory import add_inventory_commands, run_subscribers
+from .inventory import add_inventory_commands, print_table, run_subscribers
 from .outbox.commands import add_outbox_command
 from .publisher import publish_domain_event
 from .replay import (
@@ -278,9 +278,7 @@ def _status(args: argparse.Namespace, url: BrokerSettings) -> int:
                 _count(state.dead_letters, "no dead-letter queue"),
             )
         )
-    widths = [max(len(row[column]) for row in rows) for column in range(4)]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    print_table(rows)
     return 1 if missing else 0
 
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
-
-import pika.exceptions
 
 from .connection import connect_blocking
 from .core.defaults import ANSWER_TIMEOUT
@@ -22,6 +20,7 @@ from .core.inventory import Belongings, QueueRecord, belonging_to, subscribers
 from .management import ManagementAPI
 from .replay import read_stdin_line
 from .settings import BrokerSettings, mask_url
+from .status import queue_counts
 
 
 def add_inventory_commands(commands: Any) -> None:
@@ -68,20 +67,10 @@ def exact_counts(url: BrokerSettings, queues: list[QueueRecord]) -> list[QueueRe
     exact = []
     connection = connect_blocking(url, "inventory")
     try:
-        channel = connection.channel()
         for queue in queues:
-            try:
-                method = channel.queue_declare(queue.name, passive=True).method
-            except pika.exceptions.ChannelClosedByBroker as error:
-                if error.reply_code != 404:
-                    raise
-                channel = connection.channel()  # the 404 closed the other one
-                continue
-            exact.append(
-                dataclasses.replace(
-                    queue, ready=int(method.message_count), consumers=int(method.consumer_count)
-                )
-            )
+            ready, consumers = queue_counts(connection, queue.name)
+            if ready is not None and consumers is not None:
+                exact.append(dataclasses.replace(queue, ready=ready, consumers=consumers))
     finally:
         if connection.is_open:
             connection.close()
@@ -109,10 +98,15 @@ def run_subscribers(args: argparse.Namespace, url: BrokerSettings) -> int:
                 str(summary.retries_waiting),
             )
         )
+    print_table(rows)
+    return 0
+
+
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    """``rows`` (the first one the headings) in columns as wide as their widest cell."""
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-    return 0
 
 
 def run_delete(
@@ -163,4 +157,4 @@ def _delete(url: BrokerSettings, mine: Belongings) -> None:
             connection.close()
 
 
-__all__ = ["add_inventory_commands", "run_delete", "run_subscribers"]
+__all__ = ["add_inventory_commands", "print_table", "run_delete", "run_subscribers"]

@@ -25,6 +25,7 @@ from .core.outcome import header_count
 from .errors import InvalidEvent
 from .events import DomainEvent, is_routing_key
 from .settings import ConnectionSettings, resolve_url
+from .status import queue_counts
 from .topology import (
     ATTEMPT_HEADERS,
     EXCEPTION_MESSAGE_HEADER,
@@ -182,7 +183,7 @@ def _message_count(channel: BlockingChannel, queue: str, subscriber: str) -> int
     except pika.exceptions.ChannelClosedByBroker as error:
         if error.reply_code != 404:
             raise
-        if not _queue_exists(channel.connection, subscriber):
+        if queue_counts(channel.connection, subscriber)[0] is None:
             raise ValueError(
                 f"there is no subscriber {subscriber!r} on this broker (no queue of that name "
                 "in this vhost): check the name and --url"
@@ -192,18 +193,6 @@ def _message_count(channel: BlockingChannel, queue: str, subscriber: str) -> int
             "register it with dead_letter=True"
         ) from None
     return int(result.method.message_count)
-
-
-def _queue_exists(connection: Any, queue: str) -> bool:
-    channel = connection.channel()  # the 404 closed the other one
-    try:
-        channel.queue_declare(queue=queue, passive=True)
-    except pika.exceptions.ChannelClosedByBroker as error:
-        if error.reply_code == 404:
-            return False
-        raise
-    channel.close()
-    return True
 
 
 def _republish(

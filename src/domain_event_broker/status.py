@@ -32,15 +32,16 @@ def subscriber_status(name: str, connection_settings: ConnectionSettings = "") -
         return SubscriberStatus(name, None, None, None)
     connection = connect_blocking(url, "status")
     try:
-        waiting, consumers = _counts(connection, name)
-        dead_letters, _ = _counts(connection, dead_letter_queue_name(name))
+        waiting, consumers = queue_counts(connection, name)
+        dead_letters, _ = queue_counts(connection, dead_letter_queue_name(name))
         return SubscriberStatus(name, waiting, consumers, dead_letters)
     finally:
         if connection.is_open:
             connection.close()
 
 
-def _counts(connection: pika.BlockingConnection, queue: str) -> tuple[int | None, int | None]:
+def queue_counts(connection: pika.BlockingConnection, queue: str) -> tuple[int | None, int | None]:
+    """(ready events, consumers) of ``queue`` now; (None, None) when it does not exist."""
     # A passive declare of a missing queue closes the channel: one channel per look.
     channel = connection.channel()
     try:

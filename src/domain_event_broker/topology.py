@@ -101,7 +101,7 @@ class SubscriberTopology(_Names):
                     raise  # no other form of the queue helps against a 403
                 except TopologyMismatch:
                     instead = self.instead_of(operation)
-                    if instead is None or not isinstance(operation, QueueDeclare):
+                    if instead is None:
                         raise
                     channel = connection.channel()  # RabbitMQ closed the other one
                     run_operations(channel, [instead], self)
@@ -145,8 +145,6 @@ class SubscriberTopology(_Names):
                 for delay_ms in idle:
                     book.still_holds_copies(delay_ms, now)  # look again later
                 return []
-            if not channel.is_open:
-                channel = connection.channel()
             for delay_ms in idle:
                 if not channel.is_open:
                     channel = connection.channel()

@@ -49,7 +49,7 @@ async def declare(
                 raise  # no other form of the queue helps against a 403
             except TopologyMismatch:
                 instead = topology.instead_of(operation)
-                if instead is None or not isinstance(operation, QueueDeclare):
+                if instead is None:
                     raise
                 channel = await connection.channel()  # RabbitMQ closed the other one
                 await run_operations(channel, [instead], topology)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import EventRefused
-from .messages import naming, too_large
+from .messages import over_size_limit
 
 #: Seconds a refused (nacked) message is re-sent before the refusal is final.
 #: A quorum queue whose leader's node was lost nacks messages until a new
@@ -233,11 +233,14 @@ class ConfirmBook:
 
     def _refused_for_size(self, pending: Pending) -> bool:
         """Settle ``pending`` with :class:`EventTooLarge` if it is over the known limit."""
-        limit = self.size_limit
-        if limit is None or len(pending.body) <= limit or pending.settled:
-            return False
-        what = naming(pending.routing_key, getattr(pending.properties, "message_id", None))
-        return pending.settle(too_large(self.where, what, len(pending.body), limit))
+        refused = over_size_limit(
+            self.size_limit,
+            pending.body,
+            self.where,
+            pending.routing_key,
+            getattr(pending.properties, "message_id", None),
+        )
+        return refused is not None and pending.settle(refused)
 
     def channel_lost(self) -> None:
         """Sent and unconfirmed: maybe stored, maybe not, so send it again (at-least-once)."""
@@ -247,7 +250,6 @@ class ConfirmBook:
             self._merge(lost)
 
     def _merge(self, pendings: list[Pending]) -> None:
-        pendings = [pending for pending in pendings if not pending.settled]
         if not pendings:
             return
         if not self._resend:

@@ -115,6 +115,15 @@ def size_limit_in(reply_text: str) -> int | None:
     return int(match.group(2)) if match else None
 
 
+def over_size_limit(
+    limit: int | None, body: bytes, where: str, routing_key: str, message_id: str | None
+) -> EventTooLarge | None:
+    """The error of a body over the broker's known max_message_size (None: it may go)."""
+    if limit is None or len(body) <= limit:
+        return None
+    return too_large(where, naming(routing_key, message_id), len(body), limit)
+
+
 def too_large(where: str, what: str, size: int, limit: int) -> EventTooLarge:
     """The error of a message the broker refuses for its size: it fails alone, at once.
 

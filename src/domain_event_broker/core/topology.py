@@ -303,10 +303,10 @@ class SubscriberTopology:
             return None
         return refused.previous
 
-    def advice_after(self, refused: QueueDeclare) -> str | None:
-        """The ERROR to log once ``refused.previous`` was declared in its place: the
-        first time for this queue only (not at every reconnect)."""
-        if refused.name in self._advised:
+    def advice_after(self, refused: Operation) -> str | None:
+        """The ERROR to log once :meth:`instead_of` was declared in ``refused``'s place:
+        the first time for this queue only (not at every reconnect)."""
+        if not isinstance(refused, QueueDeclare) or refused.name in self._advised:
             return None
         self._advised.add(refused.name)
         return refused.after_previous

@@ -152,7 +152,11 @@ class AsyncPublisher:
         grace, until ``deadline``.
         """
         # An event over a known max_message_size is not sent (it would close the channel).
-        sent: list[object] = [self._channel.too_large(message) for message in window]
+        sent: list[object] = (
+            [None] * len(window)
+            if self._channel.size_limit is None
+            else [self._channel.too_large(message) for message in window]
+        )
         sendable = [index for index, refused in enumerate(sent) if refused is None]
         if sendable:
             exchange, _generation = await self._channel.ready(deadline)

@@ -22,7 +22,7 @@ import aiormq.abc
 from pamqp import commands as amqp_spec
 
 from ... import observability
-from ...core.messages import OutgoingMessage, naming, size_limit_in, too_large
+from ...core.messages import OutgoingMessage, over_size_limit, size_limit_in
 from ...core.supervisor import Supervisor, connection_supervisor
 from ...errors import BrokerUnavailable, EventTooLarge
 from ...settings import BrokerSettings
@@ -161,11 +161,13 @@ class PublishChannel:
 
     def too_large(self, message: OutgoingMessage) -> EventTooLarge | None:
         """The error of ``message`` if it is over the broker's max_message_size, once known."""
-        limit = self.size_limit
-        if limit is None or len(message.body) <= limit:
-            return None
-        what = naming(message.routing_key, message.message_id)
-        return too_large(f"RabbitMQ at {self.masked_url}", what, len(message.body), limit)
+        return over_size_limit(
+            self.size_limit,
+            message.body,
+            f"RabbitMQ at {self.masked_url}",
+            message.routing_key,
+            message.message_id,
+        )
 
     def learn_size_limit(self, result: object) -> bool:
         """Whether ``result`` is RabbitMQ's refusal of an event for its size (its
