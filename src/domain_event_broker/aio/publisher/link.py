@@ -161,6 +161,8 @@ class PublishChannel:
 
     def too_large(self, message: OutgoingMessage) -> EventTooLarge | None:
         """The error of ``message`` if it is over the broker's max_message_size, once known."""
+        if self.size_limit is None:  # the usual case, once per publish: no words built
+            return None
         return over_size_limit(
             self.size_limit,
             message.body,
