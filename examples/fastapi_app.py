@@ -34,6 +34,7 @@ class Registration(BaseModel):
     email: str
 
 
+# --8<-- [start:app]
 def create_app(broker_url: str = "", subscriber_name: str = "welcome-mailer") -> FastAPI:
     mails: list[str] = []
 
@@ -75,6 +76,9 @@ def create_app(broker_url: str = "", subscriber_name: str = "welcome-mailer") ->
         return mails
 
     return app
+
+
+# --8<-- [end:app]
 
 
 app = create_app(os.environ.get("DOMAIN_EVENT_BROKER", ""))

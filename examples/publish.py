@@ -1,11 +1,12 @@
-"""Publish a few domain events to the local broker (or $DOMAIN_EVENT_BROKER)."""
+"""Terminal 2 of the quick start: publish three domain events.
 
-import os
+Run: `python examples/publish.py` while examples/subscribe.py runs in another
+terminal (the broker is $DOMAIN_EVENT_BROKER, else the local one).
+"""
 
 from domain_event_broker import publish_domain_event
 
-url = os.environ.get("DOMAIN_EVENT_BROKER", "")  # '' means settings.BROKER, the local broker
-
 for user_id in range(3):
-    event = publish_domain_event("user.registered", {"user_id": user_id}, connection_settings=url)
-    print("published", event)
+    # Returns once RabbitMQ has confirmed the event (stored, routed to every subscriber).
+    event = publish_domain_event("user.registered", {"user_id": user_id})
+    print("published", event.routing_key, event.data)

@@ -1,8 +1,10 @@
-"""Replay every dead-lettered event of the example subscriber ``sync_data``."""
+"""Replay every dead-lettered event of the quick start's subscriber ``sync_data``.
 
-import os
+Run: `python examples/replay.py` (the broker is $DOMAIN_EVENT_BROKER, else the
+local one). `domain-events dead-letters replay sync_data --all` does the same.
+"""
 
 from domain_event_broker import replay_all
 
-left = replay_all("sync_data", connection_settings=os.environ.get("DOMAIN_EVENT_BROKER", ""))
+left = replay_all("sync_data")
 print(f"{left} events left in the dead-letter queue")

@@ -37,6 +37,7 @@ mails = Table(
     Column("order_reference", String(100), nullable=False),
 )
 
+# --8<-- [start:outbox]
 engine = create_engine(database_url)
 metadata.create_all(engine)  # the outbox and inbox tables (or add them to your Alembic metadata)
 app_metadata.create_all(engine)
@@ -50,6 +51,10 @@ def place_order(reference: str) -> DomainEvent:
         return add_event(session, f"example{run}.order.placed", {"reference": reference})
 
 
+# --8<-- [end:outbox]
+
+
+# --8<-- [start:inbox]
 # 2. An idempotent handler: its writes and the inbox record commit together.
 @idempotent(Session_, f"example-mailer-{run}")
 def send_confirmation_mail(event: DomainEvent, session: Session) -> None:
@@ -61,6 +66,7 @@ subscriber = Subscriber(broker_url, handle_signals=False)
 subscriber.register(
     send_confirmation_mail, f"example-mailer-{run}", [f"example{run}.order.*"], auto_delete=True
 )
+# --8<-- [end:inbox]
 
 events = [place_order(f"order-{n}") for n in range(3)]
 print(f"placed 3 orders in {engine.url.render_as_string(hide_password=True)}")

@@ -1,5 +1,6 @@
 """Found by `manage.py consume_domain_events` (every installed app's handlers.py)."""
 
+# --8<-- [start:handler]
 from domain_event_broker import DomainEvent
 from domain_event_broker.django import subscribe
 
@@ -14,3 +15,6 @@ def send_confirmation_mail(event: DomainEvent) -> None:
         order_reference=event.data["reference"], email=event.data["email"]
     )
     print(f"mail sent for order {event.data['reference']} (event {event.uuid_string})")
+
+
+# --8<-- [end:handler]

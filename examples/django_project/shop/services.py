@@ -1,5 +1,6 @@
 """Business code: change the database and say what happened, in one transaction."""
 
+# --8<-- [start:place_order]
 from django.db import transaction
 
 from domain_event_broker.django import publish_on_commit
@@ -18,3 +19,6 @@ def place_order(reference: str, email: str) -> Order:
             domain_object_id=order.reference,
         )
     return order
+
+
+# --8<-- [end:place_order]
