@@ -53,7 +53,7 @@ from .subscriber import Subscriber
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``domain-events``; returns the exit status."""
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     _log_as_asked(args.verbose)
     if args.version:
@@ -135,7 +135,8 @@ class _CommandParser(BrokerArgumentParser):
         super().__init__(**{**kwargs, "parents": [*kwargs.get("parents", ()), everywhere]})
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``domain-events`` (the docs test checks each command line shown with it)."""
     parser = BrokerArgumentParser(
         prog="domain-events", description="Publish, watch and repair domain events on RabbitMQ."
     )
