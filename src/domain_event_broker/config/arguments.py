@@ -29,11 +29,17 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: $DOMAIN_EVENT_BROKER, else the local broker)",
     )
     tls = parser.add_argument_group("TLS (amqps:// URLs)")
-    tls.add_argument("--ca-file", help="the CA that signed the broker's certificate (PEM)")
     tls.add_argument(
-        "--cert-file", help="a client certificate (PEM), with its key unless --key-file"
+        "--ca-file",
+        help="the CA that signed the broker's certificate (PEM; default: the system's CAs)",
     )
-    tls.add_argument("--key-file", help="the client certificate's private key (PEM)")
+    tls.add_argument(
+        "--cert-file",
+        help="a client certificate (PEM), with its key unless --key-file (default: none)",
+    )
+    tls.add_argument(
+        "--key-file", help="the client certificate's private key (PEM; default: in --cert-file)"
+    )
     tls.add_argument(
         "--external-auth",
         action="store_true",

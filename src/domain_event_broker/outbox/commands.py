@@ -56,7 +56,9 @@ def add_action_arguments(parser: argparse.ArgumentParser) -> None:
     status = actions.add_parser(
         "status", help="pending and parked counts, the oldest pending age, the parked rows"
     )
-    status.add_argument("--limit", type=int, default=LIST_LIMIT, help="parked rows to list")
+    status.add_argument(
+        "--limit", type=int, default=LIST_LIMIT, help=f"parked rows to list (default: {LIST_LIMIT})"
+    )
     for verb, help_text in (
         ("retry", "make parked rows pending again (attempts from 0)"),
         ("discard", "delete parked rows (their events are never sent)"),
