@@ -219,16 +219,7 @@ def checks(name: str) -> dict[str, Script | Consumer]:
             expect=["synced {'user_id': 7}"],
             check=_serves_health(port),
         ),
-        "in-memory-pytest": Script(
-            prelude="""
-                from domain_event_broker import publish_domain_event
-                outbox = []
-                def send_welcome_mail(event):
-                    outbox.append(event.data["email"])
-                def register_user(email):
-                    publish_domain_event("user.registered", {"email": email})
-            """,
-        ),
+        "in-memory-pytest": Script(),  # a test module: pytest runs it
         "django-settings": Script(
             epilogue="""
                 import django
