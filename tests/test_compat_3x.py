@@ -337,10 +337,10 @@ def test_readme_replay_filter_on_body_bytes_matches(
 ) -> None:
     name, sent = dead_letters
 
-    def only_eu(frame: Any, header: Any, body: bytes) -> str:  # the README's example
+    def only_eu(frame: Any, header: Any, body: bytes) -> str:  # the example of docs/retries.md
         return RETRY if b'"region": "eu"' in body else LEAVE
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "retries.md").read_text()
     assert """return RETRY if b'"region": "eu"' in body else LEAVE""" in readme
 
     replay_all(name, only_eu)

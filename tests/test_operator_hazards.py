@@ -100,7 +100,7 @@ def test_a_retry_the_permissions_refuse_is_paused_logged_once_and_recovers_once_
 
 @pytest.fixture
 def user_with_the_documented_permissions(vhost: str, name: str) -> Iterator[str]:
-    """A user with exactly the permissions the README gives for a subscriber."""
+    """A user with exactly the permissions docs/brokers.md gives for a subscriber."""
     user, password = f"deb-{uuid.uuid4().hex[:8]}", "documented-pw"
     rabbitmqctl("add_user", user, password)
     own = f"{name}(-.*)?"

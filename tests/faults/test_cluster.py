@@ -31,7 +31,7 @@ PUBLISHER_THREADS = 4
 #: Milliseconds a quorum queue's at-least-once dead-letter worker waits for the
 #: confirm of a dead letter before sending it again (RabbitMQ's default: 180 s).
 #: After a failover the worker may wait that long before it moves copies out of a
-#: wait queue again; the suite lowers it to stay fast (see the README), but keeps
+#: wait queue again; the suite lowers it to stay fast (see docs/retries.md), but keeps
 #: it above the lease of 3.x wait queues for Retry(0.5) (10.5 s after their last
 #: declare), so that this case catches a wait queue deleted with copies inside.
 DEAD_LETTER_CONFIRM_TIMEOUT_MS = 15_000

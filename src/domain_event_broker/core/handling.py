@@ -6,7 +6,7 @@ of a body that is no event; :func:`decide` (in :mod:`.outcome`) turns what the
 handler raised into an outcome; :func:`log_outcome` writes the one log line of
 that outcome, with the traceback of a handler's failure. The driver calls the
 handler and passes its own logger, so that every line keeps the logger name
-the README documents (``domain_event_broker.subscriber``,
+docs/operating.md documents (``domain_event_broker.subscriber``,
 ``domain_event_broker.aio.subscriber``).
 """
 
