@@ -2,13 +2,45 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pika
 
-from support import get_all
+from support import get_all, rabbitmqctl
+
+#: What the broker's max_message_size is lowered to while a test needs a small one.
+LOWERED_MAX_MESSAGE_SIZE = 1024 * 1024
+
+
+def refuses_size(broker_url: str, size: int) -> bool:
+    """Whether a new channel of the broker refuses a message of ``size`` bytes."""
+    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        try:
+            channel.basic_publish("", "no-such-queue", b"x" * size)
+        except pika.exceptions.ChannelClosedByBroker as error:
+            return error.reply_code == 406
+        return False
+
+
+@contextlib.contextmanager
+def lowered_max_message_size(broker_url: str) -> Iterator[int]:
+    """The broker's max_message_size while inside: lowered to 1 MiB where the node takes
+    that at run time (3.x, for channels opened from now on), else what it is configured
+    with (4.x: 16 MiB). Put back on the way out, whatever happened (``disrupts_broker``)."""
+    before = rabbitmqctl("eval", "application:get_env(rabbit, max_message_size).").strip()
+    configured = int(before.removeprefix("{ok,").removesuffix("}"))
+    lowered = LOWERED_MAX_MESSAGE_SIZE
+    rabbitmqctl("eval", f"application:set_env(rabbit, max_message_size, {lowered}).")
+    try:
+        yield lowered if refuses_size(broker_url, lowered + 1) else configured
+    finally:
+        rabbitmqctl("eval", f"application:set_env(rabbit, max_message_size, {configured}).")
 
 
 def declare_refusing_queue(broker_url: str, queue: str, binding_key: str) -> None:

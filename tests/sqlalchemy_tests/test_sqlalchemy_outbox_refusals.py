@@ -237,4 +237,5 @@ def test_a_payload_over_the_size_limit_is_refused_alone(
     assert (stats.relayed, stats.refused) == (3, 1)
     assert [b["uuid_string"] for b in arrivals(broker_url, watched)] == [ids[0], *ids[2:]]
     big = rows(pg_engine)[ids[1]]
-    assert big.attempts == 1 and "max_message_size 2000" in big.last_error
+    assert big.attempts == 1 and big.parked_at is not None, "parked at once"
+    assert big.last_error == "max_message_size: the event is 5200 bytes, the limit 2000"
