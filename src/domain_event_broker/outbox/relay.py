@@ -109,12 +109,18 @@ class OutboxRelay:
         self.max_backoff = max_backoff
         self.max_message_size = max_message_size
         self.stats = RelayStats()
-        self._sender = BatchSender(
-            url, exchange, publish_timeout, max_message_size, self.policy, self.stats
-        )
         # A plain flag, not a threading.Event: a SIGTERM handler sets it on the main
         # thread, which may be inside Event.wait()'s locked section (a deadlock).
         self._stop = StopFlag()
+        self._sender = BatchSender(
+            url,
+            exchange,
+            publish_timeout,
+            max_message_size,
+            self.policy,
+            self.stats,
+            while_blocked=self._not_stopping,
+        )
         self._last_cleanup = time.monotonic()
         # For health probes (read from another thread; plain attribute writes).
         self._relaying = False
@@ -239,6 +245,9 @@ class OutboxRelay:
         Takes no lock: it sets a flag that the relay looks at within a tenth of a second.
         """
         self._stop.request_from_signal()
+
+    def _not_stopping(self) -> bool:
+        return not self._stop.requested
 
     def close(self) -> None:
         """Close the broker connection and this thread's database connection."""

@@ -11,7 +11,7 @@ before it could fail the others of its batch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .. import observability
@@ -38,6 +38,10 @@ class BatchSender:
     max_message_size: int
     policy: RetryPolicy
     stats: RelayStats
+    #: Whether to keep waiting for confirms while the broker blocks publishers (an
+    #: alarm): True until the relay stops. The rows stay locked meanwhile, and none
+    #: is sent again for the time-out that re-sending would have been.
+    while_blocked: Callable[[], bool] = field(default=lambda: True)
     _publisher: Publisher | None = field(default=None, init=False)
 
     @property
@@ -106,7 +110,7 @@ class BatchSender:
                 invalid[index] = PublishOutcome(placeholder, error)
                 continue
             messages.append(message)
-        published = self.connect().publish_batch(messages)
+        published = self.connect().publish_batch(messages, while_blocked=self.while_blocked)
         if any(_refused_by_broker(outcome.error) for outcome in published):
             # A broker that refused on this channel may go on refusing there (RabbitMQ
             # after a quorum queue's leader election): the next batch gets a fresh one.
