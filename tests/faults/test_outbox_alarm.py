@@ -23,11 +23,10 @@ from collections.abc import Callable, Iterator
 import pika
 import pytest
 from rabbit_cluster import RabbitCluster, throwaway_node
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from domain_event_broker.sqlalchemy import SQLAlchemyOutboxStore, add_event, metadata
-from pg_database import create_database, drop_database, new_database_name, sqlalchemy_url
+from domain_event_broker.sqlalchemy import SQLAlchemyOutboxStore, add_event
 
 pytestmark = pytest.mark.cluster
 
@@ -55,19 +54,6 @@ with relay:
 def alarm_node() -> Iterator[RabbitCluster]:
     with throwaway_node("debalarm", amqp_port=5694) as node:
         yield node
-
-
-@pytest.fixture
-def outbox_database() -> Iterator[Engine]:
-    name = new_database_name("alarm")
-    create_database(name)
-    engine = create_engine(sqlalchemy_url(name))
-    try:
-        metadata.create_all(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        drop_database(name)
 
 
 def rss_of(pid: int) -> int:
