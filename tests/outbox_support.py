@@ -10,7 +10,7 @@ from typing import Any
 
 import pika
 
-from support import get_all, rabbitmqctl
+from support import delete_queues, get_all, rabbitmqctl
 
 #: What the broker's max_message_size is lowered to while a test needs a small one.
 LOWERED_MAX_MESSAGE_SIZE = 1024 * 1024
@@ -55,6 +55,22 @@ def declare_refusing_queue(broker_url: str, queue: str, binding_key: str) -> Non
             queue, durable=True, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
         )
         channel.queue_bind(queue, "domain-events", routing_key=binding_key)
+
+
+@contextlib.contextmanager
+def watched_queues(broker_url: str, name: str) -> Iterator[str]:
+    """A queue that sees every event ``<name>.#`` (each copy of each attempt), and one that
+    refuses ``<name>.refused.#``; both deleted afterwards."""
+    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
+        channel = connection.channel()
+        channel.exchange_declare("domain-events", exchange_type="topic", durable=True)
+        channel.queue_declare(name, durable=True)
+        channel.queue_bind(name, "domain-events", routing_key=f"{name}.#")
+    declare_refusing_queue(broker_url, f"{name}-full", f"{name}.refused.#")
+    try:
+        yield name
+    finally:
+        delete_queues(broker_url, name, f"{name}-full")
 
 
 def odd_payload(routing_key: str, n: int) -> tuple[str, str]:

@@ -9,7 +9,6 @@ from datetime import datetime, timedelta, timezone
 from io import StringIO
 from typing import Any
 
-import pika
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
@@ -21,21 +20,14 @@ from django_tests.conftest import ALIASES
 from domain_event_broker.django import publish_on_commit
 from domain_event_broker.django.models import OutboxEvent
 from domain_event_broker.django.outbox import relay_outbox
-from outbox_support import arrivals, declare_refusing_queue, lowered_max_message_size
-from support import delete_queues
+from outbox_support import arrivals, lowered_max_message_size, watched_queues
 
 
 @pytest.fixture
 def watched(broker_url: str, name: str) -> Iterator[str]:
     """A queue that sees every event ``<name>.#``, and one that refuses ``<name>.refused.#``."""
-    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
-        channel = connection.channel()
-        channel.exchange_declare("domain-events", exchange_type="topic", durable=True)
-        channel.queue_declare(name, durable=True)
-        channel.queue_bind(name, "domain-events", routing_key=f"{name}.#")
-    declare_refusing_queue(broker_url, f"{name}-full", f"{name}.refused.#")
-    yield name
-    delete_queues(broker_url, name, f"{name}-full")
+    with watched_queues(broker_url, name) as watched:
+        yield watched
 
 
 @pytest.mark.disrupts_broker

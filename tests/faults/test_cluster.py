@@ -28,6 +28,7 @@ from domain_event_broker import DomainEvent, Publisher, Retry, Subscriber
 from domain_event_broker.errors import DomainEventBrokerError
 from domain_event_broker.outbox import OutboxRelay
 from domain_event_broker.sqlalchemy import SQLAlchemyOutboxStore, add_event
+from support import delete_queues, get_all
 
 pytestmark = pytest.mark.cluster
 
@@ -382,15 +383,10 @@ def test_killing_the_quorum_leader_under_the_outbox_relay_parks_no_healthy_row(
         relay.close()
     status = store.status()
     survivor = next(node for node in whole_cluster.running_nodes() if node is not leader)
-    delivered: Counter[str] = Counter()
-    with pika.BlockingConnection(pika.URLParameters(survivor.url)) as connection:
-        channel = connection.channel()
-        while True:
-            method, _properties, body = channel.basic_get(name, auto_ack=True)
-            if method is None:
-                break
-            delivered[DomainEvent.from_json(body).uuid_string] += 1
-        channel.queue_delete(name)
+    delivered = Counter(
+        DomainEvent.from_json(body).uuid_string for _m, _p, body in get_all(survivor.url, name)
+    )
+    delete_queues(survivor.url, name)
     report_figures(
         f"cluster, quorum leader killed under the outbox relay: rows={total} "
         f"delivered={len(delivered)} duplicates={sum(delivered.values()) - len(delivered)} "

@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from domain_event_broker.sqlalchemy import SQLAlchemyOutboxStore, add_event
+from support import delete_queues, get_all
 
 pytestmark = pytest.mark.cluster
 
@@ -123,15 +124,8 @@ def test_a_relay_waits_out_a_memory_alarm_without_growing_or_sending_a_row_twice
         if relay.poll() is None:
             relay.kill()
             relay.wait()
-    with pika.BlockingConnection(pika.URLParameters(node.url)) as connection:
-        channel = connection.channel()
-        arrived = []
-        while True:
-            method, _properties, body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                break
-            arrived.append(body)
-        channel.queue_delete(queue)
+    arrived = [body for _m, _p, body in get_all(node.url, queue)]
+    delete_queues(node.url, queue)
     uuids = [json.loads(body)["uuid_string"] for body in arrived]
     copies = len(uuids) / ROWS
     growth = peak - baseline

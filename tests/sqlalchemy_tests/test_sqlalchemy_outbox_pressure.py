@@ -11,14 +11,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import pika
 import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from domain_event_broker.sqlalchemy import add_event, outbox_table, relay_events
-from outbox_support import arrivals, declare_refusing_queue, lowered_max_message_size
-from support import delete_queues
+from outbox_support import arrivals, lowered_max_message_size, watched_queues
 
 DOMAIN_EVENTS = str(Path(sys.executable).parent / "domain-events")
 
@@ -26,14 +24,8 @@ DOMAIN_EVENTS = str(Path(sys.executable).parent / "domain-events")
 @pytest.fixture
 def watched(broker_url: str, name: str) -> Iterator[str]:
     """A queue that sees every event ``<name>.#``, and one that refuses ``<name>.refused.#``."""
-    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
-        channel = connection.channel()
-        channel.exchange_declare("domain-events", exchange_type="topic", durable=True)
-        channel.queue_declare(name, durable=True)
-        channel.queue_bind(name, "domain-events", routing_key=f"{name}.#")
-    declare_refusing_queue(broker_url, f"{name}-full", f"{name}.refused.#")
-    yield name
-    delete_queues(broker_url, name, f"{name}-full")
+    with watched_queues(broker_url, name) as watched:
+        yield watched
 
 
 def row_of(engine: Engine, uuid_string: str) -> Any:

@@ -49,8 +49,8 @@ CLEANUP_INTERVAL = 600.0
 #: Longest pause between attempts while the broker or the database is unreachable.
 MAX_BACKOFF = 30.0
 #: Largest payload sent, in bytes: RabbitMQ's ``max_message_size`` default on 3.x
-#: (4.x defaults to 16 MiB: set it to match). RabbitMQ closes the channel on a
-#: larger message instead of refusing it alone, which would fail the whole batch.
+#: (4.x defaults to 16 MiB: set it to match). A larger row is parked at once without
+#: being sent (a row over the broker's own limit is parked once the broker refused it).
 MAX_MESSAGE_SIZE = 128 * 1024 * 1024
 
 
