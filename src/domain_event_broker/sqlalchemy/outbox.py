@@ -210,12 +210,13 @@ class SQLAlchemyOutboxStore:
             self.engine.dispose()
 
 
-def _database_now(connection: Connection) -> Any:
-    """The database's clock (``now()``), so that relays on hosts whose clocks differ
-    agree on when a row is due; SQLite's clock is this host's (a file has no other)."""
+def _database_now(connection: Connection) -> datetime:
+    """The database's clock (``now()``: the transaction's start), so that relays on hosts
+    whose clocks differ agree on when a row is due; SQLite's is this host's (a file has
+    no other). Read once per batch as a value: date arithmetic in SQL differs by database."""
     if connection.dialect.name == "sqlite":
         return utc_now()
-    return func.now()
+    return _utc(connection.execute(select(func.now())).scalar_one())
 
 
 def _aware(moment: datetime | None) -> datetime | None:
