@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,6 +27,9 @@ from rabbit_cluster import RabbitCluster, throwaway_node
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from domain_event_broker import DomainEvent, Publisher
+from domain_event_broker.errors import ConfirmTimeout
+from domain_event_broker.messages import OutgoingMessage
 from domain_event_broker.sqlalchemy import SQLAlchemyOutboxStore, add_event
 from support import delete_queues, get_all
 
@@ -136,3 +140,47 @@ def test_a_relay_waits_out_a_memory_alarm_without_growing_or_sending_a_row_twice
     assert set(uuids) == set(ids), "every row delivered"
     assert copies <= 1.1
     assert growth < MAX_GROWTH, f"the relay grew by {growth / 2**20:.1f} MB"
+
+
+@pytest.mark.timeout(120)
+def test_publish_batch_waits_through_an_alarm_only_while_asked_to(
+    alarm_node: RabbitCluster,
+) -> None:
+    [node] = alarm_node.nodes
+    queue = f"alarm-batch-{uuid.uuid4().hex[:8]}"
+    with pika.BlockingConnection(pika.URLParameters(node.url)) as connection:
+        channel = connection.channel()
+        channel.exchange_declare("domain-events", exchange_type="topic", durable=True)
+        channel.queue_declare(queue, durable=True)
+        channel.queue_bind(queue, "domain-events", routing_key=f"{queue}.#")
+    watermark = alarm_node.ctl(
+        node, "eval", "vm_memory_monitor:get_vm_memory_high_watermark()."
+    ).strip()
+    waited = [DomainEvent(f"{queue}.waited", {"n": n}) for n in range(20)]
+    with Publisher(node.url, publish_timeout=2.0, nack_grace=0.0) as publisher:
+        publisher.publish_event(DomainEvent(f"{queue}.before"))  # connected before the alarm
+        alarm_node.ctl(node, "set_vm_memory_high_watermark", "0.0001")
+        clear = threading.Timer(
+            6.0, alarm_node.ctl, args=(node, "set_vm_memory_high_watermark", watermark)
+        )
+        clear.start()
+        try:
+            timed_out = publisher.publish_batch(
+                [OutgoingMessage.of_event(DomainEvent(f"{queue}.late", {"n": n})) for n in range(5)]
+            )
+            started = time.monotonic()
+            outcomes = publisher.publish_batch(
+                [OutgoingMessage.of_event(event) for event in waited], while_blocked=lambda: True
+            )
+            took = time.monotonic() - started
+        finally:
+            clear.join()
+    # Not asked to wait: the time-out, naming the alarm.
+    assert all(isinstance(outcome.error, ConfirmTimeout) for outcome in timed_out)
+    assert "blocking publishers" in str(timed_out[0].error)
+    assert [outcome.error for outcome in outcomes] == [None] * len(waited)
+    assert took > 2.5, "it waited for the alarm to clear, past its 2 s time-out"
+    bodies = [json.loads(body) for _m, _p, body in get_all(node.url, queue)]
+    delete_queues(node.url, queue)
+    arrived = [body["uuid_string"] for body in bodies if body["routing_key"].endswith(".waited")]
+    assert arrived == [event.uuid_string for event in waited], "each once, in order"
