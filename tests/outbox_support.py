@@ -2,13 +2,45 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pika
 
-from support import get_all
+from support import delete_queues, get_all, rabbitmqctl
+
+#: What the broker's max_message_size is lowered to while a test needs a small one.
+LOWERED_MAX_MESSAGE_SIZE = 1024 * 1024
+
+
+def refuses_size(broker_url: str, size: int) -> bool:
+    """Whether a new channel of the broker refuses a message of ``size`` bytes."""
+    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        try:
+            channel.basic_publish("", "no-such-queue", b"x" * size)
+        except pika.exceptions.ChannelClosedByBroker as error:
+            return error.reply_code == 406
+        return False
+
+
+@contextlib.contextmanager
+def lowered_max_message_size(broker_url: str) -> Iterator[int]:
+    """The broker's max_message_size while inside: lowered to 1 MiB where the node takes
+    that at run time (3.x, for channels opened from now on), else what it is configured
+    with (4.x: 16 MiB). Put back on the way out, whatever happened (``disrupts_broker``)."""
+    before = rabbitmqctl("eval", "application:get_env(rabbit, max_message_size).").strip()
+    configured = int(before.removeprefix("{ok,").removesuffix("}"))
+    lowered = LOWERED_MAX_MESSAGE_SIZE
+    rabbitmqctl("eval", f"application:set_env(rabbit, max_message_size, {lowered}).")
+    try:
+        yield lowered if refuses_size(broker_url, lowered + 1) else configured
+    finally:
+        rabbitmqctl("eval", f"application:set_env(rabbit, max_message_size, {configured}).")
 
 
 def declare_refusing_queue(broker_url: str, queue: str, binding_key: str) -> None:
@@ -23,6 +55,22 @@ def declare_refusing_queue(broker_url: str, queue: str, binding_key: str) -> Non
             queue, durable=True, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
         )
         channel.queue_bind(queue, "domain-events", routing_key=binding_key)
+
+
+@contextlib.contextmanager
+def watched_queues(broker_url: str, name: str) -> Iterator[str]:
+    """A queue that sees every event ``<name>.#`` (each copy of each attempt), and one that
+    refuses ``<name>.refused.#``; both deleted afterwards."""
+    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
+        channel = connection.channel()
+        channel.exchange_declare("domain-events", exchange_type="topic", durable=True)
+        channel.queue_declare(name, durable=True)
+        channel.queue_bind(name, "domain-events", routing_key=f"{name}.#")
+    declare_refusing_queue(broker_url, f"{name}-full", f"{name}.refused.#")
+    try:
+        yield name
+    finally:
+        delete_queues(broker_url, name, f"{name}-full")
 
 
 def odd_payload(routing_key: str, n: int) -> tuple[str, str]:

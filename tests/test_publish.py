@@ -26,6 +26,7 @@ from domain_event_broker import (
 )
 from domain_event_broker.publisher import shared_publisher
 from drivers import Driver, Publishing
+from outbox_support import lowered_max_message_size
 from support import FreezingProxy, broker_at, delete_queues, get_all, queue_depth, rabbitmqctl
 
 
@@ -337,30 +338,11 @@ def test_an_unreachable_cluster_names_every_node() -> None:
     assert "pw1" not in message and "pw2" not in message
 
 
-def refuses_size(broker_url: str, size: int) -> bool:
-    """Whether a new channel of the broker refuses a message of ``size`` bytes."""
-    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
-        channel = connection.channel()
-        channel.confirm_delivery()
-        try:
-            channel.basic_publish("", "no-such-queue", b"x" * size)
-        except pika.exceptions.ChannelClosedByBroker as error:
-            return error.reply_code == 406
-        return False
-
-
 @pytest.fixture
 def max_message_size(broker_url: str) -> Iterator[int]:
-    """The broker's max_message_size: lowered to 1 MiB where the node takes that at run time
-    (3.x, for channels opened from now on); else what it is configured with (4.x: 16 MiB)."""
-    before = rabbitmqctl("eval", "application:get_env(rabbit, max_message_size).").strip()
-    configured = int(before.removeprefix("{ok,").removesuffix("}"))
-    lowered = 1024 * 1024
-    rabbitmqctl("eval", f"application:set_env(rabbit, max_message_size, {lowered}).")
-    try:
-        yield lowered if refuses_size(broker_url, lowered + 1) else configured
-    finally:
-        rabbitmqctl("eval", f"application:set_env(rabbit, max_message_size, {configured}).")
+    """The broker's max_message_size, lowered where the node takes that (see outbox_support)."""
+    with lowered_max_message_size(broker_url) as limit:
+        yield limit
 
 
 @pytest.mark.disrupts_broker

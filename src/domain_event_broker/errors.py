@@ -49,7 +49,14 @@ class EventTooLarge(EventRefused):
     """The event is larger than the broker's ``max_message_size``: it fails alone, at once.
 
     Sending it again cannot succeed; the other events of the publisher are not held up.
+    ``size`` and ``limit`` (bytes), when known, say by how much: the outbox parks
+    such a row at once with them as its reason.
     """
+
+    def __init__(self, *args: object, size: int | None = None, limit: int | None = None) -> None:
+        super().__init__(*args)
+        self.size = size
+        self.limit = limit
 
 
 class ConfirmTimeout(PublishError):

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from io import StringIO
 from typing import Any
 
-import pika
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
@@ -22,22 +21,15 @@ from domain_event_broker.django import publish_on_commit
 from domain_event_broker.django.models import OutboxEvent
 from domain_event_broker.django.outbox import relay_outbox
 from domain_event_broker.observability import Metrics, add_listener
-from outbox_support import arrivals, declare_refusing_queue, odd_payload
+from outbox_support import arrivals, odd_payload, watched_queues
 from support import broker_at, delete_queues, get_all
 
 
 @pytest.fixture
 def watched(broker_url: str, name: str) -> Iterator[str]:
-    """A queue that sees every event ``<name>.#`` (each copy of each attempt), and one that
-    refuses ``<name>.refused.#``; both deleted afterwards."""
-    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
-        channel = connection.channel()
-        channel.exchange_declare("domain-events", exchange_type="topic", durable=True)
-        channel.queue_declare(name, durable=True)
-        channel.queue_bind(name, "domain-events", routing_key=f"{name}.#")
-    declare_refusing_queue(broker_url, f"{name}-full", f"{name}.refused.#")
-    yield name
-    delete_queues(broker_url, name, f"{name}-full")
+    """A queue that sees every event ``<name>.#``, and one that refuses ``<name>.refused.#``."""
+    with watched_queues(broker_url, name) as watched:
+        yield watched
 
 
 def write_events(keys: list[str], alias: str = "default") -> list[str]:

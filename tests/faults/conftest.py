@@ -10,8 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+from sqlalchemy import Engine, create_engine
 
 from domain_event_broker.publisher import close_shared_publishers
+from domain_event_broker.sqlalchemy import metadata
+from pg_database import create_database, drop_database, new_database_name, sqlalchemy_url
 
 _FIGURES: list[str] = []
 
@@ -20,6 +23,20 @@ _FIGURES: list[str] = []
 def no_publisher_outlives_its_test() -> Iterator[None]:
     yield
     close_shared_publishers()
+
+
+@pytest.fixture
+def outbox_database() -> Iterator[Engine]:
+    """A PostgreSQL database of the test's own with the outbox table, dropped afterwards."""
+    name = new_database_name("faults")
+    create_database(name)
+    engine = create_engine(sqlalchemy_url(name))
+    try:
+        metadata.create_all(engine)
+        yield engine
+    finally:
+        engine.dispose()
+        drop_database(name)
 
 
 @pytest.fixture

@@ -21,9 +21,14 @@ from dataclasses import dataclass
 import pika
 import pytest
 from rabbit_cluster import Node, RabbitCluster, find_sbin, running_cluster
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from domain_event_broker import DomainEvent, Publisher, Retry, Subscriber
 from domain_event_broker.errors import DomainEventBrokerError
+from domain_event_broker.outbox import OutboxRelay
+from domain_event_broker.sqlalchemy import SQLAlchemyOutboxStore, add_event
+from support import delete_queues, get_all
 
 pytestmark = pytest.mark.cluster
 
@@ -335,3 +340,58 @@ def test_killing_the_leader_loses_no_retry_and_no_dead_letter(
     assert report.lost == 0
     assert report.handled + report.dead_lettered == report.accepted
     assert report.dead_lettered == len(expected_failures)
+
+
+@pytest.mark.timeout(600)
+def test_killing_the_quorum_leader_under_the_outbox_relay_parks_no_healthy_row(
+    whole_cluster: RabbitCluster, outbox_database: Engine, report_figures: Callable[[str], None]
+) -> None:
+    # While a quorum queue elects a new leader the broker refuses events (basic.nack), and
+    # RabbitMQ 3.10 goes on refusing on a channel that published meanwhile: a relay that
+    # kept that channel collected refusals for healthy rows until it parked them.
+    total, rate = 600, 60.0
+    name = f"relay-{uuid.uuid4().hex[:8]}"
+    first = whole_cluster.nodes[0]
+    with pika.BlockingConnection(pika.URLParameters(first.url)) as connection:
+        channel = connection.channel()
+        channel.exchange_declare("domain-events", exchange_type="topic", durable=True)
+        channel.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
+        channel.queue_bind(name, "domain-events", routing_key=f"{name}.#")
+    leader = whole_cluster.quorum_leader(name)
+    urls = ",".join(node.url for node in sorted(whole_cluster.nodes, key=lambda n: n is not leader))
+    store = SQLAlchemyOutboxStore(outbox_database)
+    relay = OutboxRelay(
+        store, urls, poll_interval=0.05, max_attempts=10, retry_delay=1.0, max_retry_delay=2.0
+    )
+    relaying = threading.Thread(target=relay.run, kwargs={"timeout": 300}, daemon=True)
+    relaying.start()
+    written: list[str] = []
+    try:
+        started = time.monotonic()
+        for number in range(total):
+            pause = started + number / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            with Session(outbox_database) as session, session.begin():
+                written.append(add_event(session, f"{name}.row", {"n": number}).uuid_string)
+            if number == total // 3:
+                whole_cluster.kill(leader)
+        wait_for(lambda: store.status().pending == 0, 120, "every row sent or parked")
+    finally:
+        relay.stop()
+        relaying.join(60)
+        relay.close()
+    status = store.status()
+    survivor = next(node for node in whole_cluster.running_nodes() if node is not leader)
+    delivered = Counter(
+        DomainEvent.from_json(body).uuid_string for _m, _p, body in get_all(survivor.url, name)
+    )
+    delete_queues(survivor.url, name)
+    report_figures(
+        f"cluster, quorum leader killed under the outbox relay: rows={total} "
+        f"delivered={len(delivered)} duplicates={sum(delivered.values()) - len(delivered)} "
+        f"refusals={relay.stats.refused} parked={status.parked}"
+    )
+    assert not relaying.is_alive(), "the relay did not stop"
+    assert status.parked == 0, f"{status.parked} healthy rows parked"
+    assert set(delivered) == set(written), f"{total - len(delivered)} rows not delivered"

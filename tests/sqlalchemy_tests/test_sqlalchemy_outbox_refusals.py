@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from domain_event_broker.observability import Metrics, add_listener
 from domain_event_broker.outbox.relay import NoBroker
 from domain_event_broker.sqlalchemy import add_event, outbox_table, relay_events
-from outbox_support import arrivals, declare_refusing_queue, odd_payload
+from outbox_support import arrivals, odd_payload, watched_queues
 from support import broker_at, delete_queues, get_all
 
 BIN = Path(sys.executable).parent
@@ -29,18 +29,9 @@ DOMAIN_EVENTS = str(BIN / "domain-events")
 
 @pytest.fixture
 def watched(broker_url: str, name: str) -> Iterator[str]:
-    """A queue that sees every event ``<name>.#`` (each copy of each attempt), and one that
-    refuses ``<name>.refused.#``; both deleted afterwards."""
-    import pika
-
-    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
-        channel = connection.channel()
-        channel.exchange_declare("domain-events", exchange_type="topic", durable=True)
-        channel.queue_declare(name, durable=True)
-        channel.queue_bind(name, "domain-events", routing_key=f"{name}.#")
-    declare_refusing_queue(broker_url, f"{name}-full", f"{name}.refused.#")
-    yield name
-    delete_queues(broker_url, name, f"{name}-full")
+    """A queue that sees every event ``<name>.#``, and one that refuses ``<name>.refused.#``."""
+    with watched_queues(broker_url, name) as watched:
+        yield watched
 
 
 def write_events(engine: Engine, keys: list[str]) -> list[str]:
@@ -237,4 +228,5 @@ def test_a_payload_over_the_size_limit_is_refused_alone(
     assert (stats.relayed, stats.refused) == (3, 1)
     assert [b["uuid_string"] for b in arrivals(broker_url, watched)] == [ids[0], *ids[2:]]
     big = rows(pg_engine)[ids[1]]
-    assert big.attempts == 1 and "max_message_size 2000" in big.last_error
+    assert big.attempts == 1 and big.parked_at is not None, "parked at once"
+    assert big.last_error == "max_message_size: the event is 5200 bytes, the limit 2000"

@@ -10,6 +10,8 @@ from domain_event_broker.errors import (
     BrokerUnavailable,
     ConfirmTimeout,
     EventRefused,
+    EventTooLarge,
+    InvalidRoutingKey,
     PublishError,
     TopologyMismatch,
 )
@@ -72,7 +74,7 @@ def test_only_confirmed_rows_are_sent_and_a_refusal_is_about_its_row_alone() -> 
     result = sort_outcomes(
         [1, 2, 3, 4],
         [0, 0, 2, 1],
-        [outcome(), outcome(PublishError("nack")), outcome(PublishError("nack")), outcome()],
+        [outcome(), outcome(EventRefused("nack")), outcome(EventRefused("nack")), outcome()],
         policy,
     )
     assert result.sent == [1, 4]
@@ -80,7 +82,7 @@ def test_only_confirmed_rows_are_sent_and_a_refusal_is_about_its_row_alone() -> 
         (2, 1, 5.0, False),
         (3, 3, None, True),
     ]
-    assert result.refused[0].error == "PublishError: nack"
+    assert result.refused[0].error == "EventRefused: nack"
     assert result.outage is None
 
 
@@ -125,8 +127,12 @@ def test_a_refusal_counts_an_attempt_and_parks_the_row_at_max_attempts() -> None
         (TopologyMismatch("exchange"), True),
         (ConfirmTimeout("no confirm"), True),
         (EventRefused("nack"), False),
-        (PublishError("the publisher failed internally"), False),
+        (PublishError("the publisher failed internally"), True),
+        (PublishError("the publisher for amqp://h/ was closed"), True),
+        (EventTooLarge("too large", size=2, limit=1), False),
+        (InvalidRoutingKey("bad routing key"), False),
         (ValueError("bad routing key"), False),
+        (TypeError("not bytes"), False),
     ],
 )
 def test_outage_or_refusal(error: BaseException, outage: bool) -> None:
@@ -160,8 +166,44 @@ def test_every_row_is_sent_refused_or_left_untried_and_only_refusals_count(
     assert (result.outage is not None) == any(kind in ("timeout", "lost") for kind in kinds)
 
 
+def test_the_publishers_own_failure_counts_against_no_row() -> None:
+    # The publisher stopped or failed internally: nothing the broker said about
+    # these rows, so however often it happens no row gets nearer to being parked.
+    failed = PublishError("the publisher for amqp://guest:***@host/ failed internally")
+    policy = RetryPolicy(max_attempts=1)
+    for _ in range(5):
+        result = sort_outcomes([1, 2], [0, 0], [outcome(failed), outcome()], policy)
+        assert (result.sent, result.refused, result.outage) == ([2], [], failed)
+
+
+@given(
+    before=st.integers(0, 100),
+    size=st.integers(2, 2**40),
+    max_attempts=st.integers(1, 50),
+)
+def test_an_event_too_large_is_parked_at_once_with_its_size_and_the_limit(
+    before: int, size: int, max_attempts: int
+) -> None:
+    limit = size // 2
+    error = EventTooLarge("RabbitMQ refused it for its size", size=size, limit=limit)
+    result = sort_outcomes(
+        [7, 8], [before, 0], [outcome(error), outcome()], RetryPolicy(max_attempts)
+    )
+    assert result.sent == [8], "the rows behind it go out in the same pass"
+    [parked] = result.refused
+    assert (parked.id, parked.attempts, parked.parked) == (7, before + 1, True)
+    assert parked.error == f"max_message_size: the event is {size} bytes, the limit {limit}"
+
+
+def test_an_event_too_large_without_figures_is_parked_with_the_brokers_words() -> None:
+    error = EventTooLarge("message size 5 is larger than max size 4")
+    [parked] = sort_outcomes([1], [0], [outcome(error)], RetryPolicy()).refused
+    assert parked.parked
+    assert parked.error == "max_message_size: message size 5 is larger than max size 4"
+
+
 def test_a_long_error_is_cut_to_valid_utf8() -> None:
-    [refusal] = sort_outcomes([1], [0], [outcome(PublishError("é" * 5000))], RetryPolicy()).refused
+    [refusal] = sort_outcomes([1], [0], [outcome(EventRefused("é" * 5000))], RetryPolicy()).refused
     assert len(refusal.error.encode("utf-8")) <= 2000
     refusal.error.encode("utf-8")
 

@@ -133,5 +133,7 @@ def too_large(where: str, what: str, size: int, limit: int) -> EventTooLarge:
         f"{what} is {size} bytes, larger than the max_message_size of {where} "
         f"({limit} bytes): it was not sent and sending it again cannot "
         "succeed. Keep large payloads elsewhere (a blob store) and publish a reference, or "
-        "raise max_message_size in rabbitmq.conf (RabbitMQ 4.x: 16 MiB by default)."
+        "raise max_message_size in rabbitmq.conf (RabbitMQ 4.x: 16 MiB by default).",
+        size=size,
+        limit=limit,
     )

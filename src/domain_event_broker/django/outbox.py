@@ -8,7 +8,8 @@ from typing import Any
 
 from django.conf import settings as django_settings
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
-from django.db.models import Count, Min, Q
+from django.db.models import Count, DateTimeField, ExpressionWrapper, Min, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from ..outbox.relay import OutboxRelay
@@ -39,7 +40,9 @@ class DjangoOutboxStore:
         from .models import OutboxEvent
 
         objects = OutboxEvent.objects.using(self.using)
-        now = timezone.now()
+        # The database's clock, not this host's: relays on hosts whose clocks
+        # differ agree on when a row is due.
+        now = Now()
         with transaction.atomic(using=self.using):
             rows = list(
                 objects.filter(PENDING)
@@ -54,16 +57,17 @@ class DjangoOutboxStore:
                 return 0
             result = publish([PendingEvent(*row) for row in rows])
             if result.sent:
-                objects.filter(id__in=result.sent).update(sent_at=timezone.now())
+                objects.filter(id__in=result.sent).update(sent_at=now)
             for refusal in result.refused:
-                when = timezone.now()
                 objects.filter(id=refusal.id).update(
                     attempts=refusal.attempts,
                     last_error=refusal.error,
                     next_attempt_at=None
                     if refusal.delay is None
-                    else when + timedelta(seconds=refusal.delay),
-                    parked_at=when if refusal.delay is None else None,
+                    else ExpressionWrapper(
+                        now + timedelta(seconds=refusal.delay), output_field=DateTimeField()
+                    ),
+                    parked_at=now if refusal.delay is None else None,
                 )
         return len(rows)
 

@@ -7,12 +7,17 @@ error and when to try again; after ``max_attempts`` refusals it is *parked*:
 the relay leaves it alone until an operator retries or discards it
 (``domain-events outbox retry|discard``, ``manage.py domain_events_outbox``).
 
-An unreachable broker is not a refusal: no row is touched then, and the relay
-as a whole backs off (see :mod:`domain_event_broker.outage`). Nor is an event
-the broker did not confirm within the relay's ``publish_timeout``
-(:class:`~domain_event_broker.errors.ConfirmTimeout`: a memory or disk alarm
-blocks every publisher, however long it lasts): the row is sent again once the
-broker confirms events again, and a long alarm parks nothing.
+A row over the broker's ``max_message_size``
+(:class:`~domain_event_broker.errors.EventTooLarge`) is parked at once: sending
+it again cannot succeed, and its reason says by how much it is too large.
+
+Only what is about the row itself counts against it: the broker's refusal of
+its event (:class:`~domain_event_broker.errors.EventRefused`) or a row that
+cannot even be turned into a message (``ValueError``/``TypeError``: a bad
+routing key). Anything else (an unreachable broker, a confirm that did not come
+in time under a memory or disk alarm, the publisher's own failure) is about
+the broker or the relay as a whole: no row is touched then, and the relay backs
+off (see :mod:`domain_event_broker.outage`); a long alarm parks nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from ..core.defaults import OUTBOX_MAX_RETRY_DELAY as MAX_RETRY_DELAY
 from ..core.defaults import OUTBOX_RETRY_DELAY as RETRY_DELAY
 from ..core.messages import PublishOutcome
 from ..core.outcome import bounded
-from ..errors import BrokerUnavailable, ConfirmTimeout, TopologyMismatch
+from ..errors import EventRefused, EventTooLarge
 
 #: Refusals after which a row is parked.
 MAX_ATTEMPTS = 10
@@ -71,6 +76,8 @@ class Refusal:
     attempts: int
     error: str
     delay: float | None
+    #: Parked at its first refusal: sending it again cannot succeed (too large).
+    at_once: bool = False
 
     @property
     def parked(self) -> bool:
@@ -91,12 +98,14 @@ class BatchResult:
 
 
 def is_outage(error: BaseException) -> bool:
-    """Whether ``error`` is about the broker as a whole rather than about one event.
+    """Whether ``error`` is about the broker or the relay as a whole rather than one row.
 
-    Anything else (:class:`~domain_event_broker.errors.EventRefused`, a payload
-    that cannot be sent) is a refusal of that one event and counts an attempt.
+    Only a refusal of the event (:class:`~domain_event_broker.errors.EventRefused`)
+    and a row that cannot be sent as it is (``ValueError``, ``TypeError``) count
+    an attempt; a plain :class:`~domain_event_broker.errors.PublishError` (the
+    publisher closed or failed, no confirm in time) does not.
     """
-    return isinstance(error, (BrokerUnavailable, TopologyMismatch, ConfirmTimeout))
+    return not isinstance(error, (EventRefused, ValueError, TypeError))
 
 
 def sort_outcomes(
@@ -120,7 +129,19 @@ def sort_outcomes(
 
 
 def refusal(row_id: int, before: int, error: BaseException, policy: RetryPolicy) -> Refusal:
-    """The refusal of a row that had ``before`` attempts already."""
+    """The refusal of a row that had ``before`` attempts already.
+
+    An event too large for the broker is parked at once, with its size and the limit.
+    """
     attempts = before + 1
+    if isinstance(error, EventTooLarge):
+        return Refusal(row_id, attempts, too_large_reason(error), None, at_once=True)
     text = bounded(f"{type(error).__name__}: {error}", MAX_ERROR_BYTES)
     return Refusal(row_id, attempts, text, policy.delay_after(attempts))
+
+
+def too_large_reason(error: EventTooLarge) -> str:
+    """The parked row's reason: ``max_message_size: the event is N bytes, the limit L``."""
+    if error.size is None or error.limit is None:
+        return bounded(f"max_message_size: {error}", MAX_ERROR_BYTES)
+    return f"max_message_size: the event is {error.size} bytes, the limit {error.limit}"

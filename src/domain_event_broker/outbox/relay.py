@@ -17,7 +17,6 @@ payload is published byte for byte as stored.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
@@ -27,6 +26,7 @@ from ..core.supervisor import Backoff, OutageLog, Supervisor
 from ..core.topology import DEFAULT_EXCHANGE
 from ..errors import DomainEventBrokerError, NoBroker
 from ..settings import ConnectionSettings, mask_url, resolve_url
+from ..signals import StopFlag
 from .attempts import (
     MAX_ATTEMPTS,
     BatchResult,
@@ -49,8 +49,8 @@ CLEANUP_INTERVAL = 600.0
 #: Longest pause between attempts while the broker or the database is unreachable.
 MAX_BACKOFF = 30.0
 #: Largest payload sent, in bytes: RabbitMQ's ``max_message_size`` default on 3.x
-#: (4.x defaults to 16 MiB: set it to match). RabbitMQ closes the channel on a
-#: larger message instead of refusing it alone, which would fail the whole batch.
+#: (4.x defaults to 16 MiB: set it to match). A larger row is parked at once without
+#: being sent (a row over the broker's own limit is parked once the broker refused it).
 MAX_MESSAGE_SIZE = 128 * 1024 * 1024
 
 
@@ -109,10 +109,18 @@ class OutboxRelay:
         self.max_backoff = max_backoff
         self.max_message_size = max_message_size
         self.stats = RelayStats()
+        # A plain flag, not a threading.Event: a SIGTERM handler sets it on the main
+        # thread, which may be inside Event.wait()'s locked section (a deadlock).
+        self._stop = StopFlag()
         self._sender = BatchSender(
-            url, exchange, publish_timeout, max_message_size, self.policy, self.stats
+            url,
+            exchange,
+            publish_timeout,
+            max_message_size,
+            self.policy,
+            self.stats,
+            while_blocked=self._not_stopping,
         )
-        self._stop = threading.Event()
         self._last_cleanup = time.monotonic()
         # For health probes (read from another thread; plain attribute writes).
         self._relaying = False
@@ -131,7 +139,7 @@ class OutboxRelay:
     @property
     def consuming(self) -> bool:
         """Whether :meth:`run` is relaying: running, not stopping, its last attempt succeeded."""
-        return self._relaying and not self._stop.is_set()
+        return self._relaying and not self._stop.requested
 
     @property
     def last_handled_at(self) -> float | None:
@@ -160,7 +168,7 @@ class OutboxRelay:
             results.append(self._sender.send(rows))
             return results[-1]
 
-        while not self._stop.is_set():
+        while not self._stop.requested:
             started = self._batch_started = time.monotonic()
             results.clear()
             try:
@@ -202,7 +210,7 @@ class OutboxRelay:
             self.batch_size,
         )
         try:
-            while not self._stop.is_set() and not _past(deadline):
+            while not self._stop.requested and not _past(deadline):
                 try:
                     if not once:
                         # Connected while idle too, so that a probe sees the broker.
@@ -218,22 +226,28 @@ class OutboxRelay:
                     delay = supervisor.lost(
                         error, traceback=not isinstance(error, DomainEventBrokerError)
                     )
-                    self._stop.wait(_until(deadline, delay))
+                    self._stop.sleep(_until(deadline, delay))
                     continue
                 supervisor.connected()
                 self._relaying = True
                 self._delete_old_rows(force=once)
                 if once:
                     break
-                self._stop.wait(_until(deadline, self.poll_interval))
+                self._stop.sleep(_until(deadline, self.poll_interval))
         finally:
             self._relaying = False
             log.info("outbox relay stopped: %s", self.stats.summary())
         return self.stats
 
     def stop(self) -> None:
-        """Stop after the batch in flight; safe from any thread or a signal handler."""
-        self._stop.set()
+        """Stop after the batch in flight; safe from any thread or a signal handler.
+
+        Takes no lock: it sets a flag that the relay looks at within a tenth of a second.
+        """
+        self._stop.request_from_signal()
+
+    def _not_stopping(self) -> bool:
+        return not self._stop.requested
 
     def close(self) -> None:
         """Close the broker connection and this thread's database connection."""

@@ -11,12 +11,12 @@ before it could fail the others of its batch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .. import observability
 from ..core.messages import OutgoingMessage, PublishOutcome
-from ..errors import EventRefused, PublishError
+from ..errors import EventRefused, EventTooLarge, PublishError
 from ..observability import Occurrence
 from ..publisher import Publisher
 from ..settings import BrokerSettings
@@ -38,6 +38,10 @@ class BatchSender:
     max_message_size: int
     policy: RetryPolicy
     stats: RelayStats
+    #: Whether to keep waiting for confirms while the broker blocks publishers (an
+    #: alarm): True until the relay stops. The rows stay locked meanwhile, and none
+    #: is sent again for the time-out that re-sending would have been.
+    while_blocked: Callable[[], bool] = field(default=lambda: True)
     _publisher: Publisher | None = field(default=None, init=False)
 
     @property
@@ -91,10 +95,13 @@ class BatchSender:
         for index, row in enumerate(rows):
             try:
                 message = row.message()
-                if len(message.body) > self.max_message_size:
-                    raise EventRefused(
-                        f"the payload of {len(message.body)} bytes is larger than the broker "
-                        f"takes (max_message_size {self.max_message_size}); not sent"
+                size = len(message.body)
+                if size > self.max_message_size:
+                    raise EventTooLarge(
+                        f"the payload of {size} bytes is larger than the broker takes "
+                        f"(max_message_size {self.max_message_size}); not sent",
+                        size=size,
+                        limit=self.max_message_size,
                     )
             except (ValueError, TypeError, PublishError) as error:
                 # A row written around add_event (a bad routing key, a huge payload)
@@ -103,7 +110,13 @@ class BatchSender:
                 invalid[index] = PublishOutcome(placeholder, error)
                 continue
             messages.append(message)
-        outcomes = iter(self.connect().publish_batch(messages))
+        published = self.connect().publish_batch(messages, while_blocked=self.while_blocked)
+        if any(_refused_by_broker(outcome.error) for outcome in published):
+            # A broker that refused on this channel may go on refusing there (RabbitMQ
+            # after a quorum queue's leader election): the next batch gets a fresh one.
+            log.info("renewing the relay's connection to RabbitMQ after a refusal")
+            self.close()
+        outcomes = iter(published)
         return [invalid.get(index) or next(outcomes) for index in range(len(rows))]
 
     def _report_refusals(self, rows: Sequence[PendingEvent], refused: Sequence[Refusal]) -> None:
@@ -131,11 +144,13 @@ class BatchSender:
             if refusal.parked:
                 self.stats.parked += 1
                 log.error(
-                    "outbox row %d parked after %d refused attempts: event %s (%s): %s. "
+                    "outbox row %d parked %s: event %s (%s): %s. "
                     "Retry or discard it: domain-events outbox retry|discard, or manage.py "
                     "domain_events_outbox retry|discard",
                     refusal.id,
-                    refusal.attempts,
+                    "at once (sending it again cannot succeed)"
+                    if refusal.at_once
+                    else f"after {refusal.attempts} refused attempts",
                     row.uuid_string,
                     row.routing_key,
                     refusal.error,
@@ -143,3 +158,8 @@ class BatchSender:
             if listening:
                 kind = "outbox_parked" if refusal.parked else "outbox_refused"
                 observability.notify(Occurrence(kind, row.routing_key, row.uuid_string))
+
+
+def _refused_by_broker(error: BaseException | None) -> bool:
+    # Too large is the size close: the publisher reopened its channel already.
+    return isinstance(error, EventRefused) and not isinstance(error, EventTooLarge)

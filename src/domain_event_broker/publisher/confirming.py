@@ -33,6 +33,9 @@ from .messages import described
 
 log = logging.getLogger(__package__)
 
+#: Seconds between looks at whether the broker still blocks a waiting caller.
+BLOCKED_LOOK = 1.0
+
 
 class ConfirmingConnection:
     """Hands messages to an I/O thread that publishes them with confirms; callers wait.
@@ -98,9 +101,30 @@ class ConfirmingConnection:
             self._flush_scheduled = True
         self.io.call_soon(self.flush)
 
-    def wait(self, pending: Pending, deadline: float) -> None:
-        """Return once ``pending`` is confirmed; raise why not, or when ``deadline`` passes."""
+    def wait(
+        self,
+        pending: Pending,
+        deadline: float,
+        while_blocked: Callable[[], bool] | None = None,
+        patience: float = 0.0,
+    ) -> None:
+        """Return once ``pending`` is confirmed; raise why not, or when ``deadline`` passes.
+
+        While the broker blocks this connection (a memory or disk alarm) and
+        ``while_blocked()`` says so, the deadline moves on: ``patience`` seconds
+        after the last look that found it blocked. The broker holds what it read,
+        and a time-out would only have the caller send it all again.
+        """
         settled = pending.wait(max(0.0, deadline - time.monotonic()))
+        while not settled:
+            if self.blocked and while_blocked is not None and while_blocked():
+                deadline = time.monotonic() + max(patience, BLOCKED_LOOK)
+                settled = pending.wait(BLOCKED_LOOK)
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            settled = pending.wait(left)  # the alarm cleared: the rest of the patience
         if settled and pending.error is not None:
             raise pending.error
         # A confirm counts when it came before the deadline, however late this caller
@@ -108,6 +132,11 @@ class ConfirmingConnection:
         if not settled or pending.settled_at > deadline:
             pending.abandoned = True
             raise self._timeout_error(described(pending))
+
+    @property
+    def blocked(self) -> bool:
+        """Whether the broker blocks this connection now (a memory or disk alarm)."""
+        return self.link.blocked_reason is not None
 
     def _timeout_error(self, what: str) -> BaseException:
         if self._stopped is not None or not self.io.alive:

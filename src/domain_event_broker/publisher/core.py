@@ -19,7 +19,7 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import pika
@@ -197,7 +197,11 @@ class Publisher(Transport):
         return batch
 
     def publish_batch(
-        self, messages: Iterable[OutgoingMessage], *, publish_timeout: float | None = None
+        self,
+        messages: Iterable[OutgoingMessage],
+        *,
+        publish_timeout: float | None = None,
+        while_blocked: Callable[[], bool] | None = None,
     ) -> list[PublishOutcome]:
         """Publish messages with pipelined confirms; report what became of each, in order.
 
@@ -205,20 +209,30 @@ class Publisher(Transport):
         not confirmed in time: each :class:`PublishOutcome` says so, and the
         others are unaffected. With no broker configured nothing is sent and
         every outcome is an error.
+
+        ``while_blocked``: while the broker blocks publishers (a memory or disk
+        alarm) and this returns True, keep waiting for the confirms instead of
+        timing out; the time-out counts again once the alarm clears. For a
+        caller that would otherwise send the same batch again after a time-out
+        (the outbox relay): each copy would wait in memory, and after the alarm
+        every message would be stored once per attempt.
         """
         batch = list(messages)
         if self.connection_settings is None:
             error = not_sent()
             return [PublishOutcome(message, error) for message in batch]
         errors = self._send_and_wait(
-            [pending_message(message) for message in batch], publish_timeout
+            [pending_message(message) for message in batch], publish_timeout, while_blocked
         )
         return [
             PublishOutcome(message, error) for message, error in zip(batch, errors, strict=True)
         ]
 
     def _send_and_wait(
-        self, pendings: list[Pending], publish_timeout: float | None
+        self,
+        pendings: list[Pending],
+        publish_timeout: float | None,
+        while_blocked: Callable[[], bool] | None = None,
     ) -> list[BaseException | None]:
         """Send ``pendings`` (confirms pipelined); the error of each, None when confirmed."""
         start = time.monotonic()
@@ -227,15 +241,19 @@ class Publisher(Transport):
             connection.submit(pendings)
         except (PublishError, BrokerUnavailable, TopologyMismatch) as error:
             return [error] * len(pendings)
-        deadline = start + self._timeout(publish_timeout)
+        timeout = self._timeout(publish_timeout)
+        deadline = start + timeout
         listening = observability.listening()
         errors: list[BaseException | None] = []
         for pending in pendings:
             try:
-                connection.wait(pending, deadline)
+                connection.wait(pending, deadline, while_blocked, timeout)
             except (PublishError, BrokerUnavailable, TopologyMismatch) as error:
                 errors.append(error)
                 continue
+            if pending.settled_at > deadline:
+                # Confirmed after an alarm: the others get their time-out afresh.
+                deadline = pending.settled_at + timeout
             errors.append(None)
             if listening:
                 observability.notify(

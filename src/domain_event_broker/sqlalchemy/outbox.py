@@ -80,8 +80,8 @@ class SQLAlchemyOutboxStore:
 
     def relay_batch(self, limit: int, publish: PublishBatch) -> int:
         table = self.table
-        now = utc_now()
         with self.engine.begin() as connection:
+            now = _database_now(connection)
             rows = connection.execute(
                 select(
                     table.c.id,
@@ -110,10 +110,9 @@ class SQLAlchemyOutboxStore:
             result = publish(pending)
             if result.sent:
                 connection.execute(
-                    update(table).where(table.c.id.in_(result.sent)).values(sent_at=utc_now())
+                    update(table).where(table.c.id.in_(result.sent)).values(sent_at=now)
                 )
             for refusal in result.refused:
-                when = utc_now()
                 connection.execute(
                     update(table)
                     .where(table.c.id == refusal.id)
@@ -122,8 +121,8 @@ class SQLAlchemyOutboxStore:
                         last_error=refusal.error,
                         next_attempt_at=None
                         if refusal.delay is None
-                        else when + timedelta(seconds=refusal.delay),
-                        parked_at=when if refusal.delay is None else None,
+                        else now + timedelta(seconds=refusal.delay),
+                        parked_at=now if refusal.delay is None else None,
                     )
                 )
         return len(pending)
@@ -209,6 +208,15 @@ class SQLAlchemyOutboxStore:
     def close(self) -> None:
         if self._owns_engine:
             self.engine.dispose()
+
+
+def _database_now(connection: Connection) -> datetime:
+    """The database's clock (``now()``: the transaction's start), so that relays on hosts
+    whose clocks differ agree on when a row is due; SQLite's is this host's (a file has
+    no other). Read once per batch as a value: date arithmetic in SQL differs by database."""
+    if connection.dialect.name == "sqlite":
+        return utc_now()
+    return _utc(connection.execute(select(func.now())).scalar_one())
 
 
 def _aware(moment: datetime | None) -> datetime | None:
