@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from .contracts.handlers import typed_registration
 from .core.outcome import Action, Policy, decide
 from .core.topology import registration_topology
 from .events import DomainEvent, topic_matches, validate_routing_key
@@ -112,6 +113,7 @@ class InMemoryBroker:
         **options: Any,
     ) -> None:
         """Register like :meth:`Subscriber.register` (same validation of name and keys)."""
+        handler, binding_keys = typed_registration(handler, binding_keys)
         topology = registration_topology(
             name,
             binding_keys,
