@@ -190,7 +190,9 @@ def schema(annotation: Any) -> dict[str, Any]:
         return {"type": "object", "additionalProperties": schema(args[1] if args else Any)}
     if isinstance(annotation, type) and is_pydantic_model(annotation):
         model_schema: dict[str, Any] = annotation.model_json_schema()  # type: ignore[attr-defined]
-        return model_schema
+        definitions = model_schema.pop("$defs", {})
+        inlined: dict[str, Any] = _inline(model_schema, definitions, 0)
+        return inlined
     required, hints = _required_keys(annotation)
     return {
         "type": "object",
@@ -198,6 +200,21 @@ def schema(annotation: Any) -> dict[str, Any]:
         "properties": {name: schema(hint) for name, hint in hints.items()},
         "required": sorted(required),
     }
+
+
+def _inline(value: Any, definitions: Mapping[str, Any], depth: int) -> Any:
+    """``value`` with Pydantic's local ``$ref``s replaced by their definitions: a message's
+    schema stands alone inside an AsyncAPI document (a recursive model stops at depth 8)."""
+    if isinstance(value, list):
+        return [_inline(item, definitions, depth) for item in value]
+    if not isinstance(value, dict):
+        return value
+    reference = value.get("$ref")
+    if isinstance(reference, str) and reference.startswith("#/$defs/") and depth < 8:
+        return _inline(definitions.get(reference[len("#/$defs/") :], {}), definitions, depth + 1)
+    if reference is not None:
+        return {}  # deeper than that: any value
+    return {key: _inline(item, definitions, depth) for key, item in value.items()}
 
 
 class Shape:
