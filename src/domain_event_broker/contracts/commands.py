@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Any
 
-from ..settings import BrokerSettings
-from .asyncapi import document, import_module
+from ..connection import connect_blocking
+from ..core.drift import Broker, differences
+from ..core.operations import Operation, QueueDeclare
+from ..management import ManagementAPI
+from ..settings import BrokerSettings, mask_url
+from ..status import queue_counts
+from .asyncapi import document, import_module, subscribers_in
 from .compatibility import changes
 
 
@@ -33,6 +39,19 @@ def add_contract_commands(commands: Any) -> None:
     )
     check.add_argument("new", help="the AsyncAPI document of what producers send now")
     check.set_defaults(run=run_contracts_check)
+
+    drift = commands.add_parser(
+        "check",
+        help="compare what a module's subscribers would declare with the broker; print each "
+        "difference and its fix (exit 1 when there is one)",
+    )
+    drift.add_argument("module", help="a dotted module name, e.g. myservice.subscribers")
+    drift.add_argument(
+        "--management-url",
+        help="the management API, e.g. http://rabbit:15672 (default: the AMQP host, at the "
+        "AMQP port + 10000)",
+    )
+    drift.set_defaults(run=run_check)
 
 
 def dump(value: Any, as_yaml: bool) -> str:
@@ -84,6 +103,52 @@ def run_contracts_check(args: argparse.Namespace, url: BrokerSettings | None) ->
         else "no changes to the event contracts"
     )
     return 1 if breaking else 0
+
+
+def run_check(args: argparse.Namespace, url: BrokerSettings | None) -> int:
+    if url is None:
+        raise ValueError("no broker configured: give --url or set DOMAIN_EVENT_BROKER")
+    found = subscribers_in(import_module(args.module))
+    if not found:
+        raise ValueError(f"module {args.module!r} holds no Subscriber or AsyncSubscriber")
+    api = ManagementAPI(url, args.management_url)
+    rabbitmq = api.rabbitmq_version()
+    declared = [
+        operation
+        for subscriber in found
+        for registration in subscriber.registrations
+        for operation in registration.topology.declarations(rabbitmq)
+    ]
+    broker = with_exact_counts(url, api.broker(), declared)
+    found_differences = differences(declared, broker)
+    for difference in found_differences:
+        print(difference)
+    print(
+        f"{len(found_differences)} difference(s) between {args.module} and {mask_url(url)}"
+        if found_differences
+        else f"the broker at {mask_url(url)} holds what {args.module} declares"
+    )
+    return 1 if found_differences else 0
+
+
+def with_exact_counts(url: BrokerSettings, broker: Broker, declared: list[Operation]) -> Broker:
+    """``broker`` with the events of each declared queue counted now: the management API's
+    figures may be seconds old, and a queue that holds events is never offered for deletion."""
+    names = {
+        op.name for op in declared if isinstance(op, QueueDeclare) and op.name in broker.queues
+    }
+    if not names:
+        return broker
+    queues = dict(broker.queues)
+    connection = connect_blocking(url, "drift check")
+    try:
+        for name in names:
+            ready, _ = queue_counts(connection, name)
+            state = queues[name]
+            queues[name] = dataclasses.replace(state, messages=max(state.messages, ready or 0))
+    finally:
+        connection.close()
+    return dataclasses.replace(broker, queues=queues)
 
 
 def run_asyncapi(args: argparse.Namespace, url: BrokerSettings | None) -> int:
