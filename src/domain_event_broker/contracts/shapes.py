@@ -14,6 +14,7 @@ when a model is given).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -64,12 +65,9 @@ def is_pydantic_model(kind: object) -> bool:
     )
 
 
-def _hints(kind: type) -> dict[str, Any]:
-    return get_type_hints(kind)
-
-
+@functools.cache  # per data type, not per event: resolving annotations is slow
 def _required_keys(kind: type) -> tuple[set[str], dict[str, Any]]:
-    hints = _hints(kind)
+    hints = get_type_hints(kind)
     if dataclasses.is_dataclass(kind):
         required = {
             f.name

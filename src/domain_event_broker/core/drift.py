@@ -15,7 +15,6 @@ from typing import Any
 
 from .operations import Bind, ExchangeDeclare, Operation, QueueDeclare
 
-
 MISSING = "missing (its bindings with it)"
 
 
