@@ -11,8 +11,8 @@ from typing import Any, Literal
 import pika
 import pytest
 
-from domain_event_broker import DomainEvent, Subscriber, publish_domain_event
-from domain_event_broker.aio import AsyncSubscriber
+from domain_event_broker import DomainEvent, Publisher, Subscriber, publish_domain_event
+from domain_event_broker.aio import AsyncPublisher, AsyncSubscriber
 from domain_event_broker.contracts import (
     VERSION_HEADER,
     ContractViolation,
@@ -121,6 +121,7 @@ def test_invalid_publish_sends_nothing_and_names_the_field(
 ) -> None:
     key = f"{name}.placed"
     _, v2 = order_types(key)
+    channel.exchange_declare("domain-events", "topic", durable=True)
     channel.queue_declare(name, durable=True)
     channel.queue_bind(name, "domain-events", key)
     try:
@@ -141,6 +142,38 @@ def test_invalid_publish_sends_nothing_and_names_the_field(
             "o-4",
         ]
         assert [properties.headers[VERSION_HEADER] for _, properties, _ in messages] == [2, 2, 2]
+    finally:
+        channel.queue_delete(name)
+
+
+def test_publish_many_carries_the_version_header_on_both_drivers(
+    broker_url: str, channel: Any, name: str
+) -> None:
+    key = f"{name}.placed"
+    _, v2 = order_types(key)
+    channel.exchange_declare("domain-events", "topic", durable=True)
+    channel.queue_declare(name, durable=True)
+    channel.queue_bind(name, "domain-events", key)
+
+    async def publish_many_async() -> None:
+        async with AsyncPublisher(broker_url) as publisher:
+            outcomes = await publisher.publish_many([v2(OrderPlacedV2("o-2", 2, "EUR"))])
+            assert all(outcome.confirmed for outcome in outcomes)
+
+    try:
+        with Publisher(broker_url) as publisher:
+            publisher.publish_many([v2(OrderPlacedV2("o-1", 1, "EUR"))])
+            with pytest.raises(ContractViolation, match=r"data\.total_cents"):
+                publisher.publish_many(
+                    [v2(OrderPlacedV2("o-9", 1, "EUR")), v2(OrderPlacedV2("o-9", 1.5, "EUR"))]
+                )
+        asyncio.run(publish_many_async())
+        messages = get_all(broker_url, name)
+        assert [DomainEvent.from_json(body).data["order_id"] for _, _, body in messages] == [
+            "o-1",
+            "o-2",
+        ]
+        assert [properties.headers[VERSION_HEADER] for _, properties, _ in messages] == [2, 2]
     finally:
         channel.queue_delete(name)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from domain_event_broker import DomainEvent
+from domain_event_broker import DomainEvent, transport
 from domain_event_broker.cli import main
 from domain_event_broker.contracts import (
     ContractViolation,
@@ -220,6 +221,43 @@ def test_the_in_memory_broker_delivers_typed_events_and_fails_invalid_ones() -> 
     assert isinstance(dead.exception, ContractViolation) and dead.exception.field == "data.reason"
 
 
+def test_publish_event_calls_the_3x_patch_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test suites patch ``transport.Publisher.publish``: typed events go through it too."""
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(
+        transport.Publisher, "publish", lambda self, *args, **kwargs: calls.append((args, kwargs))
+    )
+    event = OrderCancelled({"order_id": "o", "reason": "r"})
+    publish_event(event, None)
+    transport.Publisher(None).publish_event(event)
+    assert len(calls) == 2
+    for (body, routing_key), kwargs in calls:
+        assert (json.loads(body)["data"], routing_key) == (event.data, "order.cancelled")
+        assert kwargs["properties"].headers == {"x-domain-event-version": 3}
+        assert kwargs["properties"].message_id == event.uuid_string
+
+
+def test_the_in_memory_broker_upcasts_an_older_version() -> None:
+    @dataclass
+    class Old:
+        title: str
+
+    @dataclass
+    class New:
+        name: str
+
+    old, new = event_type("doc.saved", Old), event_type("doc.saved", New, version=2)
+    new.upcast(from_version=1)(lambda data: {"name": data["title"]})
+    got: list[Any] = []
+    with InMemoryBroker() as broker:
+        broker.register(got.append, "indexer", [new])
+        publish_event(old(Old("a")))
+        publish_event(new(New("b")))
+        broker.publish_domain_event("doc.saved", {"name": "c"})  # untyped: the current version
+        broker.run()
+    assert [event.data for event in got] == [New("a"), New("b"), New("c")]
+
+
 # contracts check -------------------------------------------------------------------------
 def document(*events: tuple[str, type, int]) -> dict[str, Any]:
     return {
@@ -237,75 +275,34 @@ def document(*events: tuple[str, type, int]) -> dict[str, Any]:
     }
 
 
-@dataclass
-class A:
-    id: str
-    n: int
-    kind: Literal["x", "y"]
-    note: str | None = None
-    lines: list[Line] = field(default_factory=list)
+NO_DEFAULT = dataclasses.MISSING
+#: The fields of the contract consumers were built against: (type, default).
+BASE: dict[str, tuple[Any, Any]] = {
+    "id": (str, NO_DEFAULT),
+    "n": (int, NO_DEFAULT),
+    "kind": (Literal["x", "y"], NO_DEFAULT),
+    "note": (Optional[str], None),  # noqa: UP045
+    "lines": (list[Line], list),  # a factory: a fresh list per object
+}
 
 
-@dataclass
-class RemovedRequired:
-    n: int
-    kind: Literal["x", "y"]
-    note: str | None = None
-    lines: list[Line] = field(default_factory=list)
+def variant(name: str, *removed: str, **changed: tuple[Any, Any]) -> type:
+    """The base contract with fields removed or changed (type, default), as a dataclass."""
+    fields = {key: value for key, value in {**BASE, **changed}.items() if key not in removed}
+    ordered = sorted(fields.items(), key=lambda item: item[1][1] is not NO_DEFAULT)
+    return dataclasses.make_dataclass(
+        name,
+        [
+            (key, kind) if default is NO_DEFAULT else (key, kind, _default(default))
+            for key, (kind, default) in ordered
+        ],
+    )
 
 
-@dataclass
-class Retyped:
-    id: int
-    n: int
-    kind: Literal["x", "y"]
-    note: str | None = None
-    lines: list[Line] = field(default_factory=list)
-
-
-@dataclass
-class RequiredMadeOptional:
-    n: int
-    kind: Literal["x", "y"]
-    id: str | None = None
-    note: str | None = None
-    lines: list[Line] = field(default_factory=list)
-
-
-@dataclass
-class Narrowed:
-    id: str
-    n: int
-    kind: Literal["x"]
-    note: str | None = None
-    lines: list[Line] = field(default_factory=list)
-
-
-@dataclass
-class Widened:
-    id: str
-    n: int
-    kind: Literal["x", "y", "z"]
-    note: str | None = None
-    lines: list[Line] = field(default_factory=list)
-
-
-@dataclass
-class Added:
-    id: str
-    n: int
-    kind: Literal["x", "y"]
-    more: str
-    note: str | None = None
-    lines: list[Line] = field(default_factory=list)
-
-
-@dataclass
-class OptionalRemoved:
-    id: str
-    n: int
-    kind: Literal["x", "y"]
-    lines: list[Line] = field(default_factory=list)
+def _default(default: Any) -> Any:
+    if default is list:
+        return dataclasses.field(default_factory=list)
+    return dataclasses.field(default=default)
 
 
 @dataclass
@@ -314,41 +311,37 @@ class LineRetyped:
     quantity: str
 
 
-@dataclass
-class NestedRetyped:
-    id: str
-    n: int
-    kind: Literal["x", "y"]
-    note: str | None = None
-    lines: list[LineRetyped] = field(default_factory=list)
-
-
-@dataclass
-class NoteAlwaysSent:
-    id: str
-    n: int
-    kind: Literal["x", "y"]
-    note: str
-    lines: list[Line] = field(default_factory=list)
+A = variant("A")
+Added = variant("Added", more=(str, NO_DEFAULT))
+Narrowed = variant("Narrowed", kind=(Literal["x"], NO_DEFAULT))
 
 
 @pytest.mark.parametrize(
     ("new", "expected"),
     [
         (A, []),
-        (RemovedRequired, [("data.id", "required field removed", True)]),
-        (Retyped, [("data.id", "retyped from string to integer", True)]),
+        (variant("RemovedRequired", "id"), [("data.id", "required field removed", True)]),
         (
-            RequiredMadeOptional,
+            variant("Retyped", id=(int, NO_DEFAULT)),
+            [("data.id", "retyped from string to integer", True)],
+        ),
+        (
+            variant("RequiredMadeOptional", id=(Optional[str], None)),  # noqa: UP045
             [("data.id", "required field made optional", True), ("data.id", "retyped", True)],
         ),
         (Narrowed, [("data.kind", "enum narrowed: ['y'] no longer sent", True)]),
-        (Widened, [("data.kind", "enum widened: ['z'] are new", True)]),
-        (Added, [("data.more", "required field added", False)]),
-        (OptionalRemoved, [("data.note", "optional field removed", False)]),
-        (NestedRetyped, [("data.lines[].quantity", "retyped from integer to string", True)]),
         (
-            NoteAlwaysSent,
+            variant("Widened", kind=(Literal["x", "y", "z"], NO_DEFAULT)),
+            [("data.kind", "enum widened: ['z'] are new", True)],
+        ),
+        (Added, [("data.more", "required field added", False)]),
+        (variant("OptionalRemoved", "note"), [("data.note", "optional field removed", False)]),
+        (
+            variant("NestedRetyped", lines=(list[LineRetyped], BASE["lines"][1])),
+            [("data.lines[].quantity", "retyped from integer to string", True)],
+        ),
+        (
+            variant("NoteAlwaysSent", note=(str, NO_DEFAULT)),
             [
                 ("data.note", "optional field now always sent", False),
                 ("data.note", "narrowed", False),

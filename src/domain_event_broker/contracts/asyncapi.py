@@ -60,7 +60,9 @@ def import_module(name: str) -> ModuleType:
     """Import ``name`` (a dotted name, found from the current directory too), with no broker."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    with no_default_broker():
+    # What the module prints while it is imported goes to standard error: standard output
+    # holds the document and nothing else.
+    with no_default_broker(), contextlib.redirect_stdout(sys.stderr):
         try:
             return importlib.import_module(name)
         except ImportError as error:

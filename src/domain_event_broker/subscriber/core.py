@@ -24,6 +24,7 @@ from ..contracts.handlers import typed_registration
 from ..core.defaults import PREFETCH_COUNT, PUBLISH_TIMEOUT, SHUTDOWN_GRACE_PERIOD, WORKERS
 from ..core.handling import consuming
 from ..core.topology import registration_topology
+from ..events import DomainEvent
 from ..handlers import Handler, RegisteredHandler
 from ..settings import ConnectionSettings, mask_url
 from ..topology import (
@@ -104,7 +105,7 @@ class Subscriber(Transport):
         self,
         handler: Handler,
         name: str,
-        binding_keys: str | Sequence[str] = (),
+        binding_keys: str | Sequence[str | type[DomainEvent]] = (),
         dead_letter: bool = False,
         durable: bool = True,
         exclusive: bool = False,

@@ -37,6 +37,7 @@ from ...core.defaults import PREFETCH_COUNT, PUBLISH_TIMEOUT, SHUTDOWN_GRACE_PER
 from ...core.handling import consuming
 from ...core.outcome import Policy
 from ...core.topology import registration_topology
+from ...events import DomainEvent
 from ...handlers import RegisteredHandler
 from ...settings import ConnectionSettings, mask_url, resolve_url
 from ...topology import (
@@ -114,7 +115,7 @@ class AsyncSubscriber:
         self,
         handler: AsyncHandler,
         name: str,
-        binding_keys: str | Sequence[str] = (),
+        binding_keys: str | Sequence[str | type[DomainEvent]] = (),
         dead_letter: bool = False,
         durable: bool = True,
         exclusive: bool = False,
