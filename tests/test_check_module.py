@@ -9,8 +9,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import pika
-
+from conftest import delete_subscriber_topology
 from domain_event_broker.core.operations import Bind, ExchangeDeclare, QueueDeclare
 from domain_event_broker.core.topology import SubscriberTopology
 from support import queue_depth
@@ -96,12 +95,7 @@ def test_check_reports_the_queue_declared_otherwise_and_a_safe_fix(
         assert done.returncode == 0, done.stdout
         assert done.stdout.strip().endswith(f"holds what {module} declares")
     finally:
-        with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
-            cleanup = connection.channel()
-            for queue in (name, f"{name}-dl"):
-                cleanup.queue_delete(queue)
-            for exchange in (f"{name}-dlx", f"{name}-retry"):
-                cleanup.exchange_delete(exchange)
+        delete_subscriber_topology(broker_url, name)
 
 
 def test_check_of_a_module_without_subscribers_is_a_usage_error(
