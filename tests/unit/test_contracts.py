@@ -152,6 +152,8 @@ def test_upcasts_run_in_order_and_a_missing_one_is_a_violation() -> None:
     other = event_type("thing.happened", V3, version=2)
     with pytest.raises(ContractViolation, match=r"no upcast from it is registered"):
         received(other, {"title": "t"}, version=1)
+    with pytest.raises(ContractViolation, match="the upcast from version 1 failed: KeyError"):
+        received(kind, {"name": "t"}, version=1)
     with pytest.raises(ValueError, match="from_version must be an older version"):
         kind.upcast(from_version=3)
 

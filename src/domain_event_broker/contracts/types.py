@@ -107,7 +107,14 @@ class TypedEvent(DomainEvent, Generic[Data]):
                     f"version {version} arrived and no upcast from it is registered "
                     f"(@{cls.__name__}.upcast(from_version={version}))",
                 )
-            data = upcaster(data)
+            try:
+                data = upcaster(data)
+            except Exception as error:  # an old body the upcast did not foresee
+                raise ContractViolation(
+                    f"{cls.routing_key_of_type} v{current}",
+                    "data",
+                    f"the upcast from version {version} failed: {type(error).__name__}: {error}",
+                ) from error
             version += 1
         try:
             parsed, unknown = cls.shape.parse(data)
