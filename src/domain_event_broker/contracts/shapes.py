@@ -143,15 +143,20 @@ def decode_record(value: object, kind: type, path: str) -> tuple[Any, dict[str, 
     if not isinstance(value, dict):
         raise Invalid(path, f"expected an object, got {_got(value)}")
     required, hints = _required_keys(kind)
-    missing = sorted(required - value.keys())
-    if missing:
-        raise Invalid(f"{path}.{missing[0]}", "is required but missing")
-    fields = {
-        name: decode(value[name], hint, f"{path}.{name}")
-        for name, hint in hints.items()
-        if name in value
-    }
-    unknown = {key: item for key, item in value.items() if key not in hints}
+    if not value.keys() >= required:
+        raise Invalid(f"{path}.{min(required - value.keys())}", "is required but missing")
+    fields = {}
+    for name, hint in hints.items():
+        if name in value:
+            item = value[name]
+            # The hot path: a str, int, float or bool of exactly its annotated type (a bool
+            # is no int here), or a bare list or dict, needs no further look.
+            fields[name] = item if type(item) is hint else decode(item, hint, f"{path}.{name}")
+    unknown = (
+        {key: item for key, item in value.items() if key not in hints}
+        if len(value) > len(fields)
+        else {}
+    )
     if dataclasses.is_dataclass(kind):
         return kind(**fields), unknown
     return {**unknown, **fields}, unknown
