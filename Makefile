@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 BENCH_INSTALLED := $(VENV)/.installed-bench
 CODE := src tests examples bench
 
-.PHONY: install demo docs test test-rabbitmq4 unit lint typecheck format bench bench-quick clean
+.PHONY: install asyncapi-schema demo docs test test-rabbitmq4 unit lint typecheck format bench bench-quick clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,12 +34,12 @@ demo: $(DEMO_INSTALLED)
 # The whole suite on the machine's RabbitMQ (3.x), then every broker-facing test again
 # on a RabbitMQ 4.0 node that .ci/rabbitmq4 runs beside it (port 5673; the first run
 # builds its Debian trixie root under /var/cache, about a minute; needs root).
-test: lint typecheck docs
+test: lint typecheck docs asyncapi-schema
 	$(BIN)/pytest
 	$(MAKE) --no-print-directory test-rabbitmq4
 
 RABBITMQ4_URL := amqp://guest:guest@127.0.0.1:5673/%2F
-test-rabbitmq4: $(INSTALLED)
+test-rabbitmq4: $(INSTALLED) asyncapi-schema
 	.ci/rabbitmq4 start
 	DEB_TEST_AMQP_PORT=5673 DEB_TEST_RABBITMQCTL="$(CURDIR)/.ci/rabbitmq4 ctl" \
 	DOMAIN_EVENT_BROKER=$(RABBITMQ4_URL) DEB_TEST_BROKER_URL=$(RABBITMQ4_URL) \
@@ -50,6 +50,16 @@ test-rabbitmq4: $(INSTALLED)
 # API reference that no longer resolves fails the build (about 2 s). Output in site/.
 docs: $(INSTALLED)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# The official AsyncAPI JSON Schemas (npm @asyncapi/specs 6), which tests/test_asyncapi.py
+# validates the generated document against; fetched once into the user's cache.
+ASYNCAPI_SPECS := $(HOME)/.cache/domain-event-broker/asyncapi-specs-6
+ASYNCAPI_SCHEMA := $(ASYNCAPI_SPECS)/node_modules/@asyncapi/specs/schemas/3.0.0.json
+$(ASYNCAPI_SCHEMA):
+	mkdir -p $(ASYNCAPI_SPECS)
+	npm install --prefix $(ASYNCAPI_SPECS) --no-audit --no-fund --silent @asyncapi/specs@6
+
+asyncapi-schema: $(ASYNCAPI_SCHEMA)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check $(CODE)

@@ -24,6 +24,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -251,7 +252,61 @@ def checks(name: str) -> dict[str, Script | Consumer]:
     }
 
 
-CHECKS = checks("docs")
+def _page_opening(page: str) -> str:
+    """The first Python block of a page: what the page's later fragments build on."""
+    return next(b.code for b in blocks(ROOT / "docs" / page) if b.language == "python")
+
+
+def contract_checks(name: str) -> dict[str, Script | Consumer]:
+    """docs/contracts.md: its fragments run after the page's declaration of OrderPlaced."""
+    declared = _page_opening("contracts.md")
+    watch = f"""
+        from domain_event_broker import Subscriber
+        Subscriber().register(print, "{name}", ["order.placed"])  # a queue to watch
+    """
+    return {
+        "contracts-publish": Script(
+            prelude=declared + textwrap.dedent(watch),
+            epilogue=f"""
+                import time
+                from domain_event_broker.status import subscriber_status
+                deadline = time.monotonic() + 10
+                while subscriber_status("{name}").waiting != 1 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert subscriber_status("{name}").waiting == 1
+            """,
+        ),
+        "contracts-receive": Script(
+            prelude=declared
+            + "from domain_event_broker import Subscriber\nsubscriber = Subscriber()\n",
+            replace={'"stock-reservations"': f'"{name}"'},
+            epilogue=f"""
+                from domain_event_broker.contracts import publish_event
+                from domain_event_broker.status import subscriber_status
+                publish_event(OrderPlaced(OrderPlacedData("o-2", 990, "USD")))
+                import time
+                deadline = time.monotonic() + 10
+                while subscriber_status("{name}").waiting != 1 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert subscriber_status("{name}").waiting == 1
+                subscriber.stop_consuming()
+            """,
+        ),
+        "contracts-upcast": Script(
+            prelude=declared,
+            epilogue="""
+                assert total_in_cents({"order_id": "o-1", "total": 12.5}) == {
+                    "order_id": "o-1", "total_cents": 1250, "currency": "EUR"}
+            """,
+        ),
+    }
+
+
+def checks_of_every_page(name: str) -> dict[str, Script | Consumer]:
+    return {**checks(name), **contract_checks(name)}
+
+
+CHECKS = checks_of_every_page("docs")
 PYTHON = [
     block for block in of("python") if not block.include and block.marker not in RUN_ELSEWHERE
 ]
@@ -259,7 +314,7 @@ PYTHON = [
 
 @pytest.mark.parametrize("block", PYTHON, ids=_ids(PYTHON))
 def test_python_block_runs(block: Block, broker_url: str, name: str, tmp_path: Path) -> None:
-    check = checks(name).get(block.marker or "", Script())
+    check = checks_of_every_page(name).get(block.marker or "", Script())
     if isinstance(check, Consumer):
         check.run(block.code, broker_url, tmp_path)
         return
@@ -316,6 +371,11 @@ def _commands(code: str) -> list[list[str]]:
     commands = []
     for line in joined.splitlines():
         words = shlex.split(line, comments=True)
+        # A redirection is the shell's, not the command's: `cmd > file` checks `cmd`.
+        for at, word in enumerate(words):
+            if word in {">", ">>", "<", "2>", "2>&1"} or word.startswith((">", "2>")):
+                words = words[:at]
+                break
         if words:
             commands.append(words)
     return commands

@@ -23,6 +23,7 @@ from typing import Any
 from . import __version__
 from ._pika import server_properties
 from .connection import connect_blocking
+from .contracts.commands import add_contract_commands
 from .core.rabbitmq import RabbitMQVersion
 from .demo import run_demo
 from .errors import DomainEventBrokerError
@@ -219,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         action.set_defaults(run=_replay, verb=verb)
     add_inventory_commands(commands)
     add_outbox_command(commands)
+    add_contract_commands(commands)
     return parser
 
 

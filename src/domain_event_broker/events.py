@@ -27,6 +27,10 @@ class DomainEvent:
     True
     """
 
+    #: The contract version of a typed event: from the ``x-domain-event-version``
+    #: header of a delivery, None when it had none (an untyped event, a 3.x publisher).
+    version: int | None = None
+
     def __init__(
         self,
         routing_key: str = "",

@@ -13,13 +13,22 @@ import concurrent.futures
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import observability
+from .core.topology import SubscriberTopology
 from .events import DomainEvent
 
 #: ``handler(event)``: a function, or an ``async def`` function, taking a DomainEvent.
 Handler = Callable[[DomainEvent], object]
+
+
+class RegisteredHandler(NamedTuple):
+    """One handler a subscriber registered, as the contract commands describe it."""
+
+    handler: Callable[[DomainEvent], object]
+    topology: SubscriberTopology
+    max_retries: int
 
 
 class HandlerRunner:

@@ -16,7 +16,9 @@ import urllib.request
 from typing import Any
 
 from .connection import cluster_parameters
+from .core.drift import Broker, ExchangeState, QueueState
 from .core.inventory import BindingRecord, QueueRecord
+from .core.rabbitmq import RabbitMQVersion
 from .errors import BrokerUnavailable
 from .settings import BrokerSettings
 
@@ -65,10 +67,40 @@ class ManagementAPI:
     def exchanges(self) -> list[str]:
         return [row["name"] for row in self._get("exchanges")]
 
-    def _get(self, collection: str) -> list[dict[str, Any]]:
+    def broker(self) -> Broker:
+        """The vhost's queues (arguments, events held), exchanges and bindings, for drift."""
+        queues = {
+            row["name"]: QueueState(
+                durable=bool(row.get("durable")),
+                exclusive=bool(row.get("exclusive")),
+                auto_delete=bool(row.get("auto_delete")),
+                arguments=row.get("arguments") or {},
+                messages=int(row.get("messages") or 0),
+            )
+            for row in self._get("queues")
+        }
+        exchanges = {
+            row["name"]: ExchangeState(
+                row.get("type", ""), bool(row.get("durable")), bool(row.get("auto_delete"))
+            )
+            for row in self._get("exchanges")
+        }
+        bindings = frozenset(
+            (binding.source, binding.queue, binding.routing_key) for binding in self.bindings()
+        )
+        return Broker(queues, exchanges, bindings)
+
+    def rabbitmq_version(self) -> RabbitMQVersion:
+        """The version the node reports (3.x rules when it reports none)."""
+        overview: Any = self._get("overview", per_vhost=False)
+        version = overview.get("rabbitmq_version") if isinstance(overview, dict) else None
+        return RabbitMQVersion.reported({"version": version})
+
+    def _get(self, collection: str, per_vhost: bool = True) -> list[dict[str, Any]]:
         vhost = urllib.parse.quote(self.vhost, safe="")
+        path = f"{collection}/{vhost}" if per_vhost else collection
         request = urllib.request.Request(
-            f"{self.base}/api/{collection}/{vhost}",
+            f"{self.base}/api/{path}",
             headers={"Authorization": self._authorization},
         )
         try:

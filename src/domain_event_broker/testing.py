@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from .contracts.handlers import typed_registration
 from .core.outcome import Action, Policy, decide
 from .core.topology import registration_topology
 from .events import DomainEvent, topic_matches, validate_routing_key
@@ -80,6 +81,8 @@ class InMemoryBroker:
         ] = []  # (due, seq, name, json, retries)
         self._sequence = itertools.count()
         self._previous_sink: EventSink | None = None
+        #: The contract version of each typed event published, by event id.
+        self._versions: dict[str, int] = {}
         #: Virtual seconds since the broker was made; retries advance it.
         self.clock = 0.0
         #: Every event published while the broker was installed, in order.
@@ -112,6 +115,7 @@ class InMemoryBroker:
         **options: Any,
     ) -> None:
         """Register like :meth:`Subscriber.register` (same validation of name and keys)."""
+        handler, binding_keys = typed_registration(handler, binding_keys)
         topology = registration_topology(
             name,
             binding_keys,
@@ -130,6 +134,8 @@ class InMemoryBroker:
         validate_routing_key(event.routing_key)
         body = event.to_json()
         self.published.append(event)
+        if event.version is not None:  # a typed event's header, which the body never holds
+            self._versions[event.uuid_string] = event.version
         routed = False
         for subscription in self._subscriptions.values():
             if any(
@@ -194,6 +200,7 @@ class InMemoryBroker:
         policy = Policy(topology.name, subscription.max_retries, topology.dead_letter)
         event = DomainEvent.from_json(body)  # a copy: handlers may change what they get
         event.retries = retries
+        event.version = self._versions.get(event.uuid_string)
         raised: BaseException | None = None
         try:
             runner.call(subscription.handler, event, topology.name)

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import BrokerUnavailable, ConfirmTimeout, EventTooLarge, PublishError
 from ..events import DomainEvent, validate_routing_key
+from .topology import VERSION_HEADER
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,10 @@ class OutgoingMessage:
     @classmethod
     def of_event(cls, event: DomainEvent) -> OutgoingMessage:
         """The message of ``event``: its JSON body, as 2.x-3.x write it."""
-        return cls(event.routing_key, event.to_json().encode("utf-8"), event.uuid_string)
+        body = event.to_json().encode("utf-8")
+        if event.version is None:
+            return cls(event.routing_key, body, event.uuid_string)
+        return cls(event.routing_key, body, event.uuid_string, {VERSION_HEADER: event.version})
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from .topology import (
     FAILED_AT_HEADER,
     FAILED_SUBSCRIBER_HEADER,
     RETRIES_HEADER,
+    VERSION_HEADER,
     legacy_wait_queue_prefix,
 )
 
@@ -125,6 +126,8 @@ def parse_event(body: bytes, headers: Mapping[str, Any] | None, subscriber: str)
     """The event in a delivery, with ``retries`` counted; raises :class:`InvalidEvent`."""
     event = DomainEvent.from_json(body)
     event.retries = retries_of(headers, subscriber)
+    if headers and VERSION_HEADER in headers:
+        event.version = header_count(headers[VERSION_HEADER]) or None
     return event
 
 

@@ -58,6 +58,9 @@ FAILED_AT_HEADER = "x-domain-event-failed-at"
 ROUTING_KEY_HEADER = "x-domain-event-routing-key"
 #: How often an event was replayed from a dead-letter queue (set by replay).
 REPLAYED_HEADER = "x-domain-event-replayed"
+#: The contract version of a typed event's body (never in the body: 3.x ignores headers).
+#: No header: the version the subscriber knows as current (an untyped or 3.x publisher).
+VERSION_HEADER = "x-domain-event-version"
 
 #: Headers that describe one delivery attempt; a replayed event starts afresh.
 ATTEMPT_HEADERS = (

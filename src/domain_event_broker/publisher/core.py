@@ -36,7 +36,13 @@ from ..forking import ProcessSlot
 from ..observability import Occurrence
 from ..settings import ConnectionSettings
 from .confirming import ConfirmingConnection
-from .messages import body_bytes, message_properties, pending_event, pending_message
+from .messages import (
+    body_bytes,
+    event_properties,
+    message_properties,
+    pending_event,
+    pending_message,
+)
 
 log = logging.getLogger(__package__)
 
@@ -168,8 +174,13 @@ class Publisher(Transport):
             )
 
     def publish_event(self, event: DomainEvent) -> None:
-        """Publish a :class:`DomainEvent`; return once the broker confirmed it."""
-        self.publish_many((event,))
+        """Publish a :class:`DomainEvent`; return once the broker confirmed it.
+
+        A typed event (:mod:`domain_event_broker.contracts`) is validated first
+        and carries its version in a header; either way :meth:`publish` sends it.
+        """
+        body = event.to_json()  # validates a typed event before anything is sent
+        self.publish(body, event.routing_key, properties=event_properties(event))
 
     def publish_many(self, events: Iterable[DomainEvent]) -> list[DomainEvent]:
         """Publish several events at once, confirms pipelined; return once all are confirmed.

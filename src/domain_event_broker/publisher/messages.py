@@ -16,6 +16,7 @@ from .. import observability
 from .._pika import check_properties
 from ..core.confirms import Pending
 from ..core.messages import OutgoingMessage, naming
+from ..core.topology import VERSION_HEADER
 from ..events import DomainEvent, validate_routing_key
 
 #: The properties of a message with no id and no headers: shared, never changed.
@@ -58,6 +59,12 @@ def persistent_json(message_id: str | None, headers: dict[str, Any] | None) -> p
     )
 
 
+def event_properties(event: DomainEvent) -> pika.BasicProperties:
+    """The properties of ``event``: its id, and its contract version when it is typed."""
+    headers = None if event.version is None else {VERSION_HEADER: event.version}
+    return persistent_json(event.uuid_string, headers)
+
+
 def described(pending: Pending) -> str:
     """How an error names the message: by its id when it has one."""
     return naming(pending.routing_key, pending.properties.message_id)
@@ -68,8 +75,11 @@ def pending_event(event: DomainEvent) -> Pending:
     ``publish_many`` builds one per event, before the first is sent."""
     routing_key = validate_routing_key(event.routing_key)
     message_id = event.uuid_string
+    body = event.to_json().encode("utf-8")
     headers = observability.outgoing_headers(routing_key, message_id)
-    return pending(event.to_json().encode("utf-8"), routing_key, message_id, headers)
+    if event.version is not None:
+        headers = {**(headers or {}), VERSION_HEADER: event.version}
+    return pending(body, routing_key, message_id, headers)
 
 
 def pending_message(message: OutgoingMessage) -> Pending:

@@ -20,10 +20,12 @@ from pika.adapters.blocking_connection import BlockingConnection
 from .. import signals
 from .._transport import Transport, requires_broker
 from ..connection import connect_blocking
+from ..contracts.handlers import typed_registration
 from ..core.defaults import PREFETCH_COUNT, PUBLISH_TIMEOUT, SHUTDOWN_GRACE_PERIOD, WORKERS
 from ..core.handling import consuming
 from ..core.topology import registration_topology
-from ..handlers import Handler
+from ..events import DomainEvent
+from ..handlers import Handler, RegisteredHandler
 from ..settings import ConnectionSettings, mask_url
 from ..topology import (
     DEFAULT_EXCHANGE,
@@ -84,6 +86,7 @@ class Subscriber(Transport):
         self.publish_timeout = publish_timeout
         self.handle_signals = handle_signals
         self._registrations: list[Registration] = []
+        self._described: list[RegisteredHandler] = []
         self._stop = signals.StopFlag()
         self._connector = Connector(self._connect, self._registrations)
         self._loop = ConsumeLoop(
@@ -102,7 +105,7 @@ class Subscriber(Transport):
         self,
         handler: Handler,
         name: str,
-        binding_keys: str | Sequence[str] = (),
+        binding_keys: str | Sequence[str | type[DomainEvent]] = (),
         dead_letter: bool = False,
         durable: bool = True,
         exclusive: bool = False,
@@ -114,17 +117,20 @@ class Subscriber(Transport):
         """Register ``handler`` for events whose routing key matches ``binding_keys``.
 
         :param handler: called with each :class:`DomainEvent` (an ``async def``
-            handler is awaited); raise :class:`Retry` to handle it again later,
-            any other exception to dead-letter (or drop) it.
+            handler is awaited; one annotated with an event type of
+            :mod:`~domain_event_broker.contracts` gets that type, checked); raise
+            :class:`Retry` to handle it again later, any other exception to
+            dead-letter (or drop) it.
         :param name: the subscriber's name, also the name of its queue.
         :param binding_keys: e.g. ``["user.registered", "order.*"]``; ``*``
-            matches one word, ``#`` zero or more.
+            matches one word, ``#`` zero or more; an event type stands for its routing key.
         :param dead_letter: keep failed events in the queue ``<name>-dl``.
         :param durable: keep the queue (and its events) while nobody consumes.
         :param max_retries: how often :class:`Retry` is honoured per event.
         :param queue_type: ``"quorum"`` for replicated queues on a cluster (opt-in;
             an existing classic queue cannot be switched in place).
         """
+        handler, binding_keys = typed_registration(handler, binding_keys)
         topology = registration_topology(
             name,
             binding_keys,
@@ -139,6 +145,7 @@ class Subscriber(Transport):
             auto_delete=auto_delete,
             queue_type=queue_type,
         )
+        self._described.append(RegisteredHandler(handler, topology, max_retries))
         if self.connection_settings is None:
             log.debug("no broker configured: handler %r is not registered", name)
             return
@@ -164,6 +171,12 @@ class Subscriber(Transport):
         assert channel is not None
         for binding_key in normalise_binding_keys(binding_keys):
             channel.queue_bind(queue=queue_name, exchange=exchange, routing_key=binding_key)
+
+    @property
+    def registrations(self) -> list[RegisteredHandler]:
+        """Every registered handler with its topology (kept without a broker too: for the
+        ``domain-events asyncapi`` and ``check`` commands)."""
+        return list(self._described)
 
     @property
     def registered_names(self) -> list[str]:

@@ -32,10 +32,13 @@ import logging
 import signal
 from collections.abc import Sequence
 
+from ...contracts.handlers import typed_registration
 from ...core.defaults import PREFETCH_COUNT, PUBLISH_TIMEOUT, SHUTDOWN_GRACE_PERIOD
 from ...core.handling import consuming
 from ...core.outcome import Policy
 from ...core.topology import registration_topology
+from ...events import DomainEvent
+from ...handlers import RegisteredHandler
 from ...settings import ConnectionSettings, mask_url, resolve_url
 from ...topology import (
     DEFAULT_EXCHANGE,
@@ -112,7 +115,7 @@ class AsyncSubscriber:
         self,
         handler: AsyncHandler,
         name: str,
-        binding_keys: str | Sequence[str] = (),
+        binding_keys: str | Sequence[str | type[DomainEvent]] = (),
         dead_letter: bool = False,
         durable: bool = True,
         exclusive: bool = False,
@@ -128,6 +131,7 @@ class AsyncSubscriber:
         """
         if not callable(handler):
             raise TypeError(f"handler must be an async function, not {type(handler).__name__}")
+        handler, binding_keys = typed_registration(handler, binding_keys)
         topology = registration_topology(
             name,
             binding_keys,
@@ -147,6 +151,14 @@ class AsyncSubscriber:
         policy = Policy(name, max_retries, dead_letter)
         wait_queues = aio_topology.WaitQueues(topology)
         self._registrations.append(Registration(handler, topology, policy, wait_queues))
+
+    @property
+    def registrations(self) -> list[RegisteredHandler]:
+        """Every registered handler with its topology (for ``domain-events asyncapi``)."""
+        return [
+            RegisteredHandler(r.handler, r.topology, r.policy.max_retries)
+            for r in self._registrations
+        ]
 
     @property
     def registered_names(self) -> list[str]:
