@@ -1,0 +1,291 @@
+"""The operator console in a real browser (Debian's chromium, driven by Playwright).
+
+A vhost of its own: two publishing services, three subscribers, 30 dead letters
+from two failures. The console must draw them, group the dead letters, replay
+one group back to the live handler and discard the other only once asked.
+The screenshots in docs/ are made here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from domain_event_broker import BrokerSettings, DomainEvent, Publisher, Subscriber
+from domain_event_broker.console import Console, ConsoleServer, serve
+from domain_event_broker.events import DomainEvent as Event
+from support import broker_at, queue_depth, rabbitmqctl, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+TOKEN = "test-console-token"
+FAILURES = 20  # KeyError: customer <n> unknown
+OTHER_FAILURES = 10  # ValueError: amount -<n> is negative
+
+
+@pytest.fixture(scope="module")
+def console_url() -> Iterator[str]:
+    """A vhost of its own: the map shows exactly what these tests made."""
+    vhost = f"deb-console-{uuid.uuid4().hex[:8]}"
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    yield broker_at(vhost)
+    rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert os.path.exists(CHROMIUM), "install Debian's chromium: apt-get install -y chromium"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+def start(console_url: str, read_only: bool = False) -> ConsoleServer:
+    server = serve(Console(BrokerSettings(console_url)), TOKEN, read_only=read_only)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+class Shop:
+    """Two publishing services and three subscribers; billing's handler fails while told to."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.failing = True
+        self.seen: list[DomainEvent] = []
+        self.lock = threading.Lock()
+        self.publishers = [
+            Publisher(BrokerSettings(url, service_name=service))
+            for service in ("shop", "warehouse")
+        ]
+        self.subscribers: list[tuple[Subscriber, threading.Thread]] = []
+        self._run("billing-service", self.bill, "billing", ["order.placed", "order.paid"])
+        self._run("mail-service", lambda _event: None, "mailer", ["order.*"])
+        self._run("stock-service", lambda _event: None, "stock", ["stock.#"])
+
+    def bill(self, event: DomainEvent) -> None:
+        with self.lock:
+            self.seen.append(event)
+        if self.failing:
+            number = event.data["n"]
+            if number % 3 == 0:
+                raise ValueError(f"amount -{number}.50 is negative")
+            raise KeyError(f"customer {1000 + number} unknown")
+
+    def _run(
+        self, service: str, handler: Callable[[DomainEvent], None], name: str, keys: list[str]
+    ) -> None:
+        subscriber = Subscriber(BrokerSettings(self.url, service_name=service))
+        subscriber.register(handler, name, keys, dead_letter=True)
+        thread = threading.Thread(target=subscriber.start_consuming, kwargs={"timeout": 120})
+        thread.start()
+        self.subscribers.append((subscriber, thread))
+
+    def publish_orders(self, count: int) -> None:
+        for number in range(count):
+            event = Event("order.placed", {"n": number})
+            self.publishers[number % 2].publish(event.to_json(), "order.placed")
+
+    def seen_ids(self) -> set[str]:
+        with self.lock:
+            return {event.uuid_string for event in self.seen}
+
+    def stop(self) -> None:
+        for subscriber, thread in self.subscribers:
+            subscriber.stop_consuming()
+            thread.join(30)
+        for publisher in self.publishers:
+            publisher.disconnect()
+
+
+@pytest.fixture(scope="module")
+def shop(console_url: str) -> Iterator[Shop]:
+    running = Shop(console_url)
+    # 30 orders: n % 3 == 0 fails with ValueError (10), the others with KeyError (20).
+    running.publish_orders(FAILURES + OTHER_FAILURES)
+    wait_for(lambda: queue_depth(console_url, "billing-dl") == 30, what="30 dead letters")
+    yield running
+    running.stop()
+
+
+def log_in(page: Page, server: ConsoleServer) -> None:
+    page.goto(server.url + "login")
+    page.fill("input[name=token]", TOKEN)
+    page.click("form button")
+    expect(page.locator("header")).to_contain_text("Log out")
+
+
+def test_the_map_names_services_subscribers_bindings_and_counts(
+    shop: Shop, console_url: str, browser: Browser
+) -> None:
+    server = start(console_url)
+    page = browser.new_page(viewport={"width": 1100, "height": 700})
+    try:
+        page.goto(server.url)
+        svg = page.locator("#map svg")
+        # Who consumes comes from the broker's statistics (up to 5 s old); the page
+        # refreshes itself every 5 s.
+        expect(svg.locator('g[data-subscriber="billing"]')).to_contain_text(
+            "billing-service", timeout=20_000
+        )
+        for service in ("shop", "warehouse"):
+            expect(svg.locator(f'g.pub[data-service="{service}"]')).to_have_count(1)
+        billing = svg.locator('g[data-subscriber="billing"]')
+        expect(billing.locator(".keys")).to_have_text("order.paid, order.placed")
+        expect(billing.locator(".consumers")).to_have_text("1")
+        expect(billing.locator(".dead")).to_have_text("30 dead")
+        expect(svg.locator('g[data-subscriber="mailer"] .keys')).to_have_text("order.*")
+        expect(svg.locator('g[data-subscriber="stock"] .keys')).to_have_text("stock.#")
+        expect(svg.locator("g.sub")).to_have_count(3)
+        page.screenshot(path=str(DOCS / "console-map.png"), full_page=True)
+
+        drawn = json.loads(urllib.request.urlopen(server.url + "api/map").read())
+        assert drawn["publishers"] == ["shop", "warehouse"]
+        assert [s["name"] for s in drawn["subscribers"]] == ["billing", "mailer", "stock"]
+    finally:
+        page.close()
+        server.shutdown()
+
+
+def test_dead_letters_grouped_replay_one_group_discard_the_other(
+    shop: Shop, console_url: str, browser: Browser
+) -> None:
+    server = start(console_url)
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    try:
+        log_in(page, server)
+        page.goto(server.url + "dead-letters/billing")
+        groups = page.locator("section[data-subscriber=billing] .group")
+        expect(groups).to_have_count(2)
+        expect(groups.nth(0).locator(".count")).to_have_text(str(FAILURES))
+        expect(groups.nth(0).locator(".failure")).to_have_text("KeyError: 'customer <n> unknown'")
+        expect(groups.nth(1).locator(".count")).to_have_text(str(OTHER_FAILURES))
+        expect(groups.nth(1).locator(".failure")).to_have_text("ValueError: amount <n> is negative")
+        groups.nth(0).locator("summary").first.click()
+        expect(groups.nth(0).locator("pre.traceback")).to_contain_text("in bill")
+        page.screenshot(path=str(DOCS / "console-dead-letters.png"), full_page=True)
+
+        listed = json.loads(
+            urllib.request.urlopen(server.url + "api/dead-letters?subscriber=billing").read()
+        )[0]
+        key_errors = {event["id"] for event in listed["groups"][0]["events"]}
+        assert len(key_errors) == FAILURES
+
+        # Replay the KeyError group: exactly those 20 come back and the handler sees them.
+        shop.failing = False
+        before = len(shop.seen)
+        page.once("dialog", lambda dialog: dialog.accept())
+        groups.nth(0).locator("button", has_text=f"Replay {FAILURES}").click()
+        expect(page.locator(".action.done")).to_contain_text(
+            f"replayed {FAILURES} of 30 dead letters of billing; {OTHER_FAILURES} left"
+        )
+        wait_for(lambda: len(shop.seen) >= before + FAILURES, what="replayed events handled")
+        with shop.lock:
+            again = {event.uuid_string for event in shop.seen[before:]}
+        assert again == key_errors
+        assert queue_depth(console_url, "billing-dl") == OTHER_FAILURES
+        expect(groups).to_have_count(1)
+
+        # Discard asks first: dismissed, nothing goes.
+        page.once("dialog", lambda dialog: dialog.dismiss())
+        groups.nth(0).locator("button", has_text=f"Discard {OTHER_FAILURES}").click()
+        page.wait_for_timeout(500)
+        assert queue_depth(console_url, "billing-dl") == OTHER_FAILURES
+        asked: list[str] = []
+
+        def accept(dialog: Any) -> None:
+            asked.append(dialog.message)
+            dialog.accept()
+
+        page.once("dialog", accept)
+        groups.nth(0).locator("button", has_text=f"Discard {OTHER_FAILURES}").click()
+        expect(page.locator(".action.done").first).to_contain_text(
+            f"discarded {OTHER_FAILURES} of {OTHER_FAILURES} dead letters of billing; 0 left"
+        )
+        assert asked == [f"Discard these {OTHER_FAILURES} events for good?"]
+        assert queue_depth(console_url, "billing-dl") == 0
+        assert len(shop.seen) == before + FAILURES, "discarded events are not handled"
+    finally:
+        page.close()
+        server.shutdown()
+
+
+def test_the_read_only_console_offers_no_action(
+    shop: Shop, console_url: str, browser: Browser
+) -> None:
+    server = start(console_url, read_only=True)
+    page = browser.new_page()
+    try:
+        for path in ("", "dead-letters", "outbox"):
+            page.goto(server.url + path)
+            expect(page.locator("header")).to_contain_text("read-only")
+            assert page.locator("main form, main button").count() == 0
+        request = urllib.request.Request(
+            server.url + "dead-letters/discard", data=b"subscriber=billing&group=x", method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request)
+        assert refused.value.code == 403
+        assert refused.value.read() == b"this console is read-only: no actions"
+    finally:
+        page.close()
+        server.shutdown()
+
+
+def test_actions_need_a_login_and_the_csrf_token(shop: Shop, console_url: str) -> None:
+    server = start(console_url)
+    try:
+
+        def post(path: str, body: bytes, cookie: str = "") -> tuple[int, str]:
+            request = urllib.request.Request(server.url + path, data=body, method="POST")
+            if cookie:
+                request.add_header("Cookie", cookie)
+            try:
+                with urllib.request.urlopen(request) as reply:
+                    return reply.status, reply.read().decode()
+            except urllib.error.HTTPError as error:
+                return error.code, error.read().decode()
+
+        assert post("dead-letters/discard", b"subscriber=billing&group=x") == (
+            403,
+            "log in first (/login)",
+        )
+        assert post("login", b"token=wrong")[0] == 403
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args: Any) -> None:
+                return None
+
+        opener = urllib.request.build_opener(NoRedirect)
+        with pytest.raises(urllib.error.HTTPError) as logged_in:
+            opener.open(server.url + "login", data=f"token={TOKEN}".encode())
+        cookie = logged_in.value.headers["Set-Cookie"].split(";")[0]
+        assert post("dead-letters/discard", b"subscriber=billing&group=x", cookie) == (
+            403,
+            "stale or missing CSRF token: reload the page",
+        )
+        status, _text = post("outbox/retry", b"csrf=x", cookie)
+        assert status == 403
+        assert (json.loads(urllib.request.urlopen(server.url + "api/outbox").read())) is None
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(server.url + "api/dead-letters?subscriber=nobody")
+        assert missing.value.code == 404
+        assert missing.value.read() == b"there is no subscriber 'nobody' with a dead-letter queue"
+        with pytest.raises(urllib.error.HTTPError) as no_job:
+            urllib.request.urlopen(server.url + "api/jobs/x1")
+        assert no_job.value.code == 404
+        assert TOKEN not in urllib.request.urlopen(server.url).read().decode()
+    finally:
+        server.shutdown()
