@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -20,10 +23,14 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from sqlalchemy import create_engine, select, update
 
 from domain_event_broker import BrokerSettings, DomainEvent, Publisher, Subscriber
 from domain_event_broker.console import Console, ConsoleServer, serve
 from domain_event_broker.events import DomainEvent as Event
+from domain_event_broker.sqlalchemy import add_event, metadata, outbox_table
+from domain_event_broker.sqlalchemy.outbox import SQLAlchemyOutboxStore
+from domain_event_broker.sqlalchemy.tables import utc_now
 from support import broker_at, queue_depth, rabbitmqctl, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -289,3 +296,86 @@ def test_actions_need_a_login_and_the_csrf_token(shop: Shop, console_url: str) -
         assert TOKEN not in urllib.request.urlopen(server.url).read().decode()
     finally:
         server.shutdown()
+
+
+def test_the_outbox_view_retries_and_discards_parked_rows(
+    console_url: str, browser: Browser, tmp_path: Path
+) -> None:
+    database = f"sqlite:///{tmp_path / 'shop.db'}"
+    engine = create_engine(database)
+    metadata.create_all(engine)
+    with engine.begin() as connection:
+        for number in range(5):
+            add_event(connection, "order.placed", {"n": number})
+        connection.execute(
+            update(outbox_table)
+            .where(outbox_table.c.id > 2)
+            .values(parked_at=utc_now(), attempts=5, last_error="NOT_FOUND - no exchange")
+        )
+    store = SQLAlchemyOutboxStore(engine)
+    server = serve(Console(BrokerSettings(console_url), outbox=store), TOKEN)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    page = browser.new_page()
+    try:
+        log_in(page, server)
+        page.goto(server.url + "outbox")
+        expect(page.locator("#pending")).to_have_text("2")
+        expect(page.locator("#parked")).to_have_text("3")
+        expect(page.locator("tr.parked")).to_have_count(3)
+        expect(page.locator("tr.parked").first).to_contain_text("NOT_FOUND - no exchange")
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.locator('tr.parked[data-id="3"] button', has_text="Retry").click()
+        expect(page.locator("#pending")).to_have_text("3")
+        expect(page.locator("#parked")).to_have_text("2")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.locator("main > form button", has_text="Discard all").click()
+        expect(page.locator("#parked")).to_have_text("0")
+        expect(page.locator("tr.parked")).to_have_count(0)
+
+        view = json.loads(urllib.request.urlopen(server.url + "api/outbox").read())
+        assert (view["pending"], view["parked"]) == (3, 0)
+        with engine.connect() as connection:
+            rows = connection.execute(select(outbox_table.c.id).order_by(outbox_table.c.id)).all()
+        assert [row.id for row in rows] == [1, 2, 3], "row 3 retried, rows 4 and 5 discarded"
+    finally:
+        page.close()
+        server.shutdown()
+        engine.dispose()
+
+
+def test_the_command_prints_where_it_listens_and_a_token_that_logs_in(console_url: str) -> None:
+    environment = {k: v for k, v in os.environ.items() if k != "DOMAIN_EVENT_BROKER_CONSOLE_TOKEN"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "domain_event_broker.cli",
+            "--url",
+            console_url,
+            "console",
+            "--port",
+            "0",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        match = re.search(
+            r"console on (http://127\.0\.0\.1:\d+/) \(actions need the token\)", first
+        )
+        assert match, first
+        token = process.stderr.readline().removeprefix("token: ").strip()
+        assert len(token) >= 20
+        assert "guest" not in first, "no password in what it prints"
+        login = urllib.request.Request(
+            match[1] + "login", data=f"token={token}".encode(), method="POST"
+        )
+        with urllib.request.urlopen(login) as reply:  # follows the redirect to the map
+            assert reply.status == 200
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -291,11 +291,23 @@ def outbox_page(view: dict[str, Any] | None, *, can_act: bool, csrf: str, **who:
             _action_form("/outbox/retry", {}, csrf, "Retry all", "Retry every parked row?")
             + _action_form("/outbox/discard", {}, csrf, "Discard all", "Discard parked rows?")
         )
-    parts.append("<table><tr><th>id</th><th>routing key</th><th>attempts</th><th>error</th></tr>")
+    parts.append(
+        "<table><tr><th>id</th><th>routing key</th><th>event</th><th>attempts</th>"
+        "<th>last error</th><th>parked at</th><th></th></tr>"
+    )
     for row in view["parked_rows"]:
         parts.append(
-            f"<tr><td>{row['id']}</td><td>{escape(row['routing_key'])}</td>"
-            f"<td>{row['attempts']}</td><td>{escape(row['last_error'] or '')}</td></tr>"
+            f'<tr class="parked" data-id="{row["id"]}"><td>{row["id"]}</td>'
+            f"<td>{escape(row['routing_key'])}</td><td>{escape(row['uuid_string'])}</td>"
+            f"<td>{row['attempts']}</td><td>{escape(row['last_error'] or '')}</td>"
+            f"<td>{escape(row['parked_at'])}</td><td>"
         )
+        if can_act:
+            ids = {"ids": str(row["id"])}
+            parts.append(
+                _action_form("/outbox/retry", ids, csrf, "Retry", f"Retry row {row['id']}?")
+                + _action_form("/outbox/discard", ids, csrf, "Discard", f"Discard row {row['id']}?")
+            )
+        parts.append("</td></tr>")
     parts.append("</table>")
     return page("Outbox", "".join(parts), csrf=csrf, **who)
