@@ -26,7 +26,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from ..connection import connect_blocking
 from ..core.fingerprint import FailureGroup, failure_of, fingerprint, group_failures
-from ..core.topology import TRACEBACK_HEADER, dead_letter_queue_name, routing_key_in
+from ..core.topology import dead_letter_queue_name, routing_key_in
 from ..errors import InvalidEvent
 from ..events import DomainEvent
 from ..replay import DISCARD, LEAVE, RETRY, DeadLetter, replay_dead_letters
@@ -39,36 +39,15 @@ READ_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
-class Letter:
-    """One dead letter as the console shows it."""
+class Letter(DeadLetter):
+    """One dead letter as the console shows it, with its place in the queue."""
 
     position: int
-    routing_key: str
-    body: bytes
-    headers: dict[str, Any]
 
     @property
     def event_id(self) -> str | None:
         event = self.event
         return event.uuid_string if event is not None else None
-
-    @property
-    def event(self) -> DomainEvent | None:
-        try:
-            return DomainEvent.from_json(self.body)
-        except InvalidEvent:
-            return None
-
-    @property
-    def traceback(self) -> str:
-        value = self.headers.get(TRACEBACK_HEADER)
-        if isinstance(value, bytes):
-            return value.decode("utf-8", "replace")
-        return "" if value is None else str(value)
-
-    @property
-    def exception(self) -> str | None:
-        return DeadLetter(self.routing_key, self.body, self.headers).exception
 
 
 @dataclass(frozen=True)
@@ -152,7 +131,7 @@ def _stream(connection: pika.BlockingConnection, queue: str) -> list[Letter]:
         if len(letters) < count:
             headers = dict(properties.headers or {})
             key = routing_key_in(headers) or str(method.routing_key)
-            letters.append(Letter(len(letters), key, body, headers))
+            letters.append(Letter(key, body, headers, len(letters)))
 
     channel.basic_qos(prefetch_count=0)
     channel.basic_consume(queue, take, auto_ack=False)
