@@ -59,8 +59,11 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
-def start(console_url: str, read_only: bool = False) -> ConsoleServer:
-    server = serve(Console(BrokerSettings(console_url)), TOKEN, read_only=read_only)
+def start(console_url: str, read_only: bool = False, watch: bool = False) -> ConsoleServer:
+    console = Console(BrokerSettings(console_url))
+    if watch:
+        console.watch_routing_keys()
+    server = serve(console, TOKEN, read_only=read_only)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -137,10 +140,15 @@ def log_in(page: Page, server: ConsoleServer) -> None:
 def test_the_map_names_services_subscribers_bindings_and_counts(
     shop: Shop, console_url: str, browser: Browser
 ) -> None:
-    server = start(console_url)
+    server = start(console_url, watch=True)
     page = browser.new_page(viewport={"width": 1100, "height": 700})
     try:
         page.goto(server.url)
+        # Keys seen from now on: each reaches the subscribers whose bindings match, or none.
+        wait_for(lambda: server.console.watcher is not None and _watching(console_url))
+        for key, count in (("order.cancelled", 2), ("stock.moved.north", 1), ("invoice.sent", 3)):
+            for _ in range(count):
+                shop.publishers[0].publish(Event(key, {}).to_json(), key)
         svg = page.locator("#map svg")
         # Who consumes comes from the broker's statistics (up to 5 s old); the page
         # refreshes itself every 5 s.
@@ -156,6 +164,11 @@ def test_the_map_names_services_subscribers_bindings_and_counts(
         expect(svg.locator('g[data-subscriber="mailer"] .keys')).to_have_text("order.*")
         expect(svg.locator('g[data-subscriber="stock"] .keys')).to_have_text("stock.#")
         expect(svg.locator("g.sub")).to_have_count(3)
+        seen = page.locator("tr.seen-key")
+        expect(seen).to_have_count(3)
+        expect(seen.nth(0)).to_have_text("invoice.sent3no subscriber: these events are dropped")
+        expect(seen.nth(1)).to_have_text("order.cancelled2mailer")
+        expect(seen.nth(2)).to_have_text("stock.moved.north1stock")
         page.screenshot(path=str(DOCS / "console-map.png"), full_page=True)
 
         drawn = json.loads(urllib.request.urlopen(server.url + "api/map").read())
@@ -164,6 +177,14 @@ def test_the_map_names_services_subscribers_bindings_and_counts(
     finally:
         page.close()
         server.shutdown()
+        server.console.close()
+
+
+def _watching(url: str) -> bool:
+    """Whether the console's own queue (server-named) is bound to the exchange yet."""
+    vhost = url.rsplit("/", 1)[1]
+    listed = rabbitmqctl("list_bindings", "-p", vhost, "destination_name", "routing_key", "-q")
+    return any(line.startswith("amq.gen-") and line.endswith("\t#") for line in listed.splitlines())
 
 
 def test_dead_letters_grouped_replay_one_group_discard_the_other(

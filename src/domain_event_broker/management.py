@@ -32,6 +32,7 @@ QUEUE_COLUMNS = ",".join(
     (
         "name",
         "type",
+        "exclusive",
         "arguments",
         "effective_policy_definition",
         "messages_ready",

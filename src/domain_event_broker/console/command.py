@@ -53,8 +53,10 @@ def run_console(args: argparse.Namespace, url: BrokerSettings) -> int:
     printed = not token and not args.read_only
     if printed:
         token = secrets.token_urlsafe(18)
+    console = Console(url, args.management_url, outbox)
+    console.watch_routing_keys()
     server = serve(
-        Console(url, args.management_url, outbox),
+        console,
         token or secrets.token_urlsafe(18),
         addr=args.addr,
         port=args.port,
@@ -71,6 +73,7 @@ def run_console(args: argparse.Namespace, url: BrokerSettings) -> int:
         pass
     finally:
         server.server_close()
+        console.close()
         if outbox is not None:
             outbox.close()
     return 0

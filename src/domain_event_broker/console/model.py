@@ -25,6 +25,7 @@ from ..management import ManagementAPI, queue_rates, queue_record
 from ..outbox.store import OutboxStatus, ParkedEvent
 from ..settings import BrokerSettings
 from .dead_letters import Progress, SubscriberLetters, act_on_group, read_letters
+from .keys import RoutingKeyWatcher
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +73,26 @@ class Console:
         self._job_ids = itertools.count(1)
         self.jobs: dict[int, Job] = {}
         self.finished: deque[Job] = deque(maxlen=KEPT_ACTIONS)
+        self.watcher: RoutingKeyWatcher | None = None
+
+    def watch_routing_keys(self) -> None:
+        """Start counting the routing keys of the events on the exchange, for the map."""
+        if self.watcher is None:
+            self.watcher = RoutingKeyWatcher(self.url, self.exchange)
+            self.watcher.start()
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
 
     # The event map ----------------------------------------------------------------
     def event_map(self) -> dict[str, Any]:
         rows = self.management.queue_rows()
-        # Counts of this moment (the API's are up to 5 s old); rates are the API's.
-        queues = exact_counts(self.url, [queue_record(row) for row in rows])
+        # Counts of this moment (the API's are up to 5 s old); rates are the API's. An
+        # exclusive queue refuses another connection's passive declare: the API's figures.
+        exclusive = [queue_record(row) for row in rows if row.get("exclusive")]
+        shared = [queue_record(row) for row in rows if not row.get("exclusive")]
+        queues = exact_counts(self.url, shared) + exclusive
         found = subscribers(queues, self.management.bindings())
         drawn = event_map(
             self.exchange,
@@ -85,6 +100,7 @@ class Console:
             self.management.connections(),
             self.management.consumers(),
             {row["name"]: queue_rates(row) for row in rows},
+            self.watcher.recent() if self.watcher is not None else (),
         )
         return {
             "exchange": drawn.exchange,
@@ -98,6 +114,8 @@ class Console:
                 }
                 for subscriber in drawn.subscribers
             ],
+            "watching_keys": self.watcher is not None,
+            "routing_keys": [dataclasses.asdict(seen) for seen in drawn.routing_keys],
         }
 
     # Dead letters -----------------------------------------------------------------

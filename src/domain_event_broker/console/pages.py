@@ -29,7 +29,7 @@ button{cursor:pointer}svg text{font-size:12px}.node rect{fill:#fff;stroke:#5a647
 REFRESH_MAP = """
 <script>
 setInterval(async () => {
-  const reply = await fetch('/map.svg');
+  const reply = await fetch('/map.fragment');
   if (reply.ok) document.getElementById('map').innerHTML = await reply.text();
 }, 5000);
 </script>
@@ -92,10 +92,38 @@ GAP = 14
 def map_page(drawn: dict[str, Any], **who: Any) -> str:
     return page(
         "Event map",
-        f'<div id="map">{map_svg(drawn)}</div>'
         '<p class="note">Refreshes every 5 s. Figures are the broker\'s (statistics up to 5 s '
-        "old). Click a subscriber for its dead letters.</p>" + REFRESH_MAP,
+        "old). Click a subscriber for its dead letters.</p>"
+        f'<div id="map">{map_fragment(drawn)}</div>' + REFRESH_MAP,
         **who,
+    )
+
+
+def map_fragment(drawn: dict[str, Any]) -> str:
+    """What the map page refreshes: the picture and the keys seen."""
+    return map_svg(drawn) + keys_table(drawn)
+
+
+def keys_table(drawn: dict[str, Any]) -> str:
+    """The routing keys seen on recent events, and whom each reaches."""
+    if not drawn.get("watching_keys"):
+        return ""
+    rows = [
+        f'<tr class="seen-key" data-key="{escape(seen["routing_key"])}">'
+        f"<td>{escape(seen['routing_key'])}</td><td>{seen['count']}</td><td>"
+        + (
+            escape(", ".join(seen["subscribers"]))
+            if seen["subscribers"]
+            else '<span class="dead">no subscriber: these events are dropped</span>'
+        )
+        + "</td></tr>"
+        for seen in drawn["routing_keys"]
+    ]
+    return (
+        "<h2>Routing keys seen (last 5 minutes, since the console started)</h2>"
+        "<table><tr><th>routing key</th><th>events</th><th>reaches</th></tr>"
+        + ("".join(rows) or '<tr><td colspan="3">none yet</td></tr>')
+        + "</table>"
     )
 
 

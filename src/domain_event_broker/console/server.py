@@ -97,8 +97,8 @@ class ConsoleHandler(BaseHTTPRequestHandler):
         path = url.path.rstrip("/") or "/"
         if path == "/":
             self._html(pages.map_page(console.event_map(), **self._who()))
-        elif path == "/map.svg":
-            self._send(HTTPStatus.OK, pages.map_svg(console.event_map()), "image/svg+xml")
+        elif path == "/map.fragment":
+            self._html(pages.map_fragment(console.event_map()))
         elif path == "/api/map":
             self._json(console.event_map())
         elif path == "/dead-letters" or path.startswith("/dead-letters/"):
