@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pika
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import create_engine, select, update
@@ -210,6 +211,17 @@ def test_dead_letters_grouped_replay_one_group_discard_the_other(
         )[0]
         key_errors = {event["id"] for event in listed["groups"][0]["events"]}
         assert len(key_errors) == FAILURES
+        # Reading took nothing away and changed no order.
+        in_queue = [event.uuid_string for event in _dead_letters_in_order(console_url)]
+        listed_again = json.loads(
+            urllib.request.urlopen(server.url + "api/dead-letters?subscriber=billing").read()
+        )[0]
+        assert listed_again == listed
+        in_groups = [e["id"] for group in listed["groups"] for e in group["events"]]
+        assert sorted(in_groups) == sorted(in_queue)
+        assert [e for e in in_queue if e in key_errors] == [
+            event["id"] for event in listed["groups"][0]["events"]
+        ]
 
         # Replay the KeyError group: exactly those 20 come back and the handler sees them.
         shop.failing = False
@@ -219,6 +231,8 @@ def test_dead_letters_grouped_replay_one_group_discard_the_other(
         expect(page.locator(".action.done")).to_contain_text(
             f"replayed {FAILURES} of 30 dead letters of billing; {OTHER_FAILURES} left"
         )
+        job = json.loads(urllib.request.urlopen(server.url + "api/jobs/1").read())
+        assert (job["total"], job["visited"], job["matched"], job["done"]) == (30, 30, 20, True)
         wait_for(lambda: len(shop.seen) >= before + FAILURES, what="replayed events handled")
         with shop.lock:
             again = {event.uuid_string for event in shop.seen[before:]}
@@ -226,11 +240,25 @@ def test_dead_letters_grouped_replay_one_group_discard_the_other(
         assert queue_depth(console_url, "billing-dl") == OTHER_FAILURES
         expect(groups).to_have_count(1)
 
+        # One event alone: replayed, seen by the handler; the other nine stay.
+        groups.nth(0).locator("summary", has_text="Events").click()
+        one = groups.nth(0).locator("tr").first
+        event_id = one.locator("td").first.inner_text()
+        page.once("dialog", lambda dialog: dialog.accept())
+        one.locator("button", has_text="Replay").click()
+        expect(page.locator(".action.done").first).to_contain_text(
+            f"replayed 1 of {OTHER_FAILURES} dead letters of billing; {OTHER_FAILURES - 1} left"
+        )
+        wait_for(lambda: event_id in shop.seen_ids(), what="the replayed event handled")
+        assert queue_depth(console_url, "billing-dl") == OTHER_FAILURES - 1
+        before += 1
+        left = OTHER_FAILURES - 1
+
         # Discard asks first: dismissed, nothing goes.
         page.once("dialog", lambda dialog: dialog.dismiss())
-        groups.nth(0).locator("button", has_text=f"Discard {OTHER_FAILURES}").click()
+        groups.nth(0).locator("button", has_text=f"Discard {left}").click()
         page.wait_for_timeout(500)
-        assert queue_depth(console_url, "billing-dl") == OTHER_FAILURES
+        assert queue_depth(console_url, "billing-dl") == left
         asked: list[str] = []
 
         def accept(dialog: Any) -> None:
@@ -238,16 +266,31 @@ def test_dead_letters_grouped_replay_one_group_discard_the_other(
             dialog.accept()
 
         page.once("dialog", accept)
-        groups.nth(0).locator("button", has_text=f"Discard {OTHER_FAILURES}").click()
+        groups.nth(0).locator("button", has_text=f"Discard {left}").click()
         expect(page.locator(".action.done").first).to_contain_text(
-            f"discarded {OTHER_FAILURES} of {OTHER_FAILURES} dead letters of billing; 0 left"
+            f"discarded {left} of {left} dead letters of billing; 0 left"
         )
-        assert asked == [f"Discard these {OTHER_FAILURES} events for good?"]
+        assert asked == [f"Discard these {left} events for good?"]
         assert queue_depth(console_url, "billing-dl") == 0
         assert len(shop.seen) == before + FAILURES, "discarded events are not handled"
     finally:
         page.close()
         server.shutdown()
+
+
+def _dead_letters_in_order(url: str) -> list[DomainEvent]:
+    """billing-dl's letters in queue order, looked at and given back (a connection of its own)."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        letters = []
+        while True:
+            method, _properties, body = channel.basic_get("billing-dl")
+            if method is None:
+                return letters
+            letters.append(DomainEvent.from_json(body))
+    finally:
+        connection.close()  # unacked: every letter goes back
 
 
 def test_the_read_only_console_offers_no_action(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import doctest
+
 from hypothesis import given
 from hypothesis import strategies as st
 
+from domain_event_broker.core import event_map as event_map_module
 from domain_event_broker.core.event_map import (
     UNNAMED_SERVICE,
     ConnectionRecord,
@@ -118,3 +121,7 @@ def test_a_tally_forgets_the_least_recently_seen_keys_past_its_limit() -> None:
     for number, key in enumerate(["a", "b", "a", "c"]):
         tally.add(key, float(number))
     assert tally.recent(3.0) == [("a", 2, 2.0), ("c", 1, 3.0)]
+
+
+def test_the_examples_in_the_module_run() -> None:
+    assert doctest.testmod(event_map_module).failed == 0

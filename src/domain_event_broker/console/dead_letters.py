@@ -26,6 +26,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from ..connection import connect_blocking
 from ..core.fingerprint import FailureGroup, failure_of, fingerprint, group_failures
+from ..core.rabbitmq import returns_wear_out
 from ..core.topology import dead_letter_queue_name, routing_key_in
 from ..errors import InvalidEvent
 from ..events import DomainEvent
@@ -61,23 +62,6 @@ class SubscriberLetters:
     unreadable: str = ""
 
 
-def wears_out(row: Mapping[str, Any] | None) -> bool:
-    """Whether returning a message to this queue (a management API row) counts against a
-    delivery limit: a quorum queue with a limit set, or none set on RabbitMQ 4.0-4.2."""
-    if not row or row.get("type") != "quorum":
-        return False
-    arguments = row.get("arguments") or {}
-    policy = row.get("effective_policy_definition") or {}
-    limit = arguments.get("x-delivery-limit", policy.get("delivery-limit"))
-    if limit is None:
-        # Unset: 3.x has no limit, 4.x 20. The API does not say which; be careful.
-        return True
-    try:
-        return int(limit) >= 0
-    except (TypeError, ValueError):
-        return True
-
-
 def read_letters(
     url: BrokerSettings, rows: Mapping[str, Mapping[str, Any] | None]
 ) -> list[SubscriberLetters]:
@@ -95,7 +79,7 @@ def _read_one(
     connection: pika.BlockingConnection, subscriber: str, row: Mapping[str, Any] | None
 ) -> SubscriberLetters:
     queue = dead_letter_queue_name(subscriber)
-    if wears_out(row):
+    if returns_wear_out(row):
         return SubscriberLetters(
             subscriber,
             int((row or {}).get("messages_ready") or 0),
