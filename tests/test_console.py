@@ -28,11 +28,12 @@ from sqlalchemy import create_engine, select, update
 
 from domain_event_broker import BrokerSettings, DomainEvent, Publisher, Subscriber
 from domain_event_broker.console import Console, ConsoleServer, serve
+from domain_event_broker.console.dead_letters import read_letters
 from domain_event_broker.events import DomainEvent as Event
 from domain_event_broker.sqlalchemy import add_event, metadata, outbox_table
 from domain_event_broker.sqlalchemy.outbox import SQLAlchemyOutboxStore
 from domain_event_broker.sqlalchemy.tables import utc_now
-from support import broker_at, queue_depth, rabbitmqctl, wait_for
+from support import broker_at, queue_depth, rabbitmqctl, send_to_queue, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -443,3 +444,31 @@ def test_the_command_prints_where_it_listens_and_a_token_that_logs_in(console_ur
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_reading_gives_every_letter_back_and_a_queue_gone_meanwhile_reads_as_none(
+    console_url: str, make_subscriber: Callable[..., Subscriber]
+) -> None:
+    subscriber = make_subscriber(console_url)
+    for name in ("reader-a", "reader-b"):
+        subscriber.register(lambda _event: None, name, [f"{name}.#"], dead_letter=True)
+    sent = {"reader-a": 3, "reader-b": 2}
+    for name, count in sent.items():
+        for number in range(count):
+            body = Event(f"{name}.made", {"n": number}).to_json().encode()
+            send_to_queue(console_url, f"{name}-dl", body, {"x-domain-event-exception-type": "E"})
+    read = read_letters(
+        BrokerSettings(console_url), {"reader-a": None, "reader-ghost": None, "reader-b": None}
+    )
+    assert [(one.subscriber, one.count) for one in read] == [
+        ("reader-a", 3),
+        ("reader-ghost", 0),
+        ("reader-b", 2),
+    ]
+    assert [json.loads(letter.body)["data"]["n"] for letter in read[0].letters] == [0, 1, 2]
+    for name, count in sent.items():
+        wait_for(lambda name=name, count=count: queue_depth(console_url, f"{name}-dl") == count)
+    again = read_letters(BrokerSettings(console_url), {"reader-a": None})
+    assert [letter.body for letter in again[0].letters] == [
+        letter.body for letter in read[0].letters
+    ]

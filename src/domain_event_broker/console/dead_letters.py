@@ -24,6 +24,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
+from .._pika import abort
 from ..connection import connect_blocking
 from ..core.fingerprint import FailureGroup, failure_of, fingerprint, group_failures
 from ..core.rabbitmq import returns_wear_out
@@ -66,65 +67,91 @@ def read_letters(
     url: BrokerSettings, rows: Mapping[str, Mapping[str, Any] | None]
 ) -> list[SubscriberLetters]:
     """Every dead letter now of each subscriber in ``rows`` (name: its ``N-dl`` row of
-    the management API), grouped by failure; none is removed. One connection for all."""
+    the management API), grouped by failure; none is removed.
+
+    One connection and one channel for all: a consumer on each queue, every
+    letter streamed at once; then the connection is dropped, which gives every
+    letter back to its place (a cancel and a channel close per queue would cost
+    two round trips each).
+    """
+    readable = {name: row for name, row in rows.items() if not returns_wear_out(row)}
     connection = connect_blocking(url, "console")
     try:
-        return [_read_one(connection, name, row) for name, row in rows.items()]
+        streamed = _stream(connection, [dead_letter_queue_name(name) for name in readable])
     finally:
-        if connection.is_open:
-            connection.close()
+        abort(connection, "the console has read the dead letters")
+    read = []
+    for name, row in rows.items():
+        if name not in readable:
+            read.append(_unreadable(name, row))
+            continue
+        letters = streamed[dead_letter_queue_name(name)].letters
+        groups = group_failures(letter.headers for letter in letters)
+        read.append(SubscriberLetters(name, len(letters), groups, letters))
+    return read
 
 
-def _read_one(
-    connection: pika.BlockingConnection, subscriber: str, row: Mapping[str, Any] | None
-) -> SubscriberLetters:
-    queue = dead_letter_queue_name(subscriber)
-    if returns_wear_out(row):
-        return SubscriberLetters(
-            subscriber,
-            int((row or {}).get("messages_ready") or 0),
-            [],
-            [],
-            unreadable=(
-                f"{queue} is a quorum queue with a delivery limit: reading its letters would "
-                "count against it and drop them. Lift it with a policy "
-                """'{"delivery-limit":-1}' --apply-to quorum_queues to see them here."""
-            ),
-        )
-    letters = _stream(connection, queue)
-    groups = group_failures(letter.headers for letter in letters)
-    return SubscriberLetters(subscriber, len(letters), groups, letters)
+def _unreadable(subscriber: str, row: Mapping[str, Any] | None) -> SubscriberLetters:
+    return SubscriberLetters(
+        subscriber,
+        int((row or {}).get("messages_ready") or 0),
+        [],
+        [],
+        unreadable=(
+            f"{dead_letter_queue_name(subscriber)} is a quorum queue with a delivery limit: "
+            "reading its letters would count against it and drop them. Lift it with a policy "
+            """'{"delivery-limit":-1}' --apply-to quorum_queues to see them here."""
+        ),
+    )
 
 
-def _stream(connection: pika.BlockingConnection, queue: str) -> list[Letter]:
-    channel = connection.channel()
-    try:
-        count = int(channel.queue_declare(queue, passive=True).method.message_count)
-    except pika.exceptions.ChannelClosedByBroker as error:
-        if error.reply_code == 404:
-            return []
-        raise
-    letters: list[Letter] = []
-    if count == 0:
-        channel.close()
-        return letters
+class _Collector:
+    """The letters of one queue, up to the count it had when it was declared."""
 
-    def take(
-        _channel: BlockingChannel, method: Any, properties: pika.BasicProperties, body: bytes
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.letters: list[Letter] = []
+
+    @property
+    def full(self) -> bool:
+        return len(self.letters) >= self.count
+
+    def __call__(
+        self, _channel: BlockingChannel, method: Any, properties: pika.BasicProperties, body: bytes
     ) -> None:
-        if len(letters) < count:
+        if not self.full:
             headers = dict(properties.headers or {})
             key = routing_key_in(headers) or str(method.routing_key)
-            letters.append(Letter(key, body, headers, len(letters)))
+            self.letters.append(Letter(key, body, headers, len(self.letters)))
 
-    channel.basic_qos(prefetch_count=0)
-    channel.basic_consume(queue, take, auto_ack=False)
+
+def _stream(connection: pika.BlockingConnection, queues: list[str]) -> dict[str, _Collector]:
+    collectors: dict[str, _Collector] = {}
+    pending = list(queues)
+    while pending:
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=0)
+        on_channel: list[str] = []
+        try:
+            while pending:
+                queue = pending[0]
+                count = int(channel.queue_declare(queue, passive=True).method.message_count)
+                collectors[queue] = _Collector(count)
+                pending.pop(0)
+                if count:
+                    channel.basic_consume(queue, collectors[queue], auto_ack=False)
+                    on_channel.append(queue)
+        except pika.exceptions.ChannelClosedByBroker as error:
+            if error.reply_code != 404:
+                raise
+            # Gone since the listing: no letters. The channel's consumers went with it
+            # (their letters back in place): read those queues again on a new channel.
+            collectors[pending.pop(0)] = _Collector(0)
+            pending[:0] = on_channel
     deadline = time.monotonic() + READ_TIMEOUT
-    while len(letters) < count and time.monotonic() < deadline:
+    while not all(c.full for c in collectors.values()) and time.monotonic() < deadline:
         connection.process_data_events(time_limit=0.2)
-    # Closing the channel returns every unacked letter to its place in the queue.
-    channel.close()
-    return letters
+    return collectors
 
 
 @dataclass
