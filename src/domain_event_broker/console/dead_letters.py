@@ -24,7 +24,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from .._pika import abort
+from .._pika import channel_impl
 from ..connection import connect_blocking
 from ..core.fingerprint import FailureGroup, failure_of, fingerprint, group_failures
 from ..core.rabbitmq import returns_wear_out
@@ -70,7 +70,7 @@ def read_letters(
     the management API), grouped by failure; none is removed.
 
     One connection and one channel for all: a consumer on each queue, every
-    letter streamed at once; then the connection is dropped, which gives every
+    letter streamed at once; then the channel is closed, which gives every
     letter back to its place (a cancel and a channel close per queue would cost
     two round trips each).
     """
@@ -79,7 +79,8 @@ def read_letters(
     try:
         streamed = _stream(connection, [dead_letter_queue_name(name) for name in readable])
     finally:
-        abort(connection, "the console has read the dead letters")
+        if connection.is_open:
+            connection.close()
     read = []
     for name, row in rows.items():
         if name not in readable:
@@ -127,9 +128,13 @@ class _Collector:
 
 def _stream(connection: pika.BlockingConnection, queues: list[str]) -> dict[str, _Collector]:
     collectors: dict[str, _Collector] = {}
+    if not queues:
+        return collectors
     pending = list(queues)
+    channel = connection.channel()
     while pending:
-        channel = connection.channel()
+        if channel.is_closed:
+            channel = connection.channel()
         channel.basic_qos(prefetch_count=0)
         on_channel: list[str] = []
         try:
@@ -150,6 +155,12 @@ def _stream(connection: pika.BlockingConnection, queues: list[str]) -> dict[str,
             pending[:0] = on_channel
     deadline = time.monotonic() + READ_TIMEOUT
     while not all(c.full for c in collectors.values()) and time.monotonic() < deadline:
+        connection.process_data_events(time_limit=0.2)
+    # Closing the channel gives every letter back to its place. Closed underneath
+    # pika's BlockingChannel: it would cancel each consumer first, a round trip each.
+    if channel.is_open:
+        channel_impl(channel).close()
+    while channel.is_open and time.monotonic() < deadline + READ_TIMEOUT:
         connection.process_data_events(time_limit=0.2)
     return collectors
 
