@@ -167,7 +167,7 @@ def test_the_map_names_services_subscribers_bindings_and_counts(
         expect(svg.locator('g[data-subscriber="stock"] .keys')).to_have_text("stock.#")
         expect(svg.locator("g.sub")).to_have_count(3)
         seen = page.locator("tr.seen-key")
-        expect(seen).to_have_count(3)
+        expect(seen).to_have_count(3, timeout=15_000)  # the next refresh (every 5 s)
         expect(seen.nth(0)).to_have_text("invoice.sent3no subscriber: these events are dropped")
         expect(seen.nth(1)).to_have_text("order.cancelled2mailer")
         expect(seen.nth(2)).to_have_text("stock.moved.north1stock")

@@ -32,7 +32,6 @@ QUEUE_COLUMNS = ",".join(
     (
         "name",
         "type",
-        "exclusive",
         "arguments",
         "effective_policy_definition",
         "messages_ready",

@@ -88,11 +88,8 @@ class Console:
     # The event map ----------------------------------------------------------------
     def event_map(self) -> dict[str, Any]:
         rows = self.management.queue_rows()
-        # Counts of this moment (the API's are up to 5 s old); rates are the API's. An
-        # exclusive queue refuses another connection's passive declare: the API's figures.
-        exclusive = [queue_record(row) for row in rows if row.get("exclusive")]
-        shared = [queue_record(row) for row in rows if not row.get("exclusive")]
-        queues = exact_counts(self.url, shared) + exclusive
+        # Counts of this moment (the API's are up to 5 s old); rates are the API's.
+        queues = exact_counts(self.url, [queue_record(row) for row in rows])
         found = subscribers(queues, self.management.bindings())
         drawn = event_map(
             self.exchange,
