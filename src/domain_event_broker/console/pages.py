@@ -166,7 +166,8 @@ def _subscriber_box(subscriber: dict[str, Any], y: float, exchange_y: float) -> 
         f"{subscriber['retries_waiting']} retries waiting; "
         f"{'no dead-letter queue' if dead is None else f'{dead} dead letters'}"
     )
-    dead_text = "" if dead is None else f'<tspan class="dead">{dead} dead</tspan>'
+    dead_class = "dead" if dead else "no-dead"
+    dead_text = "" if dead is None else f'<tspan class="{dead_class}">{dead} dead</tspan>'
     return (
         f'<line x1="560" y1="{exchange_y + 20}" x2="640" y2="{y + 20}" stroke="#8a94a6"/>'
         f'<a href="/dead-letters/{escape(subscriber["name"], quote=True)}">'
@@ -175,7 +176,7 @@ def _subscriber_box(subscriber: dict[str, Any], y: float, exchange_y: float) -> 
         f'<text x="650" y="{y + 16}" font-weight="600">{name}</text>'
         f'<text x="650" y="{y + 32}">keys: <tspan class="keys">{keys}</tspan></text>'
         f'<text x="650" y="{y + 48}"><tspan class="consumers">{subscriber["consumers"]}'
-        f"</tspan> consumers ({services})</text>"
+        f"</tspan> consumer{'' if subscriber['consumers'] == 1 else 's'} ({services})</text>"
         f'<text x="650" y="{y + 64}"><tspan class="depth">{waiting}</tspan> waiting · '
         f"{subscriber['rate_in']:.1f}/s in · {subscriber['rate_out']:.1f}/s out · "
         f"{subscriber['retries_waiting']} retrying · {dead_text}</text></g></a>"
