@@ -359,6 +359,13 @@ def test_actions_need_a_login_and_the_csrf_token(shop: Shop, console_url: str) -
             urllib.request.urlopen(server.url + "api/jobs/x1")
         assert no_job.value.code == 404
         assert TOKEN not in urllib.request.urlopen(server.url).read().decode()
+        # A page of another site whose name now points at 127.0.0.1 (DNS rebinding).
+        rebound = urllib.request.Request(server.url + "api/dead-letters")
+        rebound.add_header("Host", f"attacker.example:{server.server_address[1]}")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(rebound)
+        assert refused.value.code == 403
+        assert refused.value.read() == b"this console answers on 127.0.0.1 only"
     finally:
         server.shutdown()
 

@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 from html import escape
 from typing import Any
+from urllib.parse import quote
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -170,7 +171,7 @@ def _subscriber_box(subscriber: dict[str, Any], y: float, exchange_y: float) -> 
     dead_text = "" if dead is None else f'<tspan class="{dead_class}">{dead} dead</tspan>'
     return (
         f'<line x1="560" y1="{exchange_y + 20}" x2="640" y2="{y + 20}" stroke="#8a94a6"/>'
-        f'<a href="/dead-letters/{escape(subscriber["name"], quote=True)}">'
+        f'<a href="/dead-letters/{escape(quote(subscriber["name"], safe=""))}">'
         f'<g class="node sub" data-subscriber="{name}"><title>{escape(details)}</title>'
         f'<rect x="640" y="{y}" width="350" height="{BOX_HEIGHT}" rx="6"/>'
         f'<text x="650" y="{y + 16}" font-weight="600">{name}</text>'
@@ -217,7 +218,7 @@ def _subscriber_letters(subscriber: dict[str, Any], can_act: bool, csrf: str) ->
     name = subscriber["subscriber"]
     parts = [
         f'<section class="subscriber" data-subscriber="{escape(name)}"><h2>'
-        f'<a href="/dead-letters/{escape(name)}">{escape(name)}</a>: '
+        f'<a href="/dead-letters/{escape(quote(name, safe=""))}">{escape(name)}</a>: '
         f"{subscriber['count']} dead letters in {len(subscriber['groups'])} groups</h2>"
     ]
     if subscriber["unreadable"]:
@@ -259,9 +260,11 @@ def _action_form(action: str, fields: dict[str, str], csrf: str, label: str, ask
         f'<input type="hidden" name="{key}" value="{escape(value)}">'
         for key, value in fields.items()
     )
+    # The question travels as data, never inside the script: names and event ids come
+    # from whoever published, and a quote in one must not end the script's string.
     return (
         f'<form method="post" action="{action}" style="display:inline" '
-        f"onsubmit=\"return confirm('{escape(ask)}')\">"
+        f'data-ask="{escape(ask)}" onsubmit="return confirm(this.dataset.ask)">'
         f'<input type="hidden" name="csrf" value="{escape(csrf)}">{hidden}'
         f"<button>{escape(label)}</button></form> "
     )

@@ -10,6 +10,7 @@ traceback (that goes to the log).
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 import secrets
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 #: The environment variable holding the token that actions need.
 TOKEN_VARIABLE = "DOMAIN_EVENT_BROKER_CONSOLE_TOKEN"
 SESSION_COOKIE = "console_session"
+#: Host names a console on loopback answers to (besides loopback addresses).
+LOOPBACK_NAMES = ("localhost",)
 #: Bytes of a form the console reads at most (a form holds a few ids).
 MAX_FORM_BYTES = 16 * 1024
 
@@ -75,6 +78,7 @@ class ConsoleHandler(BaseHTTPRequestHandler):
 
     def _answer(self, route: Any) -> None:
         try:
+            self._check_host()
             route(urllib.parse.urlsplit(self.path))
         except ConnectionError:
             log.debug(
@@ -143,6 +147,16 @@ class ConsoleHandler(BaseHTTPRequestHandler):
             self._act_on_outbox(url.path.rsplit("/", 1)[1], form)
         else:
             raise ClientError(HTTPStatus.NOT_FOUND, f"no action {url.path}")
+
+    def _check_host(self) -> None:
+        """On loopback, answer only requests for a loopback name: a web page whose own
+        name was made to point at 127.0.0.1 (DNS rebinding) must not read the console."""
+        host = str(self.server.server_address[0])
+        if not ipaddress.ip_address(host).is_loopback:
+            return
+        asked = urllib.parse.urlsplit("//" + self.headers.get("Host", "")).hostname or ""
+        if asked not in LOOPBACK_NAMES and not _is_loopback(asked):
+            raise ClientError(HTTPStatus.FORBIDDEN, f"this console answers on {host} only")
 
     # Views --------------------------------------------------------------------------
     def _letters(self, only: str | None) -> list[dict[str, Any]]:
@@ -267,6 +281,13 @@ class ConsoleHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("console: %s %s", self.address_string(), format % args)
+
+
+def _is_loopback(name: str) -> bool:
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _required(form: dict[str, str], name: str) -> str:
