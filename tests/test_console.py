@@ -479,3 +479,33 @@ def test_reading_gives_every_letter_back_and_a_queue_gone_meanwhile_reads_as_non
     assert [letter.body for letter in again[0].letters] == [
         letter.body for letter in read[0].letters
     ]
+
+
+def test_no_password_in_any_page_answer_or_log_line(
+    shop: Shop, console_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    user, password = f"console-{uuid.uuid4().hex[:6]}", f"pw-{uuid.uuid4().hex}"
+    vhost = console_url.rsplit("/", 1)[1]
+    rabbitmqctl("add_user", user, password)
+    try:
+        rabbitmqctl("set_user_tags", user, "monitoring")
+        rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        url = console_url.replace("guest:guest@", f"{user}:{password}@")
+        server = serve(Console(BrokerSettings(url)), TOKEN)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            answers = [
+                urllib.request.urlopen(server.url + path).read().decode()
+                for path in ("", "api/map", "dead-letters", "api/dead-letters", "outbox", "login")
+            ]
+            assert "billing" in answers[1]
+            for path in ("api/jobs/1", "dead-letters/nobody", "nowhere"):
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    urllib.request.urlopen(server.url + path)
+                answers.append(refused.value.read().decode())
+        finally:
+            server.shutdown()
+        assert not [answer for answer in answers if password in answer]
+        assert password not in caplog.text
+    finally:
+        rabbitmqctl("delete_user", user)
