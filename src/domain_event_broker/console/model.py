@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: Finished actions the dead-letter page keeps showing.
 KEPT_ACTIONS = 20
+#: Finished actions /api/jobs still answers for.
+KEPT_JOBS = 100
 #: Letters of a group listed on the page (all are counted; the page links the rest).
 LISTED_LETTERS = 50
 
@@ -140,6 +142,9 @@ class Console:
             raise ValueError(f"unknown action {verb!r}: replay or discard")
         job = Job(next(self._job_ids), what, Progress(total), _now())
         self.jobs[job.id] = job
+        finished = [known for known in self.jobs.values() if known.progress.done]
+        for forgotten in finished[:-KEPT_JOBS]:
+            del self.jobs[forgotten.id]  # /api/jobs answers for the recent ones only
 
         def run() -> None:
             try:
