@@ -20,7 +20,7 @@ from domain_event_broker import Subscriber
 from domain_event_broker.aio import AsyncSubscriber
 from domain_event_broker.publisher import close_shared_publishers
 from drivers import AioPikaDriver, Driver, PikaDriver, Publishing, publishing
-from support import broker_at, rabbitmqctl
+from support import broker_at, delete_subscriber_topology, rabbitmqctl
 
 
 @pytest.fixture(scope="session")
@@ -88,17 +88,6 @@ def make_subscriber(broker_url: str) -> Iterator[Callable[..., Subscriber]]:
         subscriber.stop_consuming()
         names.update(subscriber.registered_names)
     delete_subscriber_topology(broker_url, *names)
-
-
-def delete_subscriber_topology(broker_url: str, *names: str) -> None:
-    """Delete the queues and exchanges of the subscribers ``names``."""
-    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
-        channel = connection.channel()
-        for subscriber_name in names:
-            for queue in (subscriber_name, f"{subscriber_name}-dl"):
-                channel.queue_delete(queue)
-            for exchange in (f"{subscriber_name}-dlx", f"{subscriber_name}-retry"):
-                channel.exchange_delete(exchange)
 
 
 @pytest.fixture(params=["pika", "aio-pika"])

@@ -239,3 +239,14 @@ class FreezingProxy(TcpProxy):
 
     def _withholds_replies(self, number: int) -> bool:
         return number <= self._frozen_below
+
+
+def delete_subscriber_topology(broker_url: str, *names: str) -> None:
+    """Delete the queues and exchanges of the subscribers ``names``."""
+    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
+        channel = connection.channel()
+        for subscriber_name in names:
+            for queue in (subscriber_name, f"{subscriber_name}-dl"):
+                channel.queue_delete(queue)
+            for exchange in (f"{subscriber_name}-dlx", f"{subscriber_name}-retry"):
+                channel.exchange_delete(exchange)

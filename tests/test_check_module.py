@@ -9,10 +9,9 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from conftest import delete_subscriber_topology
 from domain_event_broker.core.operations import Bind, ExchangeDeclare, QueueDeclare
 from domain_event_broker.core.topology import SubscriberTopology
-from support import queue_depth
+from support import delete_subscriber_topology, queue_depth
 
 ROOT = Path(__file__).resolve().parents[1]
 

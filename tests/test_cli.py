@@ -261,3 +261,22 @@ def test_delete_refuses_a_subscriber_with_consumers_unless_forced(
         assert forced.returncode == 0, forced.stderr
     missing = domain_events("--url", broker_url, "delete", name, "--yes")
     assert missing.returncode == 2 and f"there is no subscriber '{name}'" in missing.stderr
+
+
+def test_subscribers_lists_them_while_another_connection_holds_an_exclusive_queue(
+    broker_url: str, name: str, make_subscriber: MakeSubscriber
+) -> None:
+    # `domain-events listen` (or the console) holds one: a passive declare of it is refused.
+    make_subscriber().register(print, name, [f"{name}.#"])
+    listener = pika.BlockingConnection(pika.URLParameters(broker_url))
+    try:
+        channel = listener.channel()
+        queue = channel.queue_declare(f"{name}-listening", exclusive=True).method.queue
+        channel.queue_bind(queue, "domain-events", f"{name}.#")
+        listing = domain_events("--url", broker_url, "subscribers", "--json")
+        assert listing.returncode == 0, listing.stderr
+        found = {row["name"]: row for row in json.loads(listing.stdout)}
+        assert found[name]["waiting"] == 0
+        assert f"{name}-listening" in found, "listed with the management API's figures"
+    finally:
+        listener.close()

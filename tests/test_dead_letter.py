@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
 import pika
 import pytest
 
 from domain_event_broker import DomainEvent, Subscriber, publish_domain_event
+from domain_event_broker.topology import TRACEBACK_HEADER
 from support import consume_until, get_all, queue_depth
 
 MakeSubscriber = Callable[..., Subscriber]
@@ -147,3 +149,20 @@ def test_dead_letter_falls_back_to_the_queue_when_no_binding_matches(
     [(_, properties, body)] = get_all(broker_url, f"{name}-dl")
     assert DomainEvent.from_json(body) == sent
     assert properties.headers["x-domain-event-routing-key"] == f"{name}.old"
+
+
+def test_a_dead_letter_carries_where_the_handler_raised_on_both_drivers(
+    broker_url: str, name: str, make_driver: Callable[..., Any]
+) -> None:
+    def charge_card(event: DomainEvent) -> None:
+        raise LookupError(f"card of customer {event.data['customer']} expired")
+
+    subscriber = make_driver()
+    subscriber.register(charge_card, name, [f"{name}.#"], dead_letter=True)
+    publish_domain_event(f"{name}.paid", {"customer": 7}, connection_settings=broker_url)
+    subscriber.run_until(lambda: queue_depth(broker_url, f"{name}-dl") == 1)
+    [(_, properties, _body)] = get_all(broker_url, f"{name}-dl")
+    traceback = properties.headers[TRACEBACK_HEADER]
+    assert traceback.startswith("Traceback (most recent call last):\n")
+    assert f'File "{__file__}", line ' in traceback
+    assert traceback.endswith(", in charge_card\nLookupError: card of customer 7 expired")

@@ -1,4 +1,4 @@
-"""The ``domain-events`` command: demo, publish, listen, status, metrics and dead letters.
+"""The ``domain-events`` command: demo, publish, listen, status, metrics, dead letters, console.
 
 Every command takes ``--url`` (default: ``$DOMAIN_EVENT_BROKER``, else the
 local broker) and the TLS options ``--ca-file``, ``--cert-file``, ``--key-file``
@@ -23,6 +23,7 @@ from typing import Any
 from . import __version__
 from ._pika import server_properties
 from .connection import connect_blocking
+from .console.command import add_console_command
 from .contracts.commands import add_contract_commands
 from .core.rabbitmq import RabbitMQVersion
 from .demo import run_demo
@@ -221,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_inventory_commands(commands)
     add_outbox_command(commands)
     add_contract_commands(commands)
+    add_console_command(commands)
     return parser
 
 

@@ -20,6 +20,7 @@ import os
 import random
 import socket
 import ssl
+import sys
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -37,6 +38,13 @@ from .core.supervisor import Backoff
 from .errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
+
+#: The environment variable naming the service this process is (see ``service_name``).
+SERVICE_VARIABLE = "DOMAIN_EVENT_BROKER_SERVICE"
+#: Client properties of our connections: the service, and what the connection is for
+#: (publisher, subscriber, ...), read back by ``domain-events console``.
+SERVICE_PROPERTY = "service"
+ROLE_PROPERTY = "domain-event-broker-role"
 
 #: The exceptions that mean "the connection (or its channel) is gone, reconnect".
 CONNECTION_LOST = (
@@ -139,8 +147,17 @@ def _node_parameters(
     # A name given in the URL (?client_properties=...) or in pika parameters wins.
     properties.setdefault("connection_name", _connection_name(broker, role))
     properties.setdefault("product", "domain-event-broker")
+    properties.setdefault(SERVICE_PROPERTY, service_name(broker))
+    properties.setdefault(ROLE_PROPERTY, role)
     parameters.client_properties = properties
     return parameters
+
+
+def service_name(broker: BrokerSettings) -> str:
+    """The service a connection belongs to: the setting, ``$DOMAIN_EVENT_BROKER_SERVICE``,
+    else the program's name."""
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return broker.service_name or os.environ.get(SERVICE_VARIABLE) or program or "python"
 
 
 def _connection_name(broker: BrokerSettings, role: str) -> str:

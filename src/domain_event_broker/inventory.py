@@ -14,13 +14,14 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import pika.exceptions
+
 from .connection import connect_blocking
 from .core.defaults import ANSWER_TIMEOUT
 from .core.inventory import Belongings, QueueRecord, belonging_to, subscribers
 from .management import ManagementAPI
 from .replay import read_stdin_line
 from .settings import BrokerSettings, mask_url
-from .status import queue_counts
 
 
 def add_inventory_commands(commands: Any) -> None:
@@ -62,15 +63,31 @@ def exact_counts(url: BrokerSettings, queues: list[QueueRecord]) -> list[QueueRe
     The management API's figures are statistics, up to 5 s old: a queue just
     filled shows empty, a consumer just started shows none. A passive declare
     answers with the queue's counts of this moment (unacked ones it does not
-    count: those stay the statistics'). A queue gone meanwhile is left out.
+    count: those stay the statistics'). A queue gone meanwhile is left out; an
+    exclusive queue of another connection (``listen``'s) keeps the API's figures.
     """
     exact = []
     connection = connect_blocking(url, "inventory")
     try:
+        # One channel for every look (a round trip each); a missing queue closes it.
+        channel = connection.channel()
         for queue in queues:
-            ready, consumers = queue_counts(connection, queue.name)
-            if ready is not None and consumers is not None:
-                exact.append(dataclasses.replace(queue, ready=ready, consumers=consumers))
+            if channel.is_closed:
+                channel = connection.channel()
+            try:
+                method = channel.queue_declare(queue.name, passive=True).method
+            except pika.exceptions.ChannelClosedByBroker as error:
+                if error.reply_code == 404:
+                    continue  # gone meanwhile
+                if error.reply_code == 405:
+                    exact.append(queue)  # another connection's exclusive queue: the API's
+                    continue
+                raise
+            exact.append(
+                dataclasses.replace(
+                    queue, ready=int(method.message_count), consumers=int(method.consumer_count)
+                )
+            )
     finally:
         if connection.is_open:
             connection.close()

@@ -15,8 +15,9 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from .connection import cluster_parameters
+from .connection import ROLE_PROPERTY, SERVICE_PROPERTY, cluster_parameters
 from .core.drift import Broker, ExchangeState, QueueState
+from .core.event_map import ConnectionRecord, ConsumerRecord
 from .core.inventory import BindingRecord, QueueRecord
 from .core.rabbitmq import RabbitMQVersion
 from .errors import BrokerUnavailable
@@ -26,6 +27,39 @@ from .settings import BrokerSettings
 MANAGEMENT_TIMEOUT = 10.0
 #: Where the management API listens by default: the AMQP port plus this.
 MANAGEMENT_PORT_OFFSET = 10000
+
+
+#: The figures of a queue the console reads (a smaller answer: 200 subscribers' queues).
+QUEUE_COLUMNS = ",".join(
+    (
+        "name",
+        "type",
+        "arguments",
+        "effective_policy_definition",
+        "messages_ready",
+        "messages_unacknowledged",
+        "consumers",
+        "message_stats.publish_details.rate",
+        "message_stats.deliver_get_details.rate",
+    )
+)
+
+
+def queue_record(row: dict[str, Any]) -> QueueRecord:
+    return QueueRecord(
+        name=row["name"],
+        ready=int(row.get("messages_ready") or 0),
+        unacked=int(row.get("messages_unacknowledged") or 0),
+        consumers=int(row.get("consumers") or 0),
+    )
+
+
+def queue_rates(row: dict[str, Any]) -> tuple[float, float]:
+    """(events in, events delivered) a second, as the broker's statistics say."""
+    stats = row.get("message_stats") or {}
+    rate_in = (stats.get("publish_details") or {}).get("rate") or 0.0
+    rate_out = (stats.get("deliver_get_details") or {}).get("rate") or 0.0
+    return float(rate_in), float(rate_out)
 
 
 class ManagementAPI:
@@ -47,15 +81,35 @@ class ManagementAPI:
         self._authorization = f"Basic {token}"
 
     def queues(self) -> list[QueueRecord]:
+        return [queue_record(row) for row in self._get("queues")]
+
+    def queue_rows(self) -> list[dict[str, Any]]:
+        """Every queue with its figures, rates and arguments, as the API lists it."""
+        return self._get("queues", QUEUE_COLUMNS)
+
+    def consumers(self) -> list[ConsumerRecord]:
         return [
-            QueueRecord(
-                name=row["name"],
-                ready=int(row.get("messages_ready") or 0),
-                unacked=int(row.get("messages_unacknowledged") or 0),
-                consumers=int(row.get("consumers") or 0),
+            ConsumerRecord(
+                row.get("queue", {}).get("name", ""),
+                row.get("channel_details", {}).get("connection_name", ""),
             )
-            for row in self._get("queues")
+            for row in self._get("consumers")
         ]
+
+    def connections(self) -> list[ConnectionRecord]:
+        rows = self._get_path(f"vhosts/{self._vhost_path}/connections")
+        records = []
+        for row in rows:
+            properties = row.get("client_properties") or {}
+            records.append(
+                ConnectionRecord(
+                    name=str(row.get("name", "")),
+                    service=str(properties.get(SERVICE_PROPERTY, "")),
+                    role=str(properties.get(ROLE_PROPERTY, "")),
+                    product=str(properties.get("product", "")),
+                )
+            )
+        return records
 
     def bindings(self) -> list[BindingRecord]:
         return [
@@ -92,16 +146,22 @@ class ManagementAPI:
 
     def rabbitmq_version(self) -> RabbitMQVersion:
         """The version the node reports (3.x rules when it reports none)."""
-        overview: Any = self._get("overview", per_vhost=False)
+        overview: Any = self._get_path("overview")
         version = overview.get("rabbitmq_version") if isinstance(overview, dict) else None
         return RabbitMQVersion.reported({"version": version})
 
-    def _get(self, collection: str, per_vhost: bool = True) -> list[dict[str, Any]]:
-        vhost = urllib.parse.quote(self.vhost, safe="")
-        path = f"{collection}/{vhost}" if per_vhost else collection
+    @property
+    def _vhost_path(self) -> str:
+        return urllib.parse.quote(self.vhost, safe="")
+
+    def _get(self, collection: str, columns: str = "") -> list[dict[str, Any]]:
+        query = f"?columns={columns}" if columns else ""
+        return self._get_path(f"{collection}/{self._vhost_path}{query}")
+
+    def _get_path(self, path: str) -> list[dict[str, Any]]:
+        collection = path.split("/")[0] if not path.startswith("vhosts/") else "connections"
         request = urllib.request.Request(
-            f"{self.base}/api/{path}",
-            headers={"Authorization": self._authorization},
+            f"{self.base}/api/{path}", headers={"Authorization": self._authorization}
         )
         try:
             with urllib.request.urlopen(request, timeout=MANAGEMENT_TIMEOUT) as reply:

@@ -33,6 +33,7 @@ from .topology import (
     FAILED_AT_HEADER,
     FAILED_SUBSCRIBER_HEADER,
     REPLAYED_HEADER,
+    TRACEBACK_HEADER,
     dead_letter_queue_name,
     retry_exchange_name,
     routing_key_in,
@@ -325,6 +326,11 @@ class DeadLetter:
     @property
     def failed_at(self) -> str | None:
         return _optional_text(self.headers.get(FAILED_AT_HEADER))
+
+    @property
+    def traceback(self) -> str:
+        """Where the handler raised (its last 4 KiB), when the dead letter records it."""
+        return _optional_text(self.headers.get(TRACEBACK_HEADER)) or ""
 
 
 def _optional_text(value: object) -> str | None:

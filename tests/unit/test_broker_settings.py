@@ -255,6 +255,26 @@ def test_the_connection_name_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> No
     )
 
 
+def test_the_service_name_is_a_setting_then_the_environment_then_the_program(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def service(connection_settings: object) -> tuple[str, str]:
+        (parameters,) = cluster_parameters(connection_settings, "subscriber")
+        properties = parameters.client_properties
+        return properties["service"], properties["domain-event-broker-role"]
+
+    monkeypatch.delenv("DOMAIN_EVENT_BROKER_SERVICE", raising=False)
+    monkeypatch.setattr("sys.argv", ["/srv/bin/billing-worker", "--fast"])
+    assert service("amqp://rabbit/") == ("billing-worker", "subscriber")
+    monkeypatch.setenv("DOMAIN_EVENT_BROKER_SERVICE", "billing")
+    assert service("amqp://rabbit/") == ("billing", "subscriber")
+    assert service(BrokerSettings("amqp://rabbit/", service_name="shop")) == ("shop", "subscriber")
+    assert "service_name='shop'" in repr(BrokerSettings("amqp://rabbit/", service_name="shop"))
+    assert BrokerSettings(service_name="shop").on(BrokerSettings("amqp://a/")).service_name == (
+        "shop"
+    )
+
+
 def test_a_client_properties_query_is_kept() -> None:
     url = "amqp://rabbit/?client_properties={'connection_name':'from-url','team':'pay'}"
     (parameters,) = cluster_parameters(url, "publisher")

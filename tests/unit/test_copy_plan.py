@@ -16,7 +16,13 @@ from domain_event_broker.core.copies import (
     copied_fields,
     plan_copy,
 )
-from domain_event_broker.core.outcome import Action, Outcome, Policy, decide
+from domain_event_broker.core.outcome import (
+    MAX_TRACEBACK_BYTES,
+    Action,
+    Outcome,
+    Policy,
+    decide,
+)
 from domain_event_broker.core.topology import (
     EXCEPTION_MESSAGE_HEADER,
     EXCEPTION_TYPE_HEADER,
@@ -24,6 +30,7 @@ from domain_event_broker.core.topology import (
     FAILED_SUBSCRIBER_HEADER,
     RETRIES_HEADER,
     ROUTING_KEY_HEADER,
+    TRACEBACK_HEADER,
     SubscriberTopology,
 )
 from domain_event_broker.core.wait_queues import wait_delay_ms
@@ -93,6 +100,48 @@ def failed_outcome() -> Outcome:
         return decide(POLICY, 2, error)
 
 
+#: The frame that raised it, then the error (no source lines: the core reads no files).
+FAILED_TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    f'  File "{__file__}", line {failed_outcome.__code__.co_firstlineno + 2}, in failed_outcome\n'
+    "ValueError: amount must be positive"
+)
+
+
+def deep_failure(depth: int, message: str) -> Outcome:
+    def recurse(level: int) -> None:
+        if level == 0:
+            raise RuntimeError(message)
+        recurse(level - 1)
+
+    try:
+        recurse(depth)
+    except RuntimeError as error:
+        return decide(POLICY, 0, error)
+    raise AssertionError("recurse did not raise")
+
+
+@given(depth=st.integers(0, 200), message=st.text(max_size=3000))
+def test_a_dead_letter_carries_the_end_of_the_traceback_in_at_most_4_kib(
+    depth: int, message: str
+) -> None:
+    plan = plan_copy(TOPOLOGY, deep_failure(depth, message), None, 0, KEY, failed_at=FAILED_AT)
+    traceback = plan.headers[TRACEBACK_HEADER]
+    assert len(traceback.encode("utf-8")) <= MAX_TRACEBACK_BYTES
+    # The end, where it was raised, is what stays: the innermost frame and the error.
+    error_line = "RuntimeError: " + message.encode("utf-8", "replace").decode("utf-8")
+    if len(error_line.encode()) < MAX_TRACEBACK_BYTES - 100:
+        assert traceback.endswith(", in recurse\n" + error_line)
+    if depth < 10 and len(message.encode()) < 1000:
+        assert traceback.startswith("Traceback (most recent call last):\n")
+        assert traceback.count(", in recurse\n") == depth + 1
+
+
+def test_a_retry_copy_carries_no_traceback() -> None:
+    plan = plan_copy(TOPOLOGY, decide(POLICY, 0, Retry(1)), None, 0, KEY, failed_at=FAILED_AT)
+    assert TRACEBACK_HEADER not in plan.headers
+
+
 def test_a_dead_letter_goes_to_the_dead_letter_exchange_with_the_events_key() -> None:
     outcome = failed_outcome()
     assert outcome.action is Action.DEAD_LETTER
@@ -110,6 +159,7 @@ def test_a_dead_letter_goes_to_the_dead_letter_exchange_with_the_events_key() ->
             EXCEPTION_TYPE_HEADER: "ValueError",
             EXCEPTION_MESSAGE_HEADER: "amount must be positive",
             FAILED_AT_HEADER: FAILED_AT,
+            TRACEBACK_HEADER: FAILED_TRACEBACK,
         },
         wait_queue_ms=None,
     )
@@ -134,6 +184,7 @@ def test_a_dead_letter_falls_back_straight_into_the_dead_letter_queue() -> None:
             EXCEPTION_TYPE_HEADER: "ValueError",
             EXCEPTION_MESSAGE_HEADER: "amount must be positive",
             FAILED_AT_HEADER: FAILED_AT,
+            TRACEBACK_HEADER: FAILED_TRACEBACK,
             ROUTING_KEY_HEADER: KEY,
         },
         wait_queue_ms=None,

@@ -42,6 +42,11 @@ class BrokerSettings:
 
     ``connection_name``: the name RabbitMQ shows for the connections (default:
     :data:`CONNECTION_NAME`, else one of our own).
+
+    ``service_name``: the service these connections belong to, sent as the
+    client property ``service`` so that ``domain-events console`` can name who
+    publishes and who listens (default: ``$DOMAIN_EVENT_BROKER_SERVICE``, else
+    the program's name).
     """
 
     __slots__ = (
@@ -51,6 +56,7 @@ class BrokerSettings:
         "external_auth",
         "key_file",
         "nodes",
+        "service_name",
         "ssl_context",
     )
 
@@ -64,6 +70,7 @@ class BrokerSettings:
         key_file: str | os.PathLike[str] | None = None,
         external_auth: bool = False,
         connection_name: str | None = None,
+        service_name: str | None = None,
     ) -> None:
         #: The nodes to connect to, tried in turn; empty for "the default broker".
         self.nodes: tuple[Node, ...] = nodes_of(url)
@@ -77,6 +84,7 @@ class BrokerSettings:
         self.key_file = os.fspath(key_file) if key_file else None
         self.external_auth = bool(external_auth)
         self.connection_name = connection_name
+        self.service_name = service_name
 
     @property
     def uses_tls_settings(self) -> bool:
@@ -94,6 +102,7 @@ class BrokerSettings:
         merged.key_file = tls_from.key_file
         merged.external_auth = self.external_auth or base.external_auth
         merged.connection_name = self.connection_name or base.connection_name
+        merged.service_name = self.service_name or base.service_name
         return merged
 
     def _key(self) -> tuple[object, ...]:
@@ -107,6 +116,7 @@ class BrokerSettings:
             self.key_file,
             self.external_auth,
             self.connection_name,
+            self.service_name,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -127,7 +137,7 @@ class BrokerSettings:
     def __repr__(self) -> str:
         # Never the password: reprs end up in logs and tracebacks.
         options = [repr(mask_url(self)) if self.nodes else "''"]
-        for name in ("ca_file", "cert_file", "key_file", "connection_name"):
+        for name in ("ca_file", "cert_file", "key_file", "connection_name", "service_name"):
             value = getattr(self, name)
             if value:
                 options.append(f"{name}={value!r}")

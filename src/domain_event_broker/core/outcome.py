@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import enum
 import math
+import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import MAX_RETRY_DELAY, InvalidEvent, Retry
@@ -29,6 +30,7 @@ from .topology import (
     FAILED_AT_HEADER,
     FAILED_SUBSCRIBER_HEADER,
     RETRIES_HEADER,
+    TRACEBACK_HEADER,
     VERSION_HEADER,
     legacy_wait_queue_prefix,
 )
@@ -36,6 +38,8 @@ from .topology import (
 #: Bytes of exception text kept in a dead letter's headers. A frame's headers
 #: must fit in RabbitMQ's frame_max (128 KiB by default, 4 KiB at the least).
 MAX_REASON_BYTES = 2000
+#: Bytes of traceback kept in a dead letter's headers: its end, where it was raised.
+MAX_TRACEBACK_BYTES = 4096
 
 
 class Action(enum.Enum):
@@ -68,6 +72,9 @@ class Outcome:
     delay: float = 0.0  # seconds, for RETRY
     exception_type: str = ""  # for DEAD_LETTER and DROP
     reason: str = ""  # for DEAD_LETTER and DROP: valid, bounded text
+    #: For DEAD_LETTER and DROP: where it was raised (the last MAX_TRACEBACK_BYTES).
+    #: Not part of the outcome's identity: the same failure from another line is alike.
+    traceback: str = field(default="", compare=False, repr=False)
 
     @property
     def failed(self) -> bool:
@@ -119,7 +126,35 @@ def undecodable(policy: Policy, error: InvalidEvent) -> Outcome:
 
 def failure(policy: Policy, error: BaseException, reason: str) -> Outcome:
     action = Action.DEAD_LETTER if policy.dead_letter else Action.DROP
-    return Outcome(action, exception_type=qualified_name(error), reason=bounded(reason))
+    return Outcome(
+        action,
+        exception_type=qualified_name(error),
+        reason=bounded(reason),
+        traceback=traceback_text(error),
+    )
+
+
+def traceback_text(error: BaseException) -> str:
+    """Where ``error`` was raised: file, line and function of each frame, then the error.
+
+    Without the source lines: reading them is file I/O, and the file and line
+    name them. The last :data:`MAX_TRACEBACK_BYTES` are kept: the innermost
+    frames, where it was raised.
+    """
+    lines = ["Traceback (most recent call last):"]
+    for frame, line in traceback.walk_tb(error.__traceback__):
+        code = frame.f_code
+        lines.append(f'  File "{code.co_filename}", line {line}, in {code.co_name}')
+    lines.append(f"{qualified_name(error)}: {safe_text(error)}")
+    return bounded_tail("\n".join(lines), MAX_TRACEBACK_BYTES)
+
+
+def bounded_tail(text: str, limit: int) -> str:
+    """The end of ``text`` as valid UTF-8 of at most ``limit`` bytes."""
+    data = text.encode("utf-8", "replace")
+    if len(data) > limit:
+        data = data[len(data) - limit :]
+    return data.decode("utf-8", "ignore")
 
 
 def parse_event(body: bytes, headers: Mapping[str, Any] | None, subscriber: str) -> DomainEvent:
@@ -192,6 +227,8 @@ def failure_headers(
     copied[EXCEPTION_TYPE_HEADER] = bounded(outcome.exception_type)
     copied[EXCEPTION_MESSAGE_HEADER] = bounded(outcome.reason)
     copied[FAILED_AT_HEADER] = failed_at
+    if outcome.traceback:
+        copied[TRACEBACK_HEADER] = outcome.traceback
     return copied
 
 

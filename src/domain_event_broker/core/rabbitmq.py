@@ -129,3 +129,29 @@ def for_release(declared: QueueDeclare, subscriber: str, rabbitmq: RabbitMQVersi
 def regex_literal(name: str) -> str:
     """``name`` as a regular expression that matches it alone, for an operator's command."""
     return re.sub(r"([.^$*+?{}\[\]\\|()])", r"\\\1", name)
+
+
+def returns_wear_out(queue: Mapping[str, Any] | None) -> bool:
+    """Whether giving a message back to ``queue`` (a row of the management API: ``type``,
+    ``arguments``, ``effective_policy_definition``) counts against a delivery limit.
+
+    A quorum queue with a limit set does; so does one with none set, as RabbitMQ
+    4.0-4.2 then apply 20 and the row does not say the release. Reading such a
+    queue by taking and returning would drop its messages at the limit.
+
+    >>> returns_wear_out({"type": "quorum", "arguments": {"x-delivery-limit": -1}})
+    False
+    >>> returns_wear_out({"type": "quorum", "arguments": {}})
+    True
+    """
+    if not queue or queue.get("type") != "quorum":
+        return False
+    arguments = queue.get("arguments") or {}
+    policy = queue.get("effective_policy_definition") or {}
+    limit = arguments.get("x-delivery-limit", policy.get("delivery-limit"))
+    if limit is None:
+        return True
+    try:
+        return int(limit) >= 0
+    except (TypeError, ValueError):
+        return True

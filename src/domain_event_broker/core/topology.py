@@ -52,6 +52,8 @@ FAILED_SUBSCRIBER_HEADER = "x-domain-event-failed-subscriber"
 EXCEPTION_TYPE_HEADER = "x-domain-event-exception-type"
 EXCEPTION_MESSAGE_HEADER = "x-domain-event-exception-message"
 FAILED_AT_HEADER = "x-domain-event-failed-at"
+#: The handler's traceback (its last 4 KiB), for operators grouping failures.
+TRACEBACK_HEADER = "x-domain-event-traceback"
 # The event's routing key, where a copy travels under another one: a retry copy
 # (it comes back from its wait queue with the queue's name as routing key) and a
 # dead letter that had to bypass the dead-letter exchange.
@@ -69,6 +71,7 @@ ATTEMPT_HEADERS = (
     EXCEPTION_TYPE_HEADER,
     EXCEPTION_MESSAGE_HEADER,
     FAILED_AT_HEADER,
+    TRACEBACK_HEADER,
     ROUTING_KEY_HEADER,
     "x-death",
     "x-first-death-exchange",
