@@ -1,0 +1,379 @@
+"""History: where a new subscriber starts in the archive, and how it hands over to its queue.
+
+No I/O here; both drivers (pika and aio-pika) and the in-memory broker take
+their decisions from this module.
+
+The archive is a stream ``<exchange>-archive`` bound to the events exchange
+with ``#``. A subscriber ``N`` registered with ``start_from`` reads history
+only while its queue ``N`` does not exist yet (or a hand-over it began is not
+finished). The hand-over, step by step (:func:`next_step` says which applies):
+
+1. Take the lock ``N-history-lock`` (an exclusive queue: it goes with the
+   connection that holds it), so that one process reads history.
+2. Publish the *first marker* into the archive and wait for its confirm; save
+   the progress (in ``N-history``, a queue that keeps its last message only);
+   only then declare ``N`` and its bindings. Every event that reaches ``N``
+   was routed after its binding existed, so after the first marker was in the
+   archive: the events both in the archive and in ``N`` lie after it.
+3. Publish the *hand-over marker* into the archive and into ``N``.
+4. Read the archive from the start point (or the saved offset) up to the
+   hand-over marker: events the binding keys match and not older than the
+   start point are handled; the ids of those after the first marker (the
+   *overlap*: they are in ``N`` too) are kept in the progress.
+5. Consume ``N``: an event of the overlap is acked unhandled (it was handled
+   from the archive); at the hand-over marker the overlap is complete, the
+   progress is deleted and the lock released.
+
+A kill at any point resumes: the progress names the archive offset to read
+next and the overlap so far; a restart publishes a new hand-over marker and
+reads on from there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+from typing import Any, Literal, Union
+
+from ..errors import InvalidEvent
+from ..events import DomainEvent, topic_matches
+
+#: ``start_from``: an aware datetime (naive means UTC), that long ago, or the archive's first event.
+StartFrom = Union[datetime, timedelta, Literal["first"]]  # noqa: UP007 (a runtime alias)
+
+FIRST = "first"
+#: A marker's header: its id. A marker carries no event; every reader skips it.
+MARKER_HEADER = "x-domain-events-marker"
+#: Seconds a timestamp offset starts before the start point: arrival times are whole
+#: seconds, and a publisher's clock may run a little ahead of the broker's.
+CLOCK_MARGIN = 2.0
+#: Settled history events between two saves of the progress (and a save at least every second).
+SAVE_EVERY = 500
+SAVE_INTERVAL = 1.0
+
+
+def archive_name(exchange: str) -> str:
+    """The archive stream of ``exchange``."""
+    return f"{exchange}-archive"
+
+
+def progress_queue_name(subscriber: str) -> str:
+    """Where subscriber ``subscriber`` keeps its progress through history."""
+    return f"{subscriber}-history"
+
+
+def lock_queue_name(subscriber: str) -> str:
+    """The exclusive queue whose holder reads ``subscriber``'s history."""
+    return f"{subscriber}-history-lock"
+
+
+def archive_arguments(max_age: str, max_bytes: int | None) -> dict[str, Any]:
+    """The stream's queue arguments: retention by age (``7D``, ``12h``) and, if given, by size."""
+    arguments: dict[str, Any] = {"x-queue-type": "stream", "x-max-age": parse_max_age(max_age)}
+    if max_bytes is not None:
+        arguments["x-max-length-bytes"] = max_bytes
+    return arguments
+
+
+#: The state of the progress queue: it keeps only the last progress saved.
+PROGRESS_QUEUE_ARGUMENTS: dict[str, Any] = {"x-max-length": 1}
+
+_AGE_UNITS = {"Y": 365 * 86400, "M": 30 * 86400, "D": 86400, "h": 3600, "m": 60, "s": 1}
+_BYTE_UNITS = {"TB": 10**12, "GB": 10**9, "MB": 10**6, "KB": 10**3, "B": 1}
+
+
+def parse_max_age(text: str) -> str:
+    """``30D``, ``12h``, ``90m`` as RabbitMQ's ``x-max-age`` takes them (Y M D h m s)."""
+    text = text.strip()
+    if len(text) < 2 or not text[:-1].isdigit() or text[-1] not in _AGE_UNITS:
+        raise ValueError(f"max age {text!r}: a whole number and one of Y M D h m s, e.g. 7D")
+    if int(text[:-1]) < 1:
+        raise ValueError(f"max age {text!r}: at least 1")
+    return text
+
+
+def age_seconds(max_age: str) -> int:
+    """Seconds in a max age such as ``7D``."""
+    return int(max_age[:-1]) * _AGE_UNITS[max_age[-1]]
+
+
+def parse_bytes(text: str) -> int:
+    """``20GB``, ``500MB``, ``1024`` as a byte count."""
+    cleaned = text.strip().upper()
+    for unit, factor in _BYTE_UNITS.items():
+        if cleaned.endswith(unit) and cleaned[: -len(unit)].strip().isdigit():
+            return int(cleaned[: -len(unit)]) * factor
+    if cleaned.isdigit():
+        return int(cleaned)
+    raise ValueError(f"size {text!r}: a number of bytes, or with KB MB GB TB, e.g. 20GB")
+
+
+def parse_duration(text: str) -> timedelta:
+    """``2h``, ``30m``, ``7D``: how long ago (``--since``); the units of :func:`parse_max_age`."""
+    return timedelta(seconds=age_seconds(parse_max_age(text)))
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A naive datetime means UTC."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
+@dataclass(frozen=True)
+class StartPoint:
+    """Where reading the archive begins, resolved once (a restart reuses it, not ``now`` again)."""
+
+    #: Unix seconds; events whose own timestamp is earlier are left out. None: from the first.
+    not_before: float | None
+
+    @property
+    def offset(self) -> str | datetime:
+        """``x-stream-offset``: ``first``, or the arrival time a little before the start point."""
+        if self.not_before is None:
+            return FIRST
+        seconds = math.floor(self.not_before - CLOCK_MARGIN)
+        return datetime.fromtimestamp(max(seconds, 0), timezone.utc)
+
+    def admits(self, timestamp: float) -> bool:
+        return self.not_before is None or timestamp >= self.not_before
+
+
+def start_point(start_from: StartFrom, now: float) -> StartPoint:
+    """Resolve ``start_from`` against ``now`` (Unix seconds)."""
+    if isinstance(start_from, str):
+        if start_from != FIRST:
+            raise ValueError(f"start_from {start_from!r}: 'first', a datetime or a timedelta")
+        return StartPoint(None)
+    if isinstance(start_from, timedelta):
+        if start_from < timedelta(0):
+            raise ValueError(f"start_from {start_from!r}: a time ago, not in the future")
+        return StartPoint(now - start_from.total_seconds())
+    if isinstance(start_from, datetime):
+        return StartPoint(as_utc(start_from).timestamp())
+    raise TypeError(
+        f"start_from must be a datetime, a timedelta or 'first', not {type(start_from).__name__}"
+    )
+
+
+def new_marker_id() -> str:
+    return uuid.uuid4().hex
+
+
+def marker_in(headers: object) -> str | None:
+    """The marker id a message carries, or None for an event."""
+    if not isinstance(headers, Mapping):
+        return None
+    value = headers.get(MARKER_HEADER)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
+
+
+class Phase(str, Enum):
+    READING = "reading"  # reading the archive up to the hand-over marker
+    LIVE = "live"  # consuming N up to the hand-over marker, skipping the overlap
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What ``N-history`` keeps: enough to resume a hand-over after a kill."""
+
+    phase: Phase
+    start: StartPoint
+    first_marker: str
+    #: The hand-over marker published last (None: not published yet).
+    marker: str | None = None
+    #: The archive offset to read next (None: from the start point).
+    resume_at: int | None = None
+    past_first_marker: bool = False
+    overlap: tuple[str, ...] = ()
+    handled: int = 0
+
+    def to_json(self) -> bytes:
+        record = {
+            "phase": self.phase.value,
+            "not_before": self.start.not_before,
+            "first_marker": self.first_marker,
+            "marker": self.marker,
+            "resume_at": self.resume_at,
+            "past_first_marker": self.past_first_marker,
+            "overlap": list(self.overlap),
+            "handled": self.handled,
+        }
+        return json.dumps(record).encode()
+
+    @classmethod
+    def from_json(cls, body: bytes) -> Progress:
+        try:
+            record = json.loads(body)
+            return cls(
+                phase=Phase(record["phase"]),
+                start=StartPoint(_optional_float(record["not_before"])),
+                first_marker=str(record["first_marker"]),
+                marker=None if record["marker"] is None else str(record["marker"]),
+                resume_at=None if record["resume_at"] is None else int(record["resume_at"]),
+                past_first_marker=bool(record["past_first_marker"]),
+                overlap=tuple(str(item) for item in record["overlap"]),
+                handled=int(record["handled"]),
+            )
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"the saved history progress is unreadable: {error}") from None
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+class Step(Enum):
+    """What a subscriber registered with ``start_from`` does when it (re)connects."""
+
+    BEGIN = "begin"  # a new subscriber: markers, progress, declare, read from the start point
+    RESUME = "resume"  # a hand-over cut short while reading history: a new marker, read on
+    FINISH = "finish"  # history read; consume N up to the marker, skipping the overlap
+    NONE = "none"  # no history to read: an existing subscriber, or a finished hand-over
+
+
+def next_step(queue_exists: bool, progress: Progress | None) -> Step:
+    """Decide from whether ``N`` exists and what ``N-history`` holds.
+
+    The progress is saved before ``N`` is declared, and deleted only once the
+    hand-over is complete: ``N`` without a progress is a subscriber whose
+    history is behind it (or one that never had any); a progress without ``N``
+    is a start cut short before its queue existed, so it begins afresh.
+    """
+    if not queue_exists:
+        return Step.BEGIN
+    if progress is None:
+        return Step.NONE
+    return Step.RESUME if progress.phase is Phase.READING else Step.FINISH
+
+
+class Verdict(Enum):
+    HANDLE = "handle"
+    SKIP = "skip"  # ack unhandled: not this subscriber's, before the start point, a marker
+    END = "end"  # the hand-over marker: history is complete
+
+
+@dataclass
+class ArchiveReading:
+    """The archive read of one hand-over: what to do with each message, and what to save."""
+
+    progress: Progress
+    binding_keys: tuple[str, ...]
+    _in_flight: set[int] = field(default_factory=set)
+    _overlap: set[str] = field(default_factory=set)
+    _next: int | None = None  # the offset after the last one seen
+    _ended: bool = False
+    _unsaved: int = 0
+
+    def __post_init__(self) -> None:
+        self._overlap = set(self.progress.overlap)
+        self._next = self.progress.resume_at
+
+    def archived(self, offset: int, routing_key: str, headers: object, body: bytes) -> Verdict:
+        """One message of the archive, in order."""
+        if self._ended:
+            return Verdict.SKIP  # prefetched behind the marker: read again by nobody
+        self._next = offset + 1
+        marker = marker_in(headers)
+        if marker is not None:
+            if marker == self.progress.first_marker:
+                self.progress = replace(self.progress, past_first_marker=True)
+            if marker == self.progress.marker:
+                self._ended = True
+                return Verdict.END
+            return Verdict.SKIP
+        if not matches(self.binding_keys, routing_key):
+            return Verdict.SKIP
+        event = _event_in(body)
+        if event is not None and not self.progress.start.admits(event.timestamp):
+            return Verdict.SKIP
+        if event is not None and self.progress.past_first_marker:
+            self._overlap.add(event.uuid_string)
+        self._in_flight.add(offset)
+        return Verdict.HANDLE
+
+    def settled(self, offset: int) -> None:
+        """A handled history event is acked (handled, dead-lettered, or its retry stored)."""
+        self._in_flight.discard(offset)
+        self.progress = replace(self.progress, handled=self.progress.handled + 1)
+        self._unsaved += 1
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    @property
+    def complete(self) -> bool:
+        """Marker reached and every history event settled: time to go live."""
+        return self._ended and not self._in_flight
+
+    def save_due(self, seconds_since_save: float) -> bool:
+        return self._unsaved >= SAVE_EVERY or (
+            self._unsaved > 0 and seconds_since_save >= SAVE_INTERVAL
+        )
+
+    def checkpoint(self) -> Progress:
+        """The progress to save now: resume at the oldest event not settled yet."""
+        self._unsaved = 0
+        resume_at = min(self._in_flight) if self._in_flight else self._next
+        phase = Phase.LIVE if self.complete else Phase.READING
+        return replace(
+            self.progress, phase=phase, resume_at=resume_at, overlap=tuple(sorted(self._overlap))
+        )
+
+
+@dataclass
+class LiveHandOver:
+    """Consuming ``N`` after history: skip the overlap; the marker completes the hand-over."""
+
+    marker: str
+    overlap: frozenset[str]
+    passed: bool = False
+
+    def live(self, headers: object, body: bytes) -> Verdict:
+        found = marker_in(headers)
+        if found is not None:
+            if found == self.marker:
+                self.passed = True
+                return Verdict.END
+            return Verdict.SKIP  # an earlier attempt's marker
+        if self.overlap:
+            event = _event_in(body)
+            if event is not None and event.uuid_string in self.overlap:
+                return Verdict.SKIP
+        return Verdict.HANDLE
+
+
+def _event_in(body: bytes) -> DomainEvent | None:
+    try:
+        return DomainEvent.from_json(body)
+    except (InvalidEvent, ValueError, TypeError):
+        return None
+
+
+def matches(binding_keys: Iterable[str], routing_key: str) -> bool:
+    """Whether a topic exchange would route ``routing_key`` to one of ``binding_keys``."""
+    return any(topic_matches(key, routing_key) for key in binding_keys)
+
+
+def in_window(event: DomainEvent, since: float | None, until: float | None) -> bool:
+    """Whether ``event``'s own timestamp lies in [since, until)."""
+    return (since is None or event.timestamp >= since) and (
+        until is None or event.timestamp < until
+    )
+
+
+def describe_progress(name: str, progress: Progress, archive_end: int | None) -> str:
+    """The progress line a subscriber logs while it reads history."""
+    where = "" if progress.resume_at is None else f" at archive offset {progress.resume_at}"
+    of = "" if archive_end is None else f" of about {archive_end}"
+    return f"subscriber {name}: history {progress.handled} events handled{where}{of}"
