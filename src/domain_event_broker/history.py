@@ -33,6 +33,7 @@ from .core.history import (
     archive_name,
     marker_in,
     parse_max_age,
+    stream_offset_in,
 )
 from .errors import DomainEventBrokerError, InvalidEvent
 from .events import DomainEvent
@@ -221,7 +222,7 @@ def read_archive(
     ) -> None:
         headers = dict(properties.headers or {})
         channel.basic_ack(method.delivery_tag)
-        offset = int(headers.get("x-stream-offset", -1))
+        offset = stream_offset_in(headers)
         received.append(Archived(offset, str(method.routing_key), headers, body))
 
     try:

@@ -173,6 +173,17 @@ def marker_in(headers: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def stream_offset_in(headers: object) -> int:
+    """The offset RabbitMQ gives a message read from a stream (``x-stream-offset``), or -1."""
+    value = headers.get("x-stream-offset") if isinstance(headers, Mapping) else None
+    return value if isinstance(value, int) else -1
+
+
+def marker_headers(marker: str) -> dict[str, str]:
+    """The headers of a marker message (its body is empty)."""
+    return {MARKER_HEADER: marker}
+
+
 class Phase(str, Enum):
     READING = "reading"  # reading the archive up to the hand-over marker
     LIVE = "live"  # consuming N up to the hand-over marker, skipping the overlap

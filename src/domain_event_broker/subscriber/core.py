@@ -22,8 +22,10 @@ from .._transport import Transport, requires_broker
 from ..connection import connect_blocking
 from ..core.defaults import PREFETCH_COUNT, PUBLISH_TIMEOUT, SHUTDOWN_GRACE_PERIOD, WORKERS
 from ..core.handling import consuming
+from ..core.history import StartFrom, start_point
 from ..core.topology import registration_topology
 from ..handlers import Handler
+from ..history import require_archive
 from ..settings import ConnectionSettings, mask_url
 from ..topology import (
     DEFAULT_EXCHANGE,
@@ -33,6 +35,7 @@ from ..topology import (
     normalise_binding_keys,
 )
 from .delivery import Registration
+from .history import HandOver
 from .loop import Connector, ConsumeLoop, LoopOptions
 
 log = logging.getLogger(__package__)
@@ -84,8 +87,9 @@ class Subscriber(Transport):
         self.publish_timeout = publish_timeout
         self.handle_signals = handle_signals
         self._registrations: list[Registration] = []
+        self._hand_overs: dict[str, HandOver] = {}
         self._stop = signals.StopFlag()
-        self._connector = Connector(self._connect, self._registrations)
+        self._connector = Connector(self._connect, self._registrations, self._hand_overs)
         self._loop = ConsumeLoop(
             self._connector,
             self._registrations,
@@ -110,6 +114,7 @@ class Subscriber(Transport):
         max_retries: int = 0,
         *,
         queue_type: QueueType = "classic",
+        start_from: StartFrom | None = None,
     ) -> None:
         """Register ``handler`` for events whose routing key matches ``binding_keys``.
 
@@ -124,7 +129,12 @@ class Subscriber(Transport):
         :param max_retries: how often :class:`Retry` is honoured per event.
         :param queue_type: ``"quorum"`` for replicated queues on a cluster (opt-in;
             an existing classic queue cannot be switched in place).
+        :param start_from: a new subscriber (no queue ``name`` yet) first handles the
+            events of the exchange's archive from this point on (an aware datetime,
+            a naive one meaning UTC; a timedelta: that long ago; or ``"first"``),
+            then goes on with live events: none missed, none twice. See docs/history.md.
         """
+        start = None if start_from is None else start_point(start_from, time.time())
         topology = registration_topology(
             name,
             binding_keys,
@@ -143,7 +153,11 @@ class Subscriber(Transport):
             log.debug("no broker configured: handler %r is not registered", name)
             return
         connection = self._connector.ensure()
-        topology.declare_on(connection, self._connector.rabbitmq)
+        if start is None:
+            topology.declare_on(connection, self._connector.rabbitmq)
+        else:
+            require_archive(connection, self.exchange)  # a clear error now, not at consume time
+            self._hand_overs[name] = HandOver(topology, start)
         registration = Registration(handler, topology, max_retries)
         self._registrations.append(registration)
         if self._loop.session is not None:

@@ -1,0 +1,279 @@
+"""A subscriber registered with ``start_from``: its hand-over from the archive to its queue (pika).
+
+What to do is decided in :mod:`domain_event_broker.core.history` (read the
+steps there); this module carries it out on the I/O thread: the lock, the
+saved progress, the markers, the archive consumer, and the switch to the live
+queue. History deliveries go through the same workers, handler, retries and
+dead letters as live ones (``Session`` settles them through :meth:`HandOver.settled`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, Protocol
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+
+from .._pika import close_stream_channel
+from ..core.acks import AckBook, Ticket
+from ..core.history import (
+    PROGRESS_QUEUE_ARGUMENTS,
+    ArchiveReading,
+    LiveHandOver,
+    Phase,
+    Progress,
+    StartPoint,
+    Step,
+    Verdict,
+    archive_name,
+    describe_progress,
+    lock_queue_name,
+    marker_headers,
+    new_marker_id,
+    next_step,
+    progress_queue_name,
+    stream_offset_in,
+)
+from ..core.rabbitmq import RabbitMQVersion
+from ..history import archive_span, require_archive
+from ..status import queue_counts
+from ..topology import SubscriberTopology
+from .delivery import Delivery, Registration
+
+log = logging.getLogger(__package__)
+
+#: Seconds between two progress lines while history is read.
+PROGRESS_LOG_INTERVAL = 5.0
+
+
+class HistoryRewind(pika.exceptions.AMQPConnectionError):
+    """A history event must be handled again (its copy was refused, or a stop came first).
+
+    A stream takes no requeue: the session ends and the next one reads on from
+    the saved progress, which never passes an event not settled.
+    """
+
+
+class Session(Protocol):
+    """What a hand-over needs of the session it runs in (``session.Session``)."""
+
+    connection: BlockingConnection
+    book: AckBook
+    prefetch_count: int
+    rabbitmq: RabbitMQVersion
+    submit: Callable[[Delivery], None]
+
+    def consume_queue(self, registration: Registration) -> None: ...
+
+
+class HandOver:
+    """One registration's way from the archive to its live queue."""
+
+    def __init__(self, topology: SubscriberTopology, start: StartPoint) -> None:
+        self.topology = topology
+        self.start = start
+        #: The hand-over is complete (or there was none to make): plain consuming.
+        self.done = False
+        self.reading: ArchiveReading | None = None
+        self.live: LiveHandOver | None = None
+        self._archive_channel: BlockingChannel | None = None
+        self._saving: BlockingChannel | None = None
+        self._saved_at = 0.0
+        self._logged_at = 0.0
+        self._archive_end: int | None = None
+
+    # Starting (I/O thread, on each session) -------------------------------------------------
+    def attach(self, session: Session, registration: Registration) -> bool:
+        """Take the lock and carry out the next step; False: another process holds the lock."""
+        connection = session.connection
+        self.reading = None
+        if not _take_lock(connection, lock_queue_name(self.topology.name)):
+            log.info("subscriber %s: another process reads its history", self.topology.name)
+            return False
+        self._saving = connection.channel()
+        self._saving.confirm_delivery()
+        exists = queue_counts(connection, self.topology.queue)[0] is not None
+        progress = self._load(connection)
+        step = next_step(exists, progress)
+        rabbitmq = session.rabbitmq
+        if step is Step.BEGIN:
+            require_archive(connection, self.topology.exchange)
+            first = new_marker_id()
+            self._publish_marker(archive_name(self.topology.exchange), first)
+            progress = Progress(Phase.READING, self.start, first)
+            self._save(progress)
+        self._declare(connection, rabbitmq)
+        if step in (Step.BEGIN, Step.RESUME):
+            assert progress is not None
+            progress = replace(progress, marker=new_marker_id())
+            self._save(progress)
+            assert progress.marker is not None
+            self._publish_marker(archive_name(self.topology.exchange), progress.marker)
+            self._publish_marker(self.topology.queue, progress.marker)
+            self._read_archive(session, registration, progress)
+            return True
+        if step is Step.FINISH:
+            assert progress is not None and progress.marker is not None
+            self.live = LiveHandOver(progress.marker, frozenset(progress.overlap))
+        else:
+            self._finish(connection)
+        session.consume_queue(registration)
+        return True
+
+    def _declare(self, connection: BlockingConnection, rabbitmq: RabbitMQVersion) -> None:
+        self.topology.forget_declarations()
+        self.topology.declare_on(connection, rabbitmq)
+
+    def _read_archive(
+        self, session: Session, registration: Registration, progress: Progress
+    ) -> None:
+        connection = session.connection
+        span = archive_span(connection, self.topology.exchange)
+        self._archive_end = None if span is None else span[1]
+        reading = self.reading = ArchiveReading(progress, self.topology.binding_keys)
+        offset: object = progress.start.offset if progress.resume_at is None else progress.resume_at
+        channel = self._archive_channel = connection.channel()
+        channel.basic_qos(prefetch_count=session.prefetch_count)
+        channel.basic_consume(
+            archive_name(self.topology.exchange),
+            functools.partial(self._on_archived, session, registration, reading),
+            arguments={"x-stream-offset": offset},
+        )
+        log.info("subscriber %s: reading history from %s", self.topology.name, offset)
+
+    # History deliveries ---------------------------------------------------------------------
+    def _on_archived(
+        self,
+        session: Session,
+        registration: Registration,
+        reading: ArchiveReading,
+        channel: BlockingChannel,
+        method: Any,
+        properties: pika.BasicProperties,
+        body: bytes,
+    ) -> None:
+        headers = properties.headers or {}
+        offset = stream_offset_in(headers)
+        verdict = reading.archived(offset, str(method.routing_key), headers, body)
+        if verdict is not Verdict.HANDLE:
+            channel.basic_ack(method.delivery_tag)
+            return
+        ticket = Ticket(session.book.generation, method.delivery_tag)
+        delivery = Delivery(registration, ticket, str(method.routing_key), properties, body)
+        delivery.offset = offset
+        session.submit(delivery)
+
+    def settled(self, delivery: Delivery) -> None:
+        """A history event is handled, dropped, or its copy stored: ack it, count it."""
+        assert delivery.offset is not None
+        if self.reading is None or self._archive_channel is None:
+            return  # an earlier session's: read again from the saved progress
+        self._archive_channel.basic_ack(delivery.ticket.tag)
+        self.reading.settled(delivery.offset)
+
+    @property
+    def in_flight(self) -> int:
+        return 0 if self.reading is None else self.reading.in_flight
+
+    def pump(self, session: Session, registration: Registration, now: float) -> None:
+        """After each settle: save progress when due, log it, switch to live when complete."""
+        reading = self.reading
+        if reading is None:
+            return
+        if reading.complete:
+            progress = reading.checkpoint()
+            self._save(progress)
+            self._log(progress)
+            self.reading = None
+            channel, self._archive_channel = self._archive_channel, None
+            close_stream_channel(channel)
+            assert progress.marker is not None
+            self.live = LiveHandOver(progress.marker, frozenset(progress.overlap))
+            log.info(
+                "subscriber %s: history read (%d events); consuming its queue",
+                self.topology.name,
+                progress.handled,
+            )
+            session.consume_queue(registration)
+            return
+        if reading.save_due(now - self._saved_at):
+            self._save(reading.checkpoint())
+            self._saved_at = now
+        if now - self._logged_at >= PROGRESS_LOG_INTERVAL:
+            self._logged_at = now
+            self._log(reading.checkpoint())
+
+    def passed_marker(self, connection: BlockingConnection) -> None:
+        """The hand-over marker came out of the live queue: the hand-over is complete."""
+        self._finish(connection)
+        log.info("subscriber %s: hand-over from history to its queue complete", self.topology.name)
+
+    def rewind(self) -> None:
+        raise HistoryRewind(
+            f"subscriber {self.topology.name}: a history event goes back; reading on from "
+            "the saved progress"
+        )
+
+    def close(self) -> None:
+        channel, self._archive_channel = self._archive_channel, None
+        if channel is not None:
+            close_stream_channel(channel)
+
+    # Progress, markers, lock ----------------------------------------------------------------
+    def _log(self, progress: Progress) -> None:
+        log.info("%s", describe_progress(self.topology.name, progress, self._archive_end))
+
+    def _load(self, connection: BlockingConnection) -> Progress | None:
+        name = progress_queue_name(self.topology.name)
+        if queue_counts(connection, name)[0] is None:
+            return None
+        channel = connection.channel()
+        method, _, body = channel.basic_get(name)  # left unacked: back in the queue at close
+        channel.close()
+        if method is None or body is None:
+            return None
+        return Progress.from_json(body)
+
+    def _save(self, progress: Progress) -> None:
+        channel = self._saving
+        assert channel is not None
+        name = progress_queue_name(self.topology.name)
+        channel.queue_declare(name, durable=True, arguments=PROGRESS_QUEUE_ARGUMENTS)
+        channel.basic_publish(
+            "", name, progress.to_json(), pika.BasicProperties(delivery_mode=2), mandatory=True
+        )
+        self._saved_at = time.monotonic()
+
+    def _publish_marker(self, queue: str, marker: str) -> None:
+        channel = self._saving
+        assert channel is not None
+        properties = pika.BasicProperties(delivery_mode=2, headers=marker_headers(marker))
+        channel.basic_publish("", queue, b"", properties, mandatory=True)
+
+    def _finish(self, connection: BlockingConnection) -> None:
+        channel = connection.channel()
+        channel.queue_delete(progress_queue_name(self.topology.name))
+        channel.queue_delete(lock_queue_name(self.topology.name))
+        channel.close()
+        if self._saving is not None and self._saving.is_open:
+            self._saving.close()
+        self._saving = None
+        self.done = True
+
+
+def _take_lock(connection: BlockingConnection, name: str) -> bool:
+    channel = connection.channel()
+    try:
+        channel.queue_declare(name, exclusive=True)
+    except pika.exceptions.ChannelClosedByBroker as error:
+        if error.reply_code == 405:  # RESOURCE_LOCKED: another connection's exclusive queue
+            return False
+        raise
+    channel.close()
+    return True
