@@ -179,7 +179,7 @@ def stream_offset_in(headers: object) -> int:
     return value if isinstance(value, int) else -1
 
 
-def marker_headers(marker: str) -> dict[str, str]:
+def marker_headers(marker: str) -> dict[str, Any]:
     """The headers of a marker message (its body is empty)."""
     return {MARKER_HEADER: marker}
 

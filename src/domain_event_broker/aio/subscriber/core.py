@@ -30,10 +30,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Sequence
 
 from ...core.defaults import PREFETCH_COUNT, PUBLISH_TIMEOUT, SHUTDOWN_GRACE_PERIOD
 from ...core.handling import consuming
+from ...core.history import StartFrom, start_point
 from ...core.outcome import Policy
 from ...core.topology import registration_topology
 from ...settings import ConnectionSettings, mask_url, resolve_url
@@ -46,6 +48,7 @@ from ...topology import (
 from .. import topology as aio_topology
 from ..connection import connect
 from . import signals
+from .history import AsyncHandOver
 from .loop import ConsumeLoop
 from .session import AsyncHandler, Registration, Session, Sessions
 from .workers import Workers
@@ -120,12 +123,15 @@ class AsyncSubscriber:
         max_retries: int = 0,
         *,
         queue_type: QueueType = "classic",
+        start_from: StartFrom | None = None,
     ) -> None:
         """Register an ``async def handler(event)`` for events matching ``binding_keys``.
 
-        The options mean what they mean for :meth:`domain_event_broker.Subscriber.register`.
+        The options mean what they mean for :meth:`domain_event_broker.Subscriber.register`
+        (``start_from`` too: history first, then live events; see docs/history.md).
         Queues are declared when :meth:`run` connects (and after each reconnect).
         """
+        start = None if start_from is None else start_point(start_from, time.time())
         if not callable(handler):
             raise TypeError(f"handler must be an async function, not {type(handler).__name__}")
         topology = registration_topology(
@@ -146,6 +152,8 @@ class AsyncSubscriber:
             raise RuntimeError("register() every handler before run()")
         policy = Policy(name, max_retries, dead_letter)
         wait_queues = aio_topology.WaitQueues(topology)
+        if start is not None:
+            self._sessions.hand_overs[name] = AsyncHandOver(topology, start)
         self._registrations.append(Registration(handler, topology, policy, wait_queues))
 
     @property
