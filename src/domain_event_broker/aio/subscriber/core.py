@@ -161,12 +161,18 @@ class AsyncSubscriber:
         return [registration.topology.name for registration in self._registrations]
 
     async def declare(self) -> None:
-        """Declare every registered subscriber's topology now, without consuming."""
+        """Declare every registered subscriber's topology now, without consuming.
+
+        Not of one registered with ``start_from``: its queue must not exist before
+        the hand-over from history has begun (see docs/history.md).
+        """
         if self.connection_settings is None:
             return
         connection = await connect(self.connection_settings, "subscriber")
         try:
             for registration in self._registrations:
+                if registration.topology.name in self._sessions.hand_overs:
+                    continue  # declared by its hand-over from history, in its order
                 await aio_topology.declare(connection, registration.topology)
         finally:
             await connection.close()
