@@ -55,6 +55,8 @@ CLOCK_MARGIN = 2.0
 #: Settled history events between two saves of the progress (and a save at least every second).
 SAVE_EVERY = 500
 SAVE_INTERVAL = 1.0
+#: Seconds between two progress lines while history is read.
+PROGRESS_LOG_INTERVAL = 5.0
 
 
 def archive_name(exchange: str) -> str:

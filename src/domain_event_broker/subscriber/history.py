@@ -23,6 +23,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from .._pika import close_stream_channel
 from ..core.acks import AckBook, Ticket
 from ..core.history import (
+    PROGRESS_LOG_INTERVAL,
     PROGRESS_QUEUE_ARGUMENTS,
     ArchiveReading,
     LiveHandOver,
@@ -47,9 +48,6 @@ from ..topology import SubscriberTopology
 from .delivery import Delivery, Registration
 
 log = logging.getLogger(__package__)
-
-#: Seconds between two progress lines while history is read.
-PROGRESS_LOG_INTERVAL = 5.0
 
 
 class HistoryRewind(pika.exceptions.AMQPConnectionError):

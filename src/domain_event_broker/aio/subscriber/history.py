@@ -21,6 +21,7 @@ import aio_pika.abc
 import aiormq.exceptions
 
 from ...core.history import (
+    PROGRESS_LOG_INTERVAL,
     PROGRESS_QUEUE_ARGUMENTS,
     ArchiveReading,
     LiveHandOver,
@@ -48,8 +49,6 @@ log = logging.getLogger(__package__)
 
 #: Seconds between two looks at the progress (save when due, go live when complete).
 WATCH_INTERVAL = 0.1
-#: Seconds between two progress lines while history is read.
-PROGRESS_LOG_INTERVAL = 5.0
 
 Submit = Callable[[Delivery], None]
 ConsumeQueue = Callable[[], Awaitable[None]]
