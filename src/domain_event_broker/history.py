@@ -27,13 +27,15 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 
 from ._pika import close_stream_channel
 from .connection import as_broker, connect_blocking
-from .core.history import (
-    FIRST,
+from .core.archive import (
     archive_arguments,
     archive_name,
     marker_in,
     parse_max_age,
     stream_offset_in,
+)
+from .core.history import (
+    FIRST,
 )
 from .errors import DomainEventBrokerError, InvalidEvent
 from .events import DomainEvent

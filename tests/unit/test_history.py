@@ -10,18 +10,28 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from domain_event_broker.core.archive import (
+    marker_headers,
+    parse_bytes,
+    parse_max_age,
+)
 from domain_event_broker.core.history import (
     ArchiveReading,
+    ConsumeQueue,
+    DeclareTopology,
+    Finish,
     LiveHandOver,
     Phase,
     Progress,
+    PublishMarker,
+    ReadArchive,
+    RequireArchive,
+    SaveProgress,
     StartPoint,
     Step,
     Verdict,
-    marker_headers,
+    hand_over_actions,
     next_step,
-    parse_bytes,
-    parse_max_age,
     start_point,
 )
 from domain_event_broker.events import DomainEvent
@@ -237,3 +247,37 @@ def test_a_kill_resumes_where_the_oldest_unsettled_event_is(
     assert set(range(total)) <= settled | set(handled_again)  # none missing
     assert set(handled_again) & settled <= set(range(start, read))  # repeats: after the gap only
     assert set(range(start)) <= settled
+
+
+@pytest.mark.parametrize("step", list(Step))
+def test_the_queue_is_declared_only_after_the_first_marker_and_the_progress(step: Step) -> None:
+    progress = Progress(
+        Phase.READING if step is Step.RESUME else Phase.LIVE, StartPoint(None), "m0", "m1"
+    )
+    markers = iter(["a", "b"])
+    actions = hand_over_actions(
+        step,
+        None if step in (Step.BEGIN, Step.NONE) else progress,
+        StartPoint(None),
+        "events-archive",
+        "indexer",
+        lambda: next(markers),
+    )
+    kinds = [type(action) for action in actions]
+    declared = kinds.index(DeclareTopology)
+    if step is Step.BEGIN:
+        assert kinds[:declared] == [RequireArchive, PublishMarker, SaveProgress]
+        assert actions[1] == PublishMarker("events-archive", "a")
+    if step in (Step.BEGIN, Step.RESUME):
+        saved, *markers_after, read = actions[declared + 1 :]
+        assert isinstance(saved, SaveProgress) and isinstance(read, ReadArchive)
+        marker = saved.progress.marker
+        assert markers_after == [
+            PublishMarker("events-archive", marker),
+            PublishMarker("indexer", marker),
+        ]
+        assert read.progress == saved.progress
+    elif step is Step.FINISH:
+        assert actions[-1] == ConsumeQueue(LiveHandOver("m1", frozenset()))
+    else:
+        assert kinds[declared:] == [DeclareTopology, Finish, ConsumeQueue]

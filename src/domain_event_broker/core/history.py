@@ -34,21 +34,20 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from typing import Any, Literal, Union
+from typing import Literal, Union
 
 from ..errors import InvalidEvent
 from ..events import DomainEvent, topic_matches
+from .archive import marker_in
 
 #: ``start_from``: an aware datetime (naive means UTC), that long ago, or the archive's first event.
 StartFrom = Union[datetime, timedelta, Literal["first"]]  # noqa: UP007 (a runtime alias)
 
 FIRST = "first"
-#: A marker's header: its id. A marker carries no event; every reader skips it.
-MARKER_HEADER = "x-domain-events-marker"
 #: Seconds a timestamp offset starts before the start point: arrival times are whole
 #: seconds, and a publisher's clock may run a little ahead of the broker's.
 CLOCK_MARGIN = 2.0
@@ -57,67 +56,6 @@ SAVE_EVERY = 500
 SAVE_INTERVAL = 1.0
 #: Seconds between two progress lines while history is read.
 PROGRESS_LOG_INTERVAL = 5.0
-
-
-def archive_name(exchange: str) -> str:
-    """The archive stream of ``exchange``."""
-    return f"{exchange}-archive"
-
-
-def progress_queue_name(subscriber: str) -> str:
-    """Where subscriber ``subscriber`` keeps its progress through history."""
-    return f"{subscriber}-history"
-
-
-def lock_queue_name(subscriber: str) -> str:
-    """The exclusive queue whose holder reads ``subscriber``'s history."""
-    return f"{subscriber}-history-lock"
-
-
-def archive_arguments(max_age: str, max_bytes: int | None) -> dict[str, Any]:
-    """The stream's queue arguments: retention by age (``7D``, ``12h``) and, if given, by size."""
-    arguments: dict[str, Any] = {"x-queue-type": "stream", "x-max-age": parse_max_age(max_age)}
-    if max_bytes is not None:
-        arguments["x-max-length-bytes"] = max_bytes
-    return arguments
-
-
-#: The state of the progress queue: it keeps only the last progress saved.
-PROGRESS_QUEUE_ARGUMENTS: dict[str, Any] = {"x-max-length": 1}
-
-_AGE_UNITS = {"Y": 365 * 86400, "M": 30 * 86400, "D": 86400, "h": 3600, "m": 60, "s": 1}
-_BYTE_UNITS = {"TB": 10**12, "GB": 10**9, "MB": 10**6, "KB": 10**3, "B": 1}
-
-
-def parse_max_age(text: str) -> str:
-    """``30D``, ``12h``, ``90m`` as RabbitMQ's ``x-max-age`` takes them (Y M D h m s)."""
-    text = text.strip()
-    if len(text) < 2 or not text[:-1].isdigit() or text[-1] not in _AGE_UNITS:
-        raise ValueError(f"max age {text!r}: a whole number and one of Y M D h m s, e.g. 7D")
-    if int(text[:-1]) < 1:
-        raise ValueError(f"max age {text!r}: at least 1")
-    return text
-
-
-def age_seconds(max_age: str) -> int:
-    """Seconds in a max age such as ``7D``."""
-    return int(max_age[:-1]) * _AGE_UNITS[max_age[-1]]
-
-
-def parse_bytes(text: str) -> int:
-    """``20GB``, ``500MB``, ``1024`` as a byte count."""
-    cleaned = text.strip().upper()
-    for unit, factor in _BYTE_UNITS.items():
-        if cleaned.endswith(unit) and cleaned[: -len(unit)].strip().isdigit():
-            return int(cleaned[: -len(unit)]) * factor
-    if cleaned.isdigit():
-        return int(cleaned)
-    raise ValueError(f"size {text!r}: a number of bytes, or with KB MB GB TB, e.g. 20GB")
-
-
-def parse_duration(text: str) -> timedelta:
-    """``2h``, ``30m``, ``7D``: how long ago (``--since``); the units of :func:`parse_max_age`."""
-    return timedelta(seconds=age_seconds(parse_max_age(text)))
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -159,31 +97,6 @@ def start_point(start_from: StartFrom, now: float) -> StartPoint:
     raise TypeError(
         f"start_from must be a datetime, a timedelta or 'first', not {type(start_from).__name__}"
     )
-
-
-def new_marker_id() -> str:
-    return uuid.uuid4().hex
-
-
-def marker_in(headers: object) -> str | None:
-    """The marker id a message carries, or None for an event."""
-    if not isinstance(headers, Mapping):
-        return None
-    value = headers.get(MARKER_HEADER)
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return value if isinstance(value, str) else None
-
-
-def stream_offset_in(headers: object) -> int:
-    """The offset RabbitMQ gives a message read from a stream (``x-stream-offset``), or -1."""
-    value = headers.get("x-stream-offset") if isinstance(headers, Mapping) else None
-    return value if isinstance(value, int) else -1
-
-
-def marker_headers(marker: str) -> dict[str, Any]:
-    """The headers of a marker message (its body is empty)."""
-    return {MARKER_HEADER: marker}
 
 
 class Phase(str, Enum):
@@ -263,6 +176,100 @@ def next_step(queue_exists: bool, progress: Progress | None) -> Step:
     if progress is None:
         return Step.NONE
     return Step.RESUME if progress.phase is Phase.READING else Step.FINISH
+
+
+@dataclass(frozen=True)
+class RequireArchive:
+    """Fail clearly when the exchange has no archive (before anything is declared)."""
+
+
+@dataclass(frozen=True)
+class PublishMarker:
+    """Publish marker ``marker`` into ``queue`` (through the default exchange), confirmed."""
+
+    queue: str
+    marker: str
+
+
+@dataclass(frozen=True)
+class SaveProgress:
+    progress: Progress
+
+
+@dataclass(frozen=True)
+class DeclareTopology:
+    """Declare the subscriber's queue, its bindings and the rest of its topology."""
+
+
+@dataclass(frozen=True)
+class ReadArchive:
+    """Consume the archive from ``progress`` on (:class:`ArchiveReading` says what to handle)."""
+
+    progress: Progress
+
+
+@dataclass(frozen=True)
+class ConsumeQueue:
+    """Consume the subscriber's queue; with ``live``, skipping the overlap up to the marker."""
+
+    live: LiveHandOver | None
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Delete the progress and release the lock: the hand-over is complete."""
+
+
+Action = Union[  # noqa: UP007 (a runtime alias)
+    RequireArchive, PublishMarker, SaveProgress, DeclareTopology, ReadArchive, ConsumeQueue, Finish
+]
+
+
+def hand_over_actions(
+    step: Step,
+    progress: Progress | None,
+    start: StartPoint,
+    archive: str,
+    queue: str,
+    new_marker: Callable[[], str] = lambda: uuid.uuid4().hex,
+) -> list[Action]:
+    """What a driver does, in this order, for ``step`` (the lock is held).
+
+    The order is the hand-over's guarantee (see the module's docstring): the
+    first marker is in the archive and the progress saved before the queue
+    exists; the hand-over marker goes into both once the queue is bound.
+    """
+    actions: list[Action] = []
+    if step is Step.BEGIN:
+        progress = Progress(Phase.READING, start, new_marker())
+        actions += [
+            RequireArchive(),
+            PublishMarker(archive, progress.first_marker),
+            SaveProgress(progress),
+        ]
+    actions.append(DeclareTopology())
+    if step in (Step.BEGIN, Step.RESUME):
+        assert progress is not None
+        progress = replace(progress, marker=new_marker())
+        assert progress.marker is not None
+        return [
+            *actions,
+            SaveProgress(progress),
+            PublishMarker(archive, progress.marker),
+            PublishMarker(queue, progress.marker),
+            ReadArchive(progress),
+        ]
+    if step is Step.FINISH:
+        assert progress is not None and progress.marker is not None
+        return [*actions, ConsumeQueue(LiveHandOver(progress.marker, frozenset(progress.overlap)))]
+    return [*actions, Finish(), ConsumeQueue(None)]
+
+
+def going_live(reading: ArchiveReading) -> tuple[Progress, LiveHandOver]:
+    """History read and settled: the progress to save, and the live queue's filter."""
+    progress = reading.checkpoint()
+    assert progress.phase is Phase.LIVE and progress.marker is not None
+    return progress, LiveHandOver(progress.marker, frozenset(progress.overlap))
 
 
 class Verdict(Enum):

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .history import archive_name, lock_queue_name, progress_queue_name
+from .archive import archive_name, lock_queue_name, progress_queue_name
 from .topology import (
     DEFAULT_EXCHANGE,
     dead_letter_exchange_name,

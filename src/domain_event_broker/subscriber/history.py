@@ -13,7 +13,6 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, Protocol
 
 import pika
@@ -22,24 +21,31 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 
 from .._pika import close_stream_channel
 from ..core.acks import AckBook, Ticket
-from ..core.history import (
-    PROGRESS_LOG_INTERVAL,
+from ..core.archive import (
     PROGRESS_QUEUE_ARGUMENTS,
-    ArchiveReading,
-    LiveHandOver,
-    Phase,
-    Progress,
-    StartPoint,
-    Step,
-    Verdict,
     archive_name,
-    describe_progress,
     lock_queue_name,
     marker_headers,
-    new_marker_id,
-    next_step,
     progress_queue_name,
     stream_offset_in,
+)
+from ..core.history import (
+    PROGRESS_LOG_INTERVAL,
+    ArchiveReading,
+    DeclareTopology,
+    Finish,
+    LiveHandOver,
+    Progress,
+    PublishMarker,
+    ReadArchive,
+    RequireArchive,
+    SaveProgress,
+    StartPoint,
+    Verdict,
+    describe_progress,
+    going_live,
+    hand_over_actions,
+    next_step,
 )
 from ..core.rabbitmq import RabbitMQVersion
 from ..history import archive_span, require_archive
@@ -97,36 +103,26 @@ class HandOver:
         self._saving = connection.channel()
         self._saving.confirm_delivery()
         exists = queue_counts(connection, self.topology.queue)[0] is not None
-        progress = self._load(connection)
-        step = next_step(exists, progress)
-        rabbitmq = session.rabbitmq
-        if step is Step.BEGIN:
-            require_archive(connection, self.topology.exchange)
-            first = new_marker_id()
-            self._publish_marker(archive_name(self.topology.exchange), first)
-            progress = Progress(Phase.READING, self.start, first)
-            self._save(progress)
-        self._declare(connection, rabbitmq)
-        if step in (Step.BEGIN, Step.RESUME):
-            assert progress is not None
-            progress = replace(progress, marker=new_marker_id())
-            self._save(progress)
-            assert progress.marker is not None
-            self._publish_marker(archive_name(self.topology.exchange), progress.marker)
-            self._publish_marker(self.topology.queue, progress.marker)
-            self._read_archive(session, registration, progress)
-            return True
-        if step is Step.FINISH:
-            assert progress is not None and progress.marker is not None
-            self.live = LiveHandOver(progress.marker, frozenset(progress.overlap))
-        else:
-            self._finish(connection)
-        session.consume_queue(registration)
+        step = next_step(exists, progress := self._load(connection))
+        archive = archive_name(self.topology.exchange)
+        for action in hand_over_actions(step, progress, self.start, archive, self.topology.queue):
+            if isinstance(action, RequireArchive):
+                require_archive(connection, self.topology.exchange)
+            elif isinstance(action, PublishMarker):
+                self._publish_marker(action.queue, action.marker)
+            elif isinstance(action, SaveProgress):
+                self._save(action.progress)
+            elif isinstance(action, DeclareTopology):
+                self.topology.forget_declarations()
+                self.topology.declare_on(connection, session.rabbitmq)
+            elif isinstance(action, ReadArchive):
+                self._read_archive(session, registration, action.progress)
+            elif isinstance(action, Finish):
+                self._finish(connection)
+            else:
+                self.live = action.live
+                session.consume_queue(registration)
         return True
-
-    def _declare(self, connection: BlockingConnection, rabbitmq: RabbitMQVersion) -> None:
-        self.topology.forget_declarations()
-        self.topology.declare_on(connection, rabbitmq)
 
     def _read_archive(
         self, session: Session, registration: Registration, progress: Progress
@@ -185,14 +181,12 @@ class HandOver:
         if reading is None:
             return
         if reading.complete:
-            progress = reading.checkpoint()
+            progress, self.live = going_live(reading)
             self._save(progress)
             self._log(progress)
             self.reading = None
             channel, self._archive_channel = self._archive_channel, None
             close_stream_channel(channel)
-            assert progress.marker is not None
-            self.live = LiveHandOver(progress.marker, frozenset(progress.overlap))
             log.info(
                 "subscriber %s: history read (%d events); consuming its queue",
                 self.topology.name,

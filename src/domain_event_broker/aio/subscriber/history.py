@@ -14,30 +14,36 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 
 import aio_pika
 import aio_pika.abc
 import aiormq.exceptions
 
-from ...core.history import (
-    PROGRESS_LOG_INTERVAL,
+from ...core.archive import (
     PROGRESS_QUEUE_ARGUMENTS,
-    ArchiveReading,
-    LiveHandOver,
-    Phase,
-    Progress,
-    StartPoint,
-    Step,
-    Verdict,
     archive_name,
-    describe_progress,
     lock_queue_name,
     marker_headers,
-    new_marker_id,
-    next_step,
     progress_queue_name,
     stream_offset_in,
+)
+from ...core.history import (
+    PROGRESS_LOG_INTERVAL,
+    ArchiveReading,
+    DeclareTopology,
+    Finish,
+    LiveHandOver,
+    Progress,
+    PublishMarker,
+    ReadArchive,
+    RequireArchive,
+    SaveProgress,
+    StartPoint,
+    Verdict,
+    describe_progress,
+    going_live,
+    hand_over_actions,
+    next_step,
 )
 from ...history import ArchiveUnavailable, not_enabled
 from ...topology import SubscriberTopology
@@ -87,32 +93,26 @@ class AsyncHandOver:
             return False
         self._saving = await connection.channel()  # publisher confirms: on
         exists = await _exists(connection, self.topology.queue)
-        progress = await self._load(connection)
-        step = next_step(exists, progress)
-        if step is Step.BEGIN:
-            if not await _exists(connection, archive_name(self.topology.exchange)):
-                raise ArchiveUnavailable(not_enabled(self.topology.exchange))
-            first = new_marker_id()
-            await self._publish_marker(archive_name(self.topology.exchange), first)
-            progress = Progress(Phase.READING, self.start, first)
-            await self._save(progress)
-        await aio_topology.declare(connection, self.topology)
-        if step in (Step.BEGIN, Step.RESUME):
-            assert progress is not None
-            progress = replace(progress, marker=new_marker_id())
-            await self._save(progress)
-            assert progress.marker is not None
-            await self._publish_marker(archive_name(self.topology.exchange), progress.marker)
-            await self._publish_marker(self.topology.queue, progress.marker)
-            await self._read_archive(session, registration, progress, submit)
-            self._watch = asyncio.create_task(self._watch_reading(session, consume_queue))
-            return True
-        if step is Step.FINISH:
-            assert progress is not None and progress.marker is not None
-            self.live = LiveHandOver(progress.marker, frozenset(progress.overlap))
-        else:
-            await self._finish(connection)
-        await consume_queue()
+        step = next_step(exists, progress := await self._load(connection))
+        archive = archive_name(self.topology.exchange)
+        for action in hand_over_actions(step, progress, self.start, archive, self.topology.queue):
+            if isinstance(action, RequireArchive):
+                if not await _exists(connection, archive):
+                    raise ArchiveUnavailable(not_enabled(self.topology.exchange))
+            elif isinstance(action, PublishMarker):
+                await self._publish_marker(action.queue, action.marker)
+            elif isinstance(action, SaveProgress):
+                await self._save(action.progress)
+            elif isinstance(action, DeclareTopology):
+                await aio_topology.declare(connection, self.topology)
+            elif isinstance(action, ReadArchive):
+                await self._read_archive(session, registration, action.progress, submit)
+                self._watch = asyncio.create_task(self._watch_reading(session, consume_queue))
+            elif isinstance(action, Finish):
+                await self._finish(connection)
+            else:
+                self.live = action.live
+                await consume_queue()
         return True
 
     async def _read_archive(
@@ -170,14 +170,13 @@ class AsyncHandOver:
             session.lost.set()
 
     async def _go_live(self, reading: ArchiveReading, consume_queue: ConsumeQueue) -> None:
-        progress = reading.checkpoint()
+        progress, live = going_live(reading)
         await self._save(progress)
         self.reading = None
         channel, self._archive_channel = self._archive_channel, None
         if channel is not None:
             await channel.close()
-        assert progress.marker is not None
-        self.live = LiveHandOver(progress.marker, frozenset(progress.overlap))
+        self.live = live
         log.info(
             "subscriber %s: history read (%d events); consuming its queue",
             self.topology.name,
