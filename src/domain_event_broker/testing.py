@@ -32,6 +32,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import time
 import warnings
 from collections import deque
 from collections.abc import Sequence
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from .core.history import StartFrom, matches, start_point
 from .core.outcome import Action, Policy, decide
 from .core.topology import registration_topology
 from .events import DomainEvent, topic_matches, validate_routing_key
@@ -109,9 +111,18 @@ class InMemoryBroker:
         exclusive: bool = False,
         auto_delete: bool = False,
         max_retries: int = 0,
+        *,
+        start_from: StartFrom | None = None,
         **options: Any,
     ) -> None:
-        """Register like :meth:`Subscriber.register` (same validation of name and keys)."""
+        """Register like :meth:`Subscriber.register` (same validation of name and keys).
+
+        There is no archive here: with ``start_from``, the events published into
+        this broker so far (:attr:`published`) stand in for it. Those the binding
+        keys match and not older than ``start_from`` are queued first, in publish
+        order, then live ones follow: each once, as on RabbitMQ.
+        """
+        start = None if start_from is None else start_point(start_from, time.time())
         topology = registration_topology(
             name,
             binding_keys,
@@ -123,7 +134,13 @@ class InMemoryBroker:
             exclusive=exclusive,
             auto_delete=auto_delete,
         )
-        self._subscriptions[name] = _Subscription(handler, topology, max_retries)
+        subscription = self._subscriptions[name] = _Subscription(handler, topology, max_retries)
+        if start is not None:
+            for event in self.published:
+                if matches(topology.binding_keys, event.routing_key) and start.admits(
+                    event.timestamp
+                ):
+                    subscription.queue.append((event.to_json(), 0))
 
     def publish(self, event: DomainEvent) -> DomainEvent:
         """Route ``event`` to every subscription whose binding keys match."""
