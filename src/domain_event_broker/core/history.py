@@ -392,8 +392,7 @@ def in_window(event: DomainEvent, since: float | None, until: float | None) -> b
     )
 
 
-def describe_progress(name: str, progress: Progress, archive_end: int | None) -> str:
+def describe_progress(name: str, progress: Progress) -> str:
     """The progress line a subscriber logs while it reads history."""
     where = "" if progress.resume_at is None else f" at archive offset {progress.resume_at}"
-    of = "" if archive_end is None else f" of about {archive_end}"
-    return f"subscriber {name}: history {progress.handled} events handled{where}{of}"
+    return f"subscriber {name}: history {progress.handled} events handled{where}"

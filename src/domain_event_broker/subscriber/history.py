@@ -48,7 +48,7 @@ from ..core.history import (
     next_step,
 )
 from ..core.rabbitmq import RabbitMQVersion
-from ..history import archive_span, require_archive
+from ..history import require_archive
 from ..status import queue_counts
 from ..topology import SubscriberTopology
 from .delivery import Delivery, Registration
@@ -90,7 +90,6 @@ class HandOver:
         self._saving: BlockingChannel | None = None
         self._saved_at = 0.0
         self._logged_at = 0.0
-        self._archive_end: int | None = None
 
     # Starting (I/O thread, on each session) -------------------------------------------------
     def attach(self, session: Session, registration: Registration) -> bool:
@@ -128,8 +127,6 @@ class HandOver:
         self, session: Session, registration: Registration, progress: Progress
     ) -> None:
         connection = session.connection
-        span = archive_span(connection, self.topology.exchange)
-        self._archive_end = None if span is None else span[1]
         reading = self.reading = ArchiveReading(progress, self.topology.binding_keys)
         offset: object = progress.start.offset if progress.resume_at is None else progress.resume_at
         channel = self._archive_channel = connection.channel()
@@ -219,7 +216,7 @@ class HandOver:
 
     # Progress, markers, lock ----------------------------------------------------------------
     def _log(self, progress: Progress) -> None:
-        log.info("%s", describe_progress(self.topology.name, progress, self._archive_end))
+        log.info("%s", describe_progress(self.topology.name, progress))
 
     def _load(self, connection: BlockingConnection) -> Progress | None:
         name = progress_queue_name(self.topology.name)

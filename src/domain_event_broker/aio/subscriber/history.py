@@ -161,9 +161,8 @@ class AsyncHandOver:
                     saved_at = now
                 if now - logged_at >= PROGRESS_LOG_INTERVAL:
                     logged_at = now
-                    log.info(
-                        "%s", describe_progress(self.topology.name, reading.checkpoint(), None)
-                    )
+                    progress = describe_progress(self.topology.name, reading.checkpoint())
+                    log.info("%s", progress)
                 await asyncio.sleep(WATCH_INTERVAL)
         except AIO_CONNECTION_LOST as error:
             log.warning("subscriber %s: history interrupted (%s)", self.topology.name, error)
