@@ -289,10 +289,12 @@ class ArchiveReading:
     _next: int | None = None  # the offset after the last one seen
     _ended: bool = False
     _unsaved: int = 0
+    _handled: int = 0
 
     def __post_init__(self) -> None:
         self._overlap = set(self.progress.overlap)
         self._next = self.progress.resume_at
+        self._handled = self.progress.handled
 
     def archived(self, offset: int, routing_key: str, headers: object, body: bytes) -> Verdict:
         """One message of the archive, in order."""
@@ -309,18 +311,21 @@ class ArchiveReading:
             return Verdict.SKIP
         if not matches(self.binding_keys, routing_key):
             return Verdict.SKIP
-        event = _event_in(body)
-        if event is not None and not self.progress.start.admits(event.timestamp):
-            return Verdict.SKIP
-        if event is not None and self.progress.past_first_marker:
-            self._overlap.add(event.uuid_string)
+        # The body is read here only when a rule needs it (a start time, the overlap).
+        start, overlapping = self.progress.start, self.progress.past_first_marker
+        if start.not_before is not None or overlapping:
+            event = _event_in(body)
+            if event is not None and not start.admits(event.timestamp):
+                return Verdict.SKIP
+            if event is not None and overlapping:
+                self._overlap.add(event.uuid_string)
         self._in_flight.add(offset)
         return Verdict.HANDLE
 
     def settled(self, offset: int) -> None:
         """A handled history event is acked (handled, dead-lettered, or its retry stored)."""
         self._in_flight.discard(offset)
-        self.progress = replace(self.progress, handled=self.progress.handled + 1)
+        self._handled += 1
         self._unsaved += 1
 
     @property
@@ -347,7 +352,11 @@ class ArchiveReading:
         resume_at = min(self._in_flight) if self._in_flight else self._next
         phase = Phase.LIVE if self.complete else Phase.READING
         return replace(
-            self.progress, phase=phase, resume_at=resume_at, overlap=tuple(sorted(self._overlap))
+            self.progress,
+            phase=phase,
+            resume_at=resume_at,
+            overlap=tuple(sorted(self._overlap)),
+            handled=self._handled,
         )
 
 

@@ -48,7 +48,7 @@ from ..core.history import (
     next_step,
 )
 from ..core.rabbitmq import RabbitMQVersion
-from ..history import require_archive
+from ..history import ARCHIVE_PREFETCH, require_archive
 from ..status import queue_counts
 from ..topology import SubscriberTopology
 from .delivery import Delivery, Registration
@@ -88,6 +88,7 @@ class HandOver:
         self.live: LiveHandOver | None = None
         self._archive_channel: BlockingChannel | None = None
         self._saving: BlockingChannel | None = None
+        self._acks = AckBook()
         self._saved_at = 0.0
         self._logged_at = 0.0
 
@@ -129,8 +130,9 @@ class HandOver:
         connection = session.connection
         reading = self.reading = ArchiveReading(progress, self.topology.binding_keys)
         offset: object = progress.start.offset if progress.resume_at is None else progress.resume_at
+        self._acks = AckBook()  # the archive channel's own delivery tags
         channel = self._archive_channel = connection.channel()
-        channel.basic_qos(prefetch_count=session.prefetch_count)
+        channel.basic_qos(prefetch_count=max(session.prefetch_count, ARCHIVE_PREFETCH))
         channel.basic_consume(
             archive_name(self.topology.exchange),
             functools.partial(self._on_archived, session, registration, reading),
@@ -152,8 +154,9 @@ class HandOver:
         headers = properties.headers or {}
         offset = stream_offset_in(headers)
         verdict = reading.archived(offset, str(method.routing_key), headers, body)
+        own = self._acks.delivered(method.delivery_tag)
         if verdict is not Verdict.HANDLE:
-            channel.basic_ack(method.delivery_tag)
+            self._acks.finished(own)  # acked with the others (pump)
             return
         ticket = Ticket(session.book.generation, method.delivery_tag)
         delivery = Delivery(registration, ticket, str(method.routing_key), properties, body)
@@ -165,7 +168,7 @@ class HandOver:
         assert delivery.offset is not None
         if self.reading is None or self._archive_channel is None:
             return  # an earlier session's: read again from the saved progress
-        self._archive_channel.basic_ack(delivery.ticket.tag)
+        self._acks.finished(Ticket(self._acks.generation, delivery.ticket.tag))
         self.reading.settled(delivery.offset)
 
     @property
@@ -177,6 +180,7 @@ class HandOver:
         reading = self.reading
         if reading is None:
             return
+        self._send_acks()
         if reading.complete:
             progress, self.live = going_live(reading)
             self._save(progress)
@@ -197,6 +201,17 @@ class HandOver:
         if now - self._logged_at >= PROGRESS_LOG_INTERVAL:
             self._logged_at = now
             self._log(reading.checkpoint())
+
+    def _send_acks(self) -> None:
+        """Ack what is settled on the archive's channel: as few frames as the book allows."""
+        channel = self._archive_channel
+        if channel is None:
+            return
+        acks = self._acks.take_acks()
+        if acks.multiple_up_to is not None:
+            channel.basic_ack(acks.multiple_up_to, multiple=True)
+        for tag in acks.singles:
+            channel.basic_ack(tag)
 
     def passed_marker(self, connection: BlockingConnection) -> None:
         """The hand-over marker came out of the live queue: the hand-over is complete."""
