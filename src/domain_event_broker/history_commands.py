@@ -16,18 +16,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .connection import as_broker, connect_blocking
-from .core.archive import (
-    archive_name,
-    parse_bytes,
-    parse_duration,
-)
-from .core.history import (
-    FIRST,
-    StartPoint,
-    as_utc,
-    in_window,
-    matches,
-)
+from .core.archive import archive_name, in_window, matches, parse_bytes, parse_duration
+from .core.history import FIRST, StartPoint, as_utc
 from .core.topology import REPLAYED_HEADER, retry_exchange_name
 from .events import DomainEvent
 from .history import (

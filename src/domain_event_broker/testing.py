@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from .core.history import StartFrom, matches, start_point
+from .core.archive import matches
+from .core.history import StartFrom, start_point
 from .core.outcome import Action, Policy, decide
 from .core.topology import registration_topology
 from .events import DomainEvent, topic_matches, validate_routing_key

@@ -7,9 +7,11 @@ No I/O. The archive of an exchange ``E`` is the stream ``E-archive`` bound to
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
+
+from ..events import DomainEvent, topic_matches
 
 #: A marker's header: its id. A marker carries no event; every reader skips it.
 MARKER_HEADER = "x-domain-events-marker"
@@ -95,3 +97,15 @@ def stream_offset_in(headers: object) -> int:
 def marker_headers(marker: str) -> dict[str, Any]:
     """The headers of a marker message (its body is empty)."""
     return {MARKER_HEADER: marker}
+
+
+def matches(binding_keys: Iterable[str], routing_key: str) -> bool:
+    """Whether a topic exchange would route ``routing_key`` to one of ``binding_keys``."""
+    return any(topic_matches(key, routing_key) for key in binding_keys)
+
+
+def in_window(event: DomainEvent, since: float | None, until: float | None) -> bool:
+    """Whether ``event``'s own timestamp lies in [since, until)."""
+    return (since is None or event.timestamp >= since) and (
+        until is None or event.timestamp < until
+    )

@@ -34,15 +34,15 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Literal, Union
 
 from ..errors import InvalidEvent
-from ..events import DomainEvent, topic_matches
-from .archive import marker_in
+from ..events import DomainEvent
+from .archive import marker_in, matches
 
 #: ``start_from``: an aware datetime (naive means UTC), that long ago, or the archive's first event.
 StartFrom = Union[datetime, timedelta, Literal["first"]]  # noqa: UP007 (a runtime alias)
@@ -387,18 +387,6 @@ def _event_in(body: bytes) -> DomainEvent | None:
         return DomainEvent.from_json(body)
     except (InvalidEvent, ValueError, TypeError):
         return None
-
-
-def matches(binding_keys: Iterable[str], routing_key: str) -> bool:
-    """Whether a topic exchange would route ``routing_key`` to one of ``binding_keys``."""
-    return any(topic_matches(key, routing_key) for key in binding_keys)
-
-
-def in_window(event: DomainEvent, since: float | None, until: float | None) -> bool:
-    """Whether ``event``'s own timestamp lies in [since, until)."""
-    return (since is None or event.timestamp >= since) and (
-        until is None or event.timestamp < until
-    )
 
 
 def describe_progress(name: str, progress: Progress) -> str:
