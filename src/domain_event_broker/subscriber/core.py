@@ -27,6 +27,7 @@ from ..core.topology import registration_topology
 from ..handlers import Handler
 from ..history import require_archive
 from ..settings import ConnectionSettings, mask_url
+from ..status import queue_counts
 from ..topology import (
     DEFAULT_EXCHANGE,
     DEFAULT_EXCHANGE_TYPE,
@@ -156,7 +157,8 @@ class Subscriber(Transport):
         if start is None:
             topology.declare_on(connection, self._connector.rabbitmq)
         else:
-            require_archive(connection, self.exchange)  # a clear error now, not at consume time
+            if queue_counts(connection, name)[0] is None:  # history will be read: say now
+                require_archive(connection, self.exchange)
             self._hand_overs[name] = HandOver(topology, start)
         registration = Registration(handler, topology, max_retries)
         self._registrations.append(registration)
