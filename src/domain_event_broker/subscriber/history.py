@@ -9,6 +9,7 @@ dead letters as live ones (``Session`` settles them through :meth:`HandOver.sett
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -20,6 +21,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from .._pika import close_stream_channel
+from ..connection import CONNECTION_LOST
 from ..core.acks import AckBook, Ticket
 from ..core.archive import (
     PROGRESS_QUEUE_ARGUMENTS,
@@ -225,9 +227,13 @@ class HandOver:
         )
 
     def close(self) -> None:
-        channel, self._archive_channel = self._archive_channel, None
+        """The session ends: save how far history got (when the connection still works)."""
+        reading, channel, self._archive_channel = self.reading, self._archive_channel, None
         if channel is not None:
             close_stream_channel(channel)
+        if reading is not None and self._saving is not None and self._saving.is_open:
+            with contextlib.suppress(*CONNECTION_LOST):
+                self._save(reading.checkpoint())  # a stop resumes here, not at the last save
 
     # Progress, markers, lock ----------------------------------------------------------------
     def _log(self, progress: Progress) -> None:
