@@ -150,3 +150,29 @@ def test_history_replay_refeeds_a_window_to_one_subscriber(
     missing = domain_events(*options[:-1], f"{name}-missing", "--since", "1h")
     assert missing.returncode == 2
     assert f"there is no subscriber '{name}-missing'" in missing.stderr
+
+
+def test_subscribers_and_delete_while_a_hand_over_holds_its_lock(
+    broker_url: str, exchange: str, name: str
+) -> None:
+    """A history lock is another connection's exclusive queue: AMQP will not even count it."""
+    holder = pika.BlockingConnection(pika.URLParameters(broker_url))
+    try:
+        channel = holder.channel()
+        channel.exchange_declare(exchange, "topic", durable=True)
+        channel.queue_declare(name, durable=True)
+        channel.queue_bind(name, exchange, "order.*")
+        channel.queue_declare(f"{name}-history", durable=True, arguments={"x-max-length": 1})
+        channel.queue_declare(f"{name}-history-lock", exclusive=True)
+        options = ("--url", broker_url)
+
+        listed = domain_events(*options, "subscribers", "--json")
+        assert listed.returncode == 0, listed.stderr
+        deleted = domain_events(*options, "delete", name, "--yes")
+        assert deleted.returncode == 0, deleted.stderr
+        assert f"{name}-history-lock is held by a running process" in deleted.stdout
+        for queue in (name, f"{name}-history"):
+            with pytest.raises(pika.exceptions.ChannelClosedByBroker):
+                holder.channel().queue_declare(queue, passive=True)
+    finally:
+        holder.close()

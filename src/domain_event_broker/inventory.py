@@ -14,7 +14,10 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import pika.exceptions
+
 from .connection import connect_blocking
+from .core.archive import RESOURCE_LOCKED
 from .core.defaults import ANSWER_TIMEOUT
 from .core.inventory import Belongings, QueueRecord, belonging_to, subscribers
 from .management import ManagementAPI
@@ -68,7 +71,13 @@ def exact_counts(url: BrokerSettings, queues: list[QueueRecord]) -> list[QueueRe
     connection = connect_blocking(url, "inventory")
     try:
         for queue in queues:
-            ready, consumers = queue_counts(connection, queue.name)
+            try:
+                ready, consumers = queue_counts(connection, queue.name)
+            except pika.exceptions.ChannelClosedByBroker as error:
+                if error.reply_code != RESOURCE_LOCKED:
+                    raise
+                exact.append(queue)  # another connection's exclusive queue: its statistics
+                continue
             if ready is not None and consumers is not None:
                 exact.append(dataclasses.replace(queue, ready=ready, consumers=consumers))
     finally:
@@ -149,7 +158,14 @@ def _delete(url: BrokerSettings, mine: Belongings) -> None:
     try:
         channel = connection.channel()
         for queue in mine.queues:
-            channel.queue_delete(queue)
+            try:
+                channel.queue_delete(queue)
+            except pika.exceptions.ChannelClosedByBroker as error:
+                if error.reply_code != RESOURCE_LOCKED:
+                    raise
+                # A history lock held by a live connection: it goes when that one closes.
+                print(f"{queue} is held by a running process: it goes when that one stops")
+                channel = connection.channel()
         for exchange in mine.exchanges:
             channel.exchange_delete(exchange)
     finally:

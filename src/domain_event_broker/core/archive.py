@@ -13,6 +13,8 @@ from typing import Any
 
 from ..events import DomainEvent, topic_matches
 
+#: AMQP's reply to another connection's exclusive queue (a history lock, a `listen` queue).
+RESOURCE_LOCKED = 405
 #: A marker's header: its id. A marker carries no event; every reader skips it.
 MARKER_HEADER = "x-domain-events-marker"
 

@@ -25,6 +25,7 @@ from ..connection import CONNECTION_LOST
 from ..core.acks import AckBook, Ticket
 from ..core.archive import (
     PROGRESS_QUEUE_ARGUMENTS,
+    RESOURCE_LOCKED,
     archive_name,
     lock_queue_name,
     marker_headers,
@@ -282,7 +283,7 @@ def _take_lock(connection: BlockingConnection, name: str) -> bool:
     try:
         channel.queue_declare(name, exclusive=True)
     except pika.exceptions.ChannelClosedByBroker as error:
-        if error.reply_code == 405:  # RESOURCE_LOCKED: another connection's exclusive queue
+        if error.reply_code == RESOURCE_LOCKED:  # another connection's exclusive queue
             return False
         raise
     channel.close()
