@@ -21,7 +21,7 @@ from pathlib import Path
 import pika
 import pytest
 
-from domain_event_broker import DomainEvent, Publisher
+from domain_event_broker import DomainEvent, Publisher, Retry
 from domain_event_broker.history import ArchiveUnavailable, disable_archive, enable_archive
 from drivers import Driver
 
@@ -229,3 +229,37 @@ def _delete_history_queues(broker_url: str, name: str) -> None:
             channel.queue_delete(queue)
         for exchange in (f"{name}-dlx", f"{name}-retry"):
             channel.exchange_delete(exchange)
+
+
+def test_retry_and_dead_letter_rules_apply_to_history_events(
+    make_driver: Callable[..., Driver], broker_url: str, exchange: str, name: str
+) -> None:
+    publisher = Publisher(broker_url, exchange=exchange)
+    events = [
+        DomainEvent("order.placed", {"n": n, "fate": fate})
+        for n, fate in enumerate(["ok", "retry", "fail", "ok"])
+    ]
+    for event in events:
+        publisher.publish(event.to_json(), event.routing_key)
+    publisher.disconnect()
+    calls: list[tuple[int, int]] = []
+
+    def handler(event: DomainEvent) -> None:
+        calls.append((event.data["n"], event.retries))
+        if event.data["fate"] == "retry" and event.retries == 0:
+            raise Retry(0.2)
+        if event.data["fate"] == "fail":
+            raise ValueError("a bug in the new service")
+
+    driver = make_driver(exchange=exchange)
+    driver.register(handler, name, ["order.*"], dead_letter=True, max_retries=1, start_from="first")
+    driver.run_until(lambda: len(calls) >= 5, timeout=30, settle=1.0)
+    assert sorted(calls) == [(0, 0), (1, 0), (1, 1), (2, 0), (3, 0)]
+    with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
+        channel = connection.channel()
+        method, _, body = channel.basic_get(f"{name}-dl", auto_ack=True)
+        assert method is not None and DomainEvent.from_json(body) == events[2]
+        assert channel.queue_declare(f"{name}-dl", passive=True).method.message_count == 0
+        channel.queue_delete(f"{name}-dl")
+        channel.exchange_delete(f"{name}-dlx")
+    _delete_history_queues(broker_url, name)
