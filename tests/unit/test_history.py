@@ -45,7 +45,7 @@ def test_a_timedelta_is_that_long_before_now() -> None:
 
 
 def test_a_naive_datetime_means_utc() -> None:
-    naive = datetime(2027, 1, 15, 12, 0, 0)
+    naive = datetime(2027, 1, 14, 12, 0, 0)
     aware = naive.replace(tzinfo=timezone.utc)
     assert start_point(naive, NOW) == start_point(aware, NOW)
     assert start_point(aware, NOW).not_before == aware.timestamp()
@@ -63,9 +63,11 @@ def test_another_word_is_refused(wrong: str) -> None:
         start_point(wrong, NOW)  # type: ignore[arg-type]
 
 
-def test_a_future_timedelta_and_another_type_are_refused() -> None:
+def test_the_future_and_another_type_are_refused() -> None:
     with pytest.raises(ValueError, match="not in the future"):
         start_point(timedelta(seconds=-1), NOW)
+    with pytest.raises(ValueError, match="is in the future"):
+        start_point(datetime.fromtimestamp(NOW + 60, timezone.utc), NOW)
     with pytest.raises(TypeError, match="not int"):
         start_point(3, NOW)  # type: ignore[arg-type]
 

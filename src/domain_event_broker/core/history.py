@@ -93,7 +93,11 @@ def start_point(start_from: StartFrom, now: float) -> StartPoint:
             raise ValueError(f"start_from {start_from!r}: a time ago, not in the future")
         return StartPoint(now - start_from.total_seconds())
     if isinstance(start_from, datetime):
-        return StartPoint(as_utc(start_from).timestamp())
+        seconds = as_utc(start_from).timestamp()
+        if seconds > now + CLOCK_MARGIN:
+            # The archive would be read from a point after the hand-over marker: never ending.
+            raise ValueError(f"start_from {start_from.isoformat()} is in the future")
+        return StartPoint(seconds)
     raise TypeError(
         f"start_from must be a datetime, a timedelta or 'first', not {type(start_from).__name__}"
     )
