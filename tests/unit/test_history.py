@@ -283,3 +283,16 @@ def test_the_queue_is_declared_only_after_the_first_marker_and_the_progress(step
         assert actions[-1] == ConsumeQueue(LiveHandOver("m1", frozenset()))
     else:
         assert kinds[declared:] == [DeclareTopology, Finish, ConsumeQueue]
+
+
+def test_an_event_abandoned_at_a_stop_is_read_again_next_time() -> None:
+    reading = ArchiveReading(Progress(Phase.READING, StartPoint(None), "m0", "m1"), ("#",))
+    for offset in range(3):
+        reading.archived(offset, *_message(_event(offset, "a.b")))
+    reading.archived(3, *_marker("m1"))
+    reading.settled(0)
+    reading.settled(2)  # a second worker was faster
+    reading.abandoned(1)
+    assert reading.in_flight == 0  # nothing left to wait for while stopping...
+    assert not reading.complete  # ...but history is not read to its end
+    assert reading.checkpoint().resume_at == 1

@@ -1,32 +1,16 @@
 """History: where a new subscriber starts in the archive, and how it hands over to its queue.
 
-No I/O here; both drivers (pika and aio-pika) and the in-memory broker take
-their decisions from this module.
-
-The archive is a stream ``<exchange>-archive`` bound to the events exchange
-with ``#``. A subscriber ``N`` registered with ``start_from`` reads history
-only while its queue ``N`` does not exist yet (or a hand-over it began is not
-finished). The hand-over, step by step (:func:`next_step` says which applies):
-
-1. Take the lock ``N-history-lock`` (an exclusive queue: it goes with the
-   connection that holds it), so that one process reads history.
-2. Publish the *first marker* into the archive and wait for its confirm; save
-   the progress (in ``N-history``, a queue that keeps its last message only);
-   only then declare ``N`` and its bindings. Every event that reaches ``N``
-   was routed after its binding existed, so after the first marker was in the
-   archive: the events both in the archive and in ``N`` lie after it.
-3. Publish the *hand-over marker* into the archive and into ``N``.
-4. Read the archive from the start point (or the saved offset) up to the
-   hand-over marker: events the binding keys match and not older than the
-   start point are handled; the ids of those after the first marker (the
-   *overlap*: they are in ``N`` too) are kept in the progress.
-5. Consume ``N``: an event of the overlap is acked unhandled (it was handled
-   from the archive); at the hand-over marker the overlap is complete, the
-   progress is deleted and the lock released.
-
-A kill at any point resumes: the progress names the archive offset to read
-next and the overlap so far; a restart publishes a new hand-over marker and
-reads on from there.
+No I/O; both drivers and the in-memory broker take their decisions here
+(docs/history.md tells the story). For a subscriber ``N`` registered with
+``start_from`` whose queue does not exist yet (or whose hand-over is not done),
+holding the lock ``N-history-lock``, :func:`hand_over_actions` lists what to do:
+publish the *first marker* into the archive and save the progress (``N-history``)
+before ``N`` is declared, so that every event that reaches ``N`` lies after that
+marker in the archive; then publish the *hand-over marker* into both; read the
+archive up to it (:class:`ArchiveReading`: the events handled after the first
+marker are the *overlap*, in ``N`` too); then consume ``N`` skipping the overlap
+up to the marker (:class:`LiveHandOver`). A kill resumes from the saved offset
+with a new hand-over marker.
 """
 
 from __future__ import annotations
@@ -142,7 +126,9 @@ class Progress:
             record = json.loads(body)
             return cls(
                 phase=Phase(record["phase"]),
-                start=StartPoint(_optional_float(record["not_before"])),
+                start=StartPoint(
+                    None if record["not_before"] is None else float(record["not_before"])
+                ),
                 first_marker=str(record["first_marker"]),
                 marker=None if record["marker"] is None else str(record["marker"]),
                 resume_at=None if record["resume_at"] is None else int(record["resume_at"]),
@@ -197,12 +183,12 @@ class PublishMarker:
 
 @dataclass(frozen=True)
 class SaveProgress:
-    progress: Progress
+    progress: Progress  # into N-history, confirmed
 
 
 @dataclass(frozen=True)
 class DeclareTopology:
-    """Declare the subscriber's queue, its bindings and the rest of its topology."""
+    """Declare the subscriber's queue, its bindings and the rest."""
 
 
 @dataclass(frozen=True)
@@ -294,6 +280,8 @@ class ArchiveReading:
     _ended: bool = False
     _unsaved: int = 0
     _handled: int = 0
+    #: Given up unhandled (a stop): no longer waited for, but never passed by the progress.
+    _abandoned: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._overlap = set(self.progress.overlap)
@@ -332,6 +320,11 @@ class ArchiveReading:
         self._handled += 1
         self._unsaved += 1
 
+    def abandoned(self, offset: int) -> None:
+        """A history event goes unhandled (the subscriber stops): read it again next time."""
+        self._in_flight.discard(offset)
+        self._abandoned.add(offset)
+
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
@@ -343,7 +336,7 @@ class ArchiveReading:
     @property
     def complete(self) -> bool:
         """Marker reached and every history event settled: time to go live."""
-        return self._ended and not self._in_flight
+        return self._ended and not self._in_flight and not self._abandoned
 
     def save_due(self, seconds_since_save: float) -> bool:
         return self._unsaved >= SAVE_EVERY or (
@@ -353,7 +346,8 @@ class ArchiveReading:
     def checkpoint(self) -> Progress:
         """The progress to save now: resume at the oldest event not settled yet."""
         self._unsaved = 0
-        resume_at = min(self._in_flight) if self._in_flight else self._next
+        pending = self._in_flight | self._abandoned
+        resume_at = min(pending) if pending else self._next
         phase = Phase.LIVE if self.complete else Phase.READING
         return replace(
             self.progress,

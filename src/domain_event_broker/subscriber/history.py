@@ -75,6 +75,7 @@ class Session(Protocol):
     prefetch_count: int
     rabbitmq: RabbitMQVersion
     submit: Callable[[Delivery], None]
+    stopping: bool
 
     def consume_queue(self, registration: Registration) -> None: ...
 
@@ -169,10 +170,22 @@ class HandOver:
     def settled(self, delivery: Delivery) -> None:
         """A history event is handled, dropped, or its copy stored: ack it, count it."""
         assert delivery.offset is not None
-        if self.reading is None or self._archive_channel is None:
-            return  # an earlier session's: read again from the saved progress
-        self._acks.finished(Ticket(self._acks.generation, delivery.ticket.tag))
+        if self.reading is None:
+            return
+        if self._archive_channel is not None:
+            self._acks.finished(Ticket(self._acks.generation, delivery.ticket.tag))
         self.reading.settled(delivery.offset)
+
+    def abandon(self, offset: int) -> None:
+        """Stopping: a history event goes unhandled; the saved progress stays before it."""
+        if self.reading is not None:
+            self.reading.abandoned(offset)
+
+    def stop_reading(self) -> None:
+        """Stopping: no more history deliveries (a stream's channel closes without rejects)."""
+        channel, self._archive_channel = self._archive_channel, None
+        if channel is not None:
+            close_stream_channel(channel)
 
     @property
     def in_flight(self) -> int:
@@ -185,12 +198,14 @@ class HandOver:
             return
         self._send_acks()
         if reading.complete:
-            progress, self.live = going_live(reading)
+            progress, live = going_live(reading)
             self._save(progress)
             self._log(progress)
             self.reading = None
-            channel, self._archive_channel = self._archive_channel, None
-            close_stream_channel(channel)
+            self.stop_reading()
+            self.live = live
+            if session.stopping:
+                return  # the next start consumes the queue up to the marker (Step.FINISH)
             log.info(
                 "subscriber %s: history read (%d events); consuming its queue",
                 self.topology.name,

@@ -54,6 +54,8 @@ class Session:
         #: Hand-overs from history of the registrations that have one, by name.
         self.hand_overs: dict[str, HandOver] = hand_overs or {}
         self._waiting_for_lock: list[Registration] = []
+        #: Draining: no new events are taken (set by the loop).
+        self.stopping = False
         self.prefetch_count = 1
         self.rabbitmq: RabbitMQVersion = UNKNOWN
 
@@ -157,8 +159,14 @@ class Session:
             self.hand_overs[delivery.registration.name].settled(delivery)
 
     def _requeue(self, delivery: Delivery) -> None:
-        if delivery.offset is not None:  # a stream takes no nack: read it again later
-            self.hand_overs[delivery.registration.name].rewind()
+        if delivery.offset is not None:
+            # A stream takes no nack. Stopping: left unsettled, the saved progress stays
+            # before it. Otherwise the session ends and history is read on from there.
+            hand_over = self.hand_overs[delivery.registration.name]
+            if not self.stopping:
+                hand_over.rewind()
+            hand_over.abandon(delivery.offset)
+            return
         if self.book.settle_alone(delivery.ticket):
             self.channel.basic_nack(delivery.ticket.tag, requeue=True)
 
@@ -171,6 +179,9 @@ class Session:
 
     # Stopping ---------------------------------------------------------------------------
     def cancel_consumers(self) -> None:
+        self.stopping = True
+        for hand_over in self.hand_overs.values():
+            hand_over.stop_reading()
         for tag in self._consumer_tags:
             self.channel.basic_cancel(tag)
         self._consumer_tags = []

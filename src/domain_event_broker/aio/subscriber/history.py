@@ -53,6 +53,8 @@ from .session import Delivery, Message, Registration, Session
 
 log = logging.getLogger(__package__)
 
+#: Seconds a last save of the progress may take when a session ends.
+SAVE_TIMEOUT = 5.0
 #: Seconds between two looks at the progress (save when due, go live when complete).
 WATCH_INTERVAL = 0.1
 
@@ -188,9 +190,15 @@ class AsyncHandOver:
         await self._finish(session.connection)
         log.info("subscriber %s: hand-over from history to its queue complete", self.topology.name)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """The session ends: save how far history got (when the connection still works)."""
         if self._watch is not None:
             self._watch.cancel()
+        reading, saving = self.reading, self._saving
+        if reading is not None and saving is not None and not saving.is_closed:
+            with contextlib.suppress(*AIO_CONNECTION_LOST, asyncio.TimeoutError):
+                # A stop resumes here, not at the last periodic save.
+                await asyncio.wait_for(self._save(reading.checkpoint()), SAVE_TIMEOUT)
         self._archive_channel = None
         self._saving = None
 

@@ -136,7 +136,7 @@ class HandOver(Protocol):
 
     async def passed_marker(self, session: Session) -> None: ...
 
-    def close(self) -> None: ...
+    async def close(self) -> None: ...
 
 
 @dataclass(eq=False)
@@ -228,7 +228,7 @@ class Sessions:
 
     async def close(self, session: Session) -> None:
         for hand_over in self.hand_overs.values():
-            hand_over.close()
+            await hand_over.close()
         if self.current is session:
             self.current = None
         await close_quietly(session.connection)
