@@ -22,34 +22,9 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 
 from .._pika import close_stream_channel
 from ..connection import CONNECTION_LOST
+from ..core import archive as archive_rules
+from ..core import history as rules
 from ..core.acks import AckBook, Ticket
-from ..core.archive import (
-    PROGRESS_QUEUE_ARGUMENTS,
-    RESOURCE_LOCKED,
-    archive_name,
-    lock_queue_name,
-    marker_headers,
-    progress_queue_name,
-    stream_offset_in,
-)
-from ..core.history import (
-    PROGRESS_LOG_INTERVAL,
-    ArchiveReading,
-    DeclareTopology,
-    Finish,
-    LiveHandOver,
-    Progress,
-    PublishMarker,
-    ReadArchive,
-    RequireArchive,
-    SaveProgress,
-    StartPoint,
-    Verdict,
-    describe_progress,
-    going_live,
-    hand_over_actions,
-    next_step,
-)
 from ..core.rabbitmq import RabbitMQVersion
 from ..history import ARCHIVE_PREFETCH, require_archive
 from ..status import queue_counts
@@ -83,13 +58,13 @@ class Session(Protocol):
 class HandOver:
     """One registration's way from the archive to its live queue."""
 
-    def __init__(self, topology: SubscriberTopology, start: StartPoint) -> None:
+    def __init__(self, topology: SubscriberTopology, start: rules.StartPoint) -> None:
         self.topology = topology
         self.start = start
         #: The hand-over is complete (or there was none to make): plain consuming.
         self.done = False
-        self.reading: ArchiveReading | None = None
-        self.live: LiveHandOver | None = None
+        self.reading: rules.ArchiveReading | None = None
+        self.live: rules.LiveHandOver | None = None
         self._archive_channel: BlockingChannel | None = None
         self._saving: BlockingChannel | None = None
         self._acks = AckBook()
@@ -101,27 +76,29 @@ class HandOver:
         """Take the lock and carry out the next step; False: another process holds the lock."""
         connection = session.connection
         self.reading = None
-        if not _take_lock(connection, lock_queue_name(self.topology.name)):
+        if not _take_lock(connection, archive_rules.lock_queue_name(self.topology.name)):
             log.info("subscriber %s: another process reads its history", self.topology.name)
             return False
         self._saving = connection.channel()
         self._saving.confirm_delivery()
         exists = queue_counts(connection, self.topology.queue)[0] is not None
-        step = next_step(exists, progress := self._load(connection))
-        archive = archive_name(self.topology.exchange)
-        for action in hand_over_actions(step, progress, self.start, archive, self.topology.queue):
-            if isinstance(action, RequireArchive):
+        step = rules.next_step(exists, progress := self._load(connection))
+        archive = archive_rules.archive_name(self.topology.exchange)
+        for action in rules.hand_over_actions(
+            step, progress, self.start, archive, self.topology.queue
+        ):
+            if isinstance(action, rules.RequireArchive):
                 require_archive(connection, self.topology.exchange)
-            elif isinstance(action, PublishMarker):
+            elif isinstance(action, rules.PublishMarker):
                 self._publish_marker(action.queue, action.marker)
-            elif isinstance(action, SaveProgress):
+            elif isinstance(action, rules.SaveProgress):
                 self._save(action.progress)
-            elif isinstance(action, DeclareTopology):
+            elif isinstance(action, rules.DeclareTopology):
                 self.topology.forget_declarations()
                 self.topology.declare_on(connection, session.rabbitmq)
-            elif isinstance(action, ReadArchive):
+            elif isinstance(action, rules.ReadArchive):
                 self._read_archive(session, registration, action.progress)
-            elif isinstance(action, Finish):
+            elif isinstance(action, rules.Finish):
                 self._finish(connection)
             else:
                 self.live = action.live
@@ -129,16 +106,16 @@ class HandOver:
         return True
 
     def _read_archive(
-        self, session: Session, registration: Registration, progress: Progress
+        self, session: Session, registration: Registration, progress: rules.Progress
     ) -> None:
         connection = session.connection
-        reading = self.reading = ArchiveReading(progress, self.topology.binding_keys)
+        reading = self.reading = rules.ArchiveReading(progress, self.topology.binding_keys)
         offset: object = progress.start.offset if progress.resume_at is None else progress.resume_at
         self._acks = AckBook()  # the archive channel's own delivery tags
         channel = self._archive_channel = connection.channel()
         channel.basic_qos(prefetch_count=max(session.prefetch_count, ARCHIVE_PREFETCH))
         channel.basic_consume(
-            archive_name(self.topology.exchange),
+            archive_rules.archive_name(self.topology.exchange),
             functools.partial(self._on_archived, session, registration, reading),
             arguments={"x-stream-offset": offset},
         )
@@ -149,17 +126,17 @@ class HandOver:
         self,
         session: Session,
         registration: Registration,
-        reading: ArchiveReading,
+        reading: rules.ArchiveReading,
         channel: BlockingChannel,
         method: Any,
         properties: pika.BasicProperties,
         body: bytes,
     ) -> None:
         headers = properties.headers or {}
-        offset = stream_offset_in(headers)
+        offset = archive_rules.stream_offset_in(headers)
         verdict = reading.archived(offset, str(method.routing_key), headers, body)
         own = self._acks.delivered(method.delivery_tag)
-        if verdict is not Verdict.HANDLE:
+        if verdict is not rules.Verdict.HANDLE:
             self._acks.finished(own)  # acked with the others (pump)
             return
         ticket = Ticket(session.book.generation, method.delivery_tag)
@@ -198,7 +175,7 @@ class HandOver:
             return
         self._send_acks()
         if reading.complete:
-            progress, live = going_live(reading)
+            progress, live = rules.going_live(reading)
             self._save(progress)
             self._log(progress)
             self.reading = None
@@ -216,7 +193,7 @@ class HandOver:
         if reading.save_due(now - self._saved_at):
             self._save(reading.checkpoint())
             self._saved_at = now
-        if now - self._logged_at >= PROGRESS_LOG_INTERVAL:
+        if now - self._logged_at >= rules.PROGRESS_LOG_INTERVAL:
             self._logged_at = now
             self._log(reading.checkpoint())
 
@@ -252,11 +229,11 @@ class HandOver:
                 self._save(reading.checkpoint())  # a stop resumes here, not at the last save
 
     # Progress, markers, lock ----------------------------------------------------------------
-    def _log(self, progress: Progress) -> None:
-        log.info("%s", describe_progress(self.topology.name, progress))
+    def _log(self, progress: rules.Progress) -> None:
+        log.info("%s", rules.describe_progress(self.topology.name, progress))
 
-    def _load(self, connection: BlockingConnection) -> Progress | None:
-        name = progress_queue_name(self.topology.name)
+    def _load(self, connection: BlockingConnection) -> rules.Progress | None:
+        name = archive_rules.progress_queue_name(self.topology.name)
         if queue_counts(connection, name)[0] is None:
             return None
         channel = connection.channel()
@@ -264,13 +241,13 @@ class HandOver:
         channel.close()
         if method is None or body is None:
             return None
-        return Progress.from_json(body)
+        return rules.Progress.from_json(body)
 
-    def _save(self, progress: Progress) -> None:
+    def _save(self, progress: rules.Progress) -> None:
         channel = self._saving
         assert channel is not None
-        name = progress_queue_name(self.topology.name)
-        channel.queue_declare(name, durable=True, arguments=PROGRESS_QUEUE_ARGUMENTS)
+        name = archive_rules.progress_queue_name(self.topology.name)
+        channel.queue_declare(name, durable=True, arguments=archive_rules.PROGRESS_QUEUE_ARGUMENTS)
         channel.basic_publish(
             "", name, progress.to_json(), pika.BasicProperties(delivery_mode=2), mandatory=True
         )
@@ -279,13 +256,15 @@ class HandOver:
     def _publish_marker(self, queue: str, marker: str) -> None:
         channel = self._saving
         assert channel is not None
-        properties = pika.BasicProperties(delivery_mode=2, headers=marker_headers(marker))
+        properties = pika.BasicProperties(
+            delivery_mode=2, headers=archive_rules.marker_headers(marker)
+        )
         channel.basic_publish("", queue, b"", properties, mandatory=True)
 
     def _finish(self, connection: BlockingConnection) -> None:
         channel = connection.channel()
-        channel.queue_delete(progress_queue_name(self.topology.name))
-        channel.queue_delete(lock_queue_name(self.topology.name))
+        channel.queue_delete(archive_rules.progress_queue_name(self.topology.name))
+        channel.queue_delete(archive_rules.lock_queue_name(self.topology.name))
         channel.close()
         if self._saving is not None and self._saving.is_open:
             self._saving.close()
@@ -298,7 +277,9 @@ def _take_lock(connection: BlockingConnection, name: str) -> bool:
     try:
         channel.queue_declare(name, exclusive=True)
     except pika.exceptions.ChannelClosedByBroker as error:
-        if error.reply_code == RESOURCE_LOCKED:  # another connection's exclusive queue
+        if (
+            error.reply_code == archive_rules.RESOURCE_LOCKED
+        ):  # another connection's exclusive queue
             return False
         raise
     channel.close()

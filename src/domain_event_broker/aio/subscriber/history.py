@@ -19,32 +19,8 @@ import aio_pika
 import aio_pika.abc
 import aiormq.exceptions
 
-from ...core.archive import (
-    PROGRESS_QUEUE_ARGUMENTS,
-    archive_name,
-    lock_queue_name,
-    marker_headers,
-    progress_queue_name,
-    stream_offset_in,
-)
-from ...core.history import (
-    PROGRESS_LOG_INTERVAL,
-    ArchiveReading,
-    DeclareTopology,
-    Finish,
-    LiveHandOver,
-    Progress,
-    PublishMarker,
-    ReadArchive,
-    RequireArchive,
-    SaveProgress,
-    StartPoint,
-    Verdict,
-    describe_progress,
-    going_live,
-    hand_over_actions,
-    next_step,
-)
+from ...core import archive as archive_rules
+from ...core import history as rules
 from ...history import ArchiveUnavailable, not_enabled
 from ...topology import SubscriberTopology
 from .. import topology as aio_topology
@@ -65,13 +41,13 @@ ConsumeQueue = Callable[[], Awaitable[None]]
 class AsyncHandOver:
     """One registration's way from the archive to its live queue, on aio-pika."""
 
-    def __init__(self, topology: SubscriberTopology, start: StartPoint) -> None:
+    def __init__(self, topology: SubscriberTopology, start: rules.StartPoint) -> None:
         self.topology = topology
         self.start = start
         #: The hand-over is complete (or there was none to make): plain consuming.
         self.done = False
-        self.reading: ArchiveReading | None = None
-        self.live: LiveHandOver | None = None
+        self.reading: rules.ArchiveReading | None = None
+        self.live: rules.LiveHandOver | None = None
         self._archive_channel: aio_pika.abc.AbstractChannel | None = None
         self._saving: aio_pika.abc.AbstractChannel | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -90,27 +66,29 @@ class AsyncHandOver:
         """
         connection = session.connection
         self.reading = None
-        if not await _take_lock(connection, lock_queue_name(self.topology.name)):
+        if not await _take_lock(connection, archive_rules.lock_queue_name(self.topology.name)):
             log.info("subscriber %s: another process reads its history", self.topology.name)
             return False
         self._saving = await connection.channel()  # publisher confirms: on
         exists = await _exists(connection, self.topology.queue)
-        step = next_step(exists, progress := await self._load(connection))
-        archive = archive_name(self.topology.exchange)
-        for action in hand_over_actions(step, progress, self.start, archive, self.topology.queue):
-            if isinstance(action, RequireArchive):
+        step = rules.next_step(exists, progress := await self._load(connection))
+        archive = archive_rules.archive_name(self.topology.exchange)
+        for action in rules.hand_over_actions(
+            step, progress, self.start, archive, self.topology.queue
+        ):
+            if isinstance(action, rules.RequireArchive):
                 if not await _exists(connection, archive):
                     raise ArchiveUnavailable(not_enabled(self.topology.exchange))
-            elif isinstance(action, PublishMarker):
+            elif isinstance(action, rules.PublishMarker):
                 await self._publish_marker(action.queue, action.marker)
-            elif isinstance(action, SaveProgress):
+            elif isinstance(action, rules.SaveProgress):
                 await self._save(action.progress)
-            elif isinstance(action, DeclareTopology):
+            elif isinstance(action, rules.DeclareTopology):
                 await aio_topology.declare(connection, self.topology)
-            elif isinstance(action, ReadArchive):
+            elif isinstance(action, rules.ReadArchive):
                 await self._read_archive(session, registration, action.progress, submit)
                 self._watch = asyncio.create_task(self._watch_reading(session, consume_queue))
-            elif isinstance(action, Finish):
+            elif isinstance(action, rules.Finish):
                 await self._finish(connection)
             else:
                 self.live = action.live
@@ -118,19 +96,21 @@ class AsyncHandOver:
         return True
 
     async def _read_archive(
-        self, session: Session, registration: Registration, progress: Progress, submit: Submit
+        self, session: Session, registration: Registration, progress: rules.Progress, submit: Submit
     ) -> None:
-        reading = self.reading = ArchiveReading(progress, self.topology.binding_keys)
+        reading = self.reading = rules.ArchiveReading(progress, self.topology.binding_keys)
         offset: object = progress.start.offset if progress.resume_at is None else progress.resume_at
         channel = self._archive_channel = await session.connection.channel()
         await channel.set_qos(prefetch_count=session.prefetch_count)
-        queue = await channel.get_queue(archive_name(self.topology.exchange), ensure=False)
+        queue = await channel.get_queue(
+            archive_rules.archive_name(self.topology.exchange), ensure=False
+        )
 
         async def on_archived(message: Message) -> None:
-            offset = stream_offset_in(message.headers)
+            offset = archive_rules.stream_offset_in(message.headers)
             key = message.routing_key or ""
             verdict = reading.archived(offset, key, message.headers, message.body)
-            if verdict is not Verdict.HANDLE:
+            if verdict is not rules.Verdict.HANDLE:
                 await message.ack()
                 return
             submit(Delivery(registration, message, session.generation, offset, self._settled))
@@ -161,17 +141,17 @@ class AsyncHandOver:
                 if reading.save_due(now - saved_at):
                     await self._save(reading.checkpoint())
                     saved_at = now
-                if now - logged_at >= PROGRESS_LOG_INTERVAL:
+                if now - logged_at >= rules.PROGRESS_LOG_INTERVAL:
                     logged_at = now
-                    progress = describe_progress(self.topology.name, reading.checkpoint())
+                    progress = rules.describe_progress(self.topology.name, reading.checkpoint())
                     log.info("%s", progress)
                 await asyncio.sleep(WATCH_INTERVAL)
         except AIO_CONNECTION_LOST as error:
             log.warning("subscriber %s: history interrupted (%s)", self.topology.name, error)
             session.lost.set()
 
-    async def _go_live(self, reading: ArchiveReading, consume_queue: ConsumeQueue) -> None:
-        progress, live = going_live(reading)
+    async def _go_live(self, reading: rules.ArchiveReading, consume_queue: ConsumeQueue) -> None:
+        progress, live = rules.going_live(reading)
         await self._save(progress)
         self.reading = None
         channel, self._archive_channel = self._archive_channel, None
@@ -202,23 +182,25 @@ class AsyncHandOver:
         self._archive_channel = None
         self._saving = None
 
-    async def _load(self, connection: aio_pika.abc.AbstractConnection) -> Progress | None:
+    async def _load(self, connection: aio_pika.abc.AbstractConnection) -> rules.Progress | None:
         channel = await connection.channel()
         try:
             queue = await channel.declare_queue(
-                progress_queue_name(self.topology.name), passive=True
+                archive_rules.progress_queue_name(self.topology.name), passive=True
             )
         except aiormq.exceptions.ChannelNotFoundEntity:
             return None
         message = await queue.get(no_ack=False, fail=False)
         await channel.close()  # the progress goes back into its queue
-        return None if message is None else Progress.from_json(message.body)
+        return None if message is None else rules.Progress.from_json(message.body)
 
-    async def _save(self, progress: Progress) -> None:
+    async def _save(self, progress: rules.Progress) -> None:
         channel = self._saving
         assert channel is not None
-        name = progress_queue_name(self.topology.name)
-        await channel.declare_queue(name, durable=True, arguments=PROGRESS_QUEUE_ARGUMENTS)
+        name = archive_rules.progress_queue_name(self.topology.name)
+        await channel.declare_queue(
+            name, durable=True, arguments=archive_rules.PROGRESS_QUEUE_ARGUMENTS
+        )
         message = aio_pika.Message(
             progress.to_json(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT
         )
@@ -229,15 +211,15 @@ class AsyncHandOver:
         assert channel is not None
         message = aio_pika.Message(
             b"",
-            headers=dict(marker_headers(marker)),
+            headers=dict(archive_rules.marker_headers(marker)),
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         await channel.default_exchange.publish(message, queue, mandatory=True)
 
     async def _finish(self, connection: aio_pika.abc.AbstractConnection) -> None:
         channel = await connection.channel()
-        await channel.queue_delete(progress_queue_name(self.topology.name))
-        await channel.queue_delete(lock_queue_name(self.topology.name))
+        await channel.queue_delete(archive_rules.progress_queue_name(self.topology.name))
+        await channel.queue_delete(archive_rules.lock_queue_name(self.topology.name))
         await channel.close()
         saving, self._saving = self._saving, None
         if saving is not None and not saving.is_closed:
