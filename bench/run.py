@@ -16,7 +16,7 @@ from pathlib import Path
 
 from domain_event_broker.publisher import close_shared_publishers
 
-from . import aio, console, consume, contracts, instrumented, latency, memory, publish
+from . import aio, console, consume, contracts, history, instrumented, latency, memory, publish
 from .harness import (
     REPO_ROOT,
     Broker,
@@ -41,6 +41,7 @@ CASES: dict[str, CaseFunction] = {
     **aio.CASES,
     **contracts.CASES,
     **console.CASES,
+    **history.CASES,
 }
 #: How often a case is tried when something disturbs it (a broker restart, an alarm).
 ATTEMPTS = 3

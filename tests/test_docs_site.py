@@ -6,6 +6,8 @@
   block that consumes until stopped gets events and then SIGTERM. A block included from a
   file (``--8<-- "examples/x.py"``) must be a file that a test runs (EXAMPLES_RUN_BY).
 - ```pycon: run as a doctest.
+- ```console: a shell session; its ``$ `` lines are checked as ```sh lines are, the
+  rest is output.
 - ```sh: valid shell (``<name>`` placeholders aside); each ``domain-events`` line parses
   with the command's own parser, each ``domain-events-relay`` option is one it lists, each
   ``manage.py`` command exists, each ``pip install`` extra and ``make`` target exists.
@@ -73,7 +75,7 @@ def of(language: str) -> list[Block]:
 
 
 def test_every_block_is_of_a_kind_this_test_knows() -> None:
-    known = {"python", "pycon", "sh", "yaml", "sql", "text", "mermaid", ""}
+    known = {"python", "pycon", "sh", "console", "yaml", "sql", "text", "mermaid", ""}
     assert {block.language for block in ALL} <= known, _ids(
         [block for block in ALL if block.language not in known]
     )
@@ -302,8 +304,40 @@ def contract_checks(name: str) -> dict[str, Script | Consumer]:
     }
 
 
+def history_checks(name: str) -> dict[str, Script | Consumer]:
+    """docs/history.md: an archive on an exchange of the test's own, one event in it."""
+    exchange = f"{name}-events"
+    return {
+        "history-start-from": Consumer(
+            queue=name,
+            script=Script(
+                replace={
+                    "Subscriber()": f'Subscriber(exchange="{exchange}")',
+                    '"search-indexer"': f'"{name}"',
+                },
+                prelude=f"""
+                    import os
+                    from domain_event_broker import DomainEvent, Publisher
+                    from domain_event_broker.history import enable_archive
+                    url = os.environ["DOMAIN_EVENT_BROKER"]
+                    enable_archive(url, "{exchange}", max_age="1D")
+                    past = Publisher(url, exchange="{exchange}")
+                    past.publish(DomainEvent("order.placed", {{"total": 99}}, 42).to_json(),
+                                 "order.placed")
+                    past.disconnect()
+                """,
+                epilogue=f"""
+                    from domain_event_broker.history import disable_archive
+                    disable_archive(url, "{exchange}")
+                """,
+            ),
+            expect=["indexing 42 {'total': 99}"],
+        ),
+    }
+
+
 def checks_of_every_page(name: str) -> dict[str, Script | Consumer]:
-    return {**checks(name), **contract_checks(name)}
+    return {**checks(name), **contract_checks(name), **history_checks(name)}
 
 
 CHECKS = checks_of_every_page("docs")
@@ -417,7 +451,14 @@ def _check_command(words: list[str], where: str) -> None:
             assert re.search(rf"^{re.escape(target)}:", makefile, re.MULTILINE), where
 
 
-SHELL = of("sh")
+def _session_commands(block: Block) -> Block:
+    """A ```console block's commands (the ``$ `` lines) as a ```sh block."""
+    commands = [line[2:] for line in block.code.splitlines() if line.startswith("$ ")]
+    assert commands, f"{block.where}: a console block with no '$ ' command"
+    return Block(block.page, block.line, "sh", "\n".join(commands) + "\n", block.marker)
+
+
+SHELL = of("sh") + [_session_commands(block) for block in of("console")]
 
 
 @pytest.mark.parametrize("block", SHELL, ids=_ids(SHELL))

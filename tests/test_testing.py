@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from datetime import timedelta
 
 import pytest
 
@@ -162,3 +163,21 @@ def test_an_event_no_binding_matches_warns_of_a_typo() -> None:
 def test_a_binding_key_in_the_name_s_place_is_refused(name: str) -> None:
     with InMemoryBroker() as broker, pytest.raises(ValueError, match="were they swapped"):
         broker.register(print, name, ["nc-x"])
+
+
+def test_start_from_reads_what_was_published_then_live_events() -> None:
+    seen: list[int] = []
+    with InMemoryBroker() as broker:
+        old = broker.publish_domain_event("order.placed", {"n": 0}, timestamp=1.0)
+        broker.publish_domain_event("order.placed", {"n": 1})
+        broker.publish_domain_event("user.registered", {"n": 2})
+        broker.register(
+            lambda event: seen.append(event.data["n"]),
+            "indexer",
+            ["order.*"],
+            start_from=timedelta(hours=1),
+        )
+        broker.publish_domain_event("order.paid", {"n": 3})
+        broker.run()
+    assert old.timestamp == 1.0
+    assert seen == [1, 3]  # not the one older than an hour, not user.*, each once

@@ -81,3 +81,26 @@ def server_properties(connection: Any) -> Any:
     A ``BlockingConnection`` keeps them on its impl only.
     """
     return getattr(getattr(connection, "_impl", None), "server_properties", None)
+
+
+def close_stream_channel(channel: Any, timeout: float = 5.0) -> None:
+    """Close a channel that consumes a stream, without pika's cancel.
+
+    ``BlockingChannel.close`` cancels its consumers first and rejects the
+    deliveries it holds; a stream refuses a reject by closing the whole
+    connection (540 NOT_IMPLEMENTED). Closed underneath, the channel's
+    deliveries simply end with it. Without the impl, the public close is the fallback.
+    """
+    impl = getattr(channel, "_impl", None)
+    if impl is None or not hasattr(impl, "close"):
+        with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+            channel.close()
+        return
+    if not impl.is_open:
+        return
+    with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+        impl.close()
+        waited = 0.0
+        while not impl.is_closed and waited < timeout:
+            channel.connection.process_data_events(time_limit=0.05)
+            waited += 0.05

@@ -1,4 +1,4 @@
-"""The ``domain-events`` command: demo, publish, listen, status, metrics, dead letters, console.
+"""The ``domain-events`` command: demo, publish, listen, status, dead letters, console, history.
 
 Every command takes ``--url`` (default: ``$DOMAIN_EVENT_BROKER``, else the
 local broker) and the TLS options ``--ca-file``, ``--cert-file``, ``--key-file``
@@ -29,6 +29,7 @@ from .core.rabbitmq import RabbitMQVersion
 from .demo import run_demo
 from .errors import DomainEventBrokerError
 from .events import DomainEvent
+from .history_commands import add_history_commands
 from .inventory import add_inventory_commands, print_table, run_subscribers
 from .outbox.commands import add_outbox_command
 from .publisher import publish_domain_event
@@ -220,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
         action.set_defaults(run=_replay, verb=verb)
     add_inventory_commands(commands)
+    add_history_commands(commands, _CommandParser)
     add_outbox_command(commands)
     add_contract_commands(commands)
     add_console_command(commands)

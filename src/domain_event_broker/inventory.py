@@ -17,6 +17,7 @@ from typing import Any
 import pika.exceptions
 
 from .connection import connect_blocking
+from .core.archive import RESOURCE_LOCKED
 from .core.defaults import ANSWER_TIMEOUT
 from .core.inventory import Belongings, QueueRecord, belonging_to, subscribers
 from .management import ManagementAPI
@@ -79,7 +80,7 @@ def exact_counts(url: BrokerSettings, queues: list[QueueRecord]) -> list[QueueRe
             except pika.exceptions.ChannelClosedByBroker as error:
                 if error.reply_code == 404:
                     continue  # gone meanwhile
-                if error.reply_code == 405:
+                if error.reply_code == RESOURCE_LOCKED:
                     exact.append(queue)  # another connection's exclusive queue: the API's
                     continue
                 raise
@@ -166,7 +167,14 @@ def _delete(url: BrokerSettings, mine: Belongings) -> None:
     try:
         channel = connection.channel()
         for queue in mine.queues:
-            channel.queue_delete(queue)
+            try:
+                channel.queue_delete(queue)
+            except pika.exceptions.ChannelClosedByBroker as error:
+                if error.reply_code != RESOURCE_LOCKED:
+                    raise
+                # A history lock held by a live connection: it goes when that one closes.
+                print(f"{queue} is held by a running process: it goes when that one stops")
+                channel = connection.channel()
         for exchange in mine.exchanges:
             channel.exchange_delete(exchange)
     finally:

@@ -118,6 +118,13 @@ class ManagementAPI:
             if row.get("destination_type") == "queue"
         ]
 
+    def queue_arguments(self, name: str) -> dict[str, Any]:
+        """The arguments queue ``name`` was declared with (AMQP cannot read them back)."""
+        for row in self._get("queues"):
+            if row["name"] == name:
+                return dict(row.get("arguments") or {})
+        return {}
+
     def exchanges(self) -> list[str]:
         return [row["name"] for row in self._get("exchanges")]
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import time
 import warnings
 from collections import deque
 from collections.abc import Sequence
@@ -40,6 +41,8 @@ from types import TracebackType
 from typing import Any
 
 from .contracts.handlers import typed_registration
+from .core.archive import matches
+from .core.history import StartFrom, start_point
 from .core.outcome import Action, Policy, decide
 from .core.topology import registration_topology
 from .events import DomainEvent, topic_matches, validate_routing_key
@@ -112,10 +115,19 @@ class InMemoryBroker:
         exclusive: bool = False,
         auto_delete: bool = False,
         max_retries: int = 0,
+        *,
+        start_from: StartFrom | None = None,
         **options: Any,
     ) -> None:
-        """Register like :meth:`Subscriber.register` (same validation of name and keys)."""
+        """Register like :meth:`Subscriber.register` (same validation of name and keys).
+
+        There is no archive here: with ``start_from``, the events published into
+        this broker so far (:attr:`published`) stand in for it. Those the binding
+        keys match and not older than ``start_from`` are queued first, in publish
+        order, then live ones follow: each once, as on RabbitMQ.
+        """
         handler, binding_keys = typed_registration(handler, binding_keys)
+        start = None if start_from is None else start_point(start_from, time.time())
         topology = registration_topology(
             name,
             binding_keys,
@@ -127,7 +139,13 @@ class InMemoryBroker:
             exclusive=exclusive,
             auto_delete=auto_delete,
         )
-        self._subscriptions[name] = _Subscription(handler, topology, max_retries)
+        subscription = self._subscriptions[name] = _Subscription(handler, topology, max_retries)
+        if start is not None:
+            for event in self.published:
+                if matches(topology.binding_keys, event.routing_key) and start.admits(
+                    event.timestamp
+                ):
+                    subscription.queue.append((event.to_json(), 0))
 
     def publish(self, event: DomainEvent) -> DomainEvent:
         """Route ``event`` to every subscription whose binding keys match."""

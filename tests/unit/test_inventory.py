@@ -63,3 +63,20 @@ def test_another_subscriber_s_queues_never_belong_to_this_one(name: str, other: 
     mine = belonging_to(name, queues, [f"{other}-retry", f"{other}-dlx"])
     for queue in mine.queues + mine.exchanges:
         assert queue == name or queue.startswith(f"{name}-")
+
+
+def test_the_archive_is_no_subscriber_and_history_queues_belong_to_theirs() -> None:
+    queues = [
+        QueueRecord("indexer", ready=1, unacked=0, consumers=0),
+        QueueRecord("indexer-history", ready=1, unacked=0, consumers=0),
+        QueueRecord("indexer-history-lock", ready=0, unacked=0, consumers=0),
+        QueueRecord("domain-events-archive", ready=500, unacked=0, consumers=0),
+    ]
+    bindings = [
+        BindingRecord("domain-events", "indexer", "order.*"),
+        BindingRecord("domain-events", "domain-events-archive", "#"),
+    ]
+    assert [summary.name for summary in subscribers(queues, bindings)] == ["indexer"]
+    mine = belonging_to("indexer", queues, [])
+    assert mine.queues == ("indexer", "indexer-history", "indexer-history-lock")
+    assert mine.events == 2

@@ -7,7 +7,8 @@ them), with no I/O: ``domain-events subscribers`` shows the summaries,
 A subscriber is a queue bound to the events exchange. Its own are the queue
 ``N``, the dead-letter queue ``N-dl``, the wait queues ``N-wait-<ms>`` (and
 3.x's ``N-delay-<ms>``, queue and exchange), and the exchanges ``N-dlx`` and
-``N-retry``.
+``N-retry``; while a hand-over from history is under way, ``N-history`` and
+``N-history-lock``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .archive import archive_name, lock_queue_name, progress_queue_name
 from .topology import (
     DEFAULT_EXCHANGE,
     dead_letter_exchange_name,
@@ -79,6 +81,8 @@ def subscribers(
     by_name = {queue.name: queue for queue in queues}
     keys: dict[str, list[str]] = {}
     for binding in bindings:
+        if binding.queue == archive_name(events_exchange):
+            continue  # the archive stream: no subscriber
         if binding.source == events_exchange and binding.queue in by_name:
             keys.setdefault(binding.queue, []).append(binding.routing_key)
     summaries = []
@@ -108,7 +112,8 @@ def belonging_to(name: str, queues: Sequence[QueueRecord], exchanges: Iterable[s
     own_queues = [
         queue
         for queue in queues
-        if queue.name in (name, dead_letter_queue_name(name)) or _is_wait_queue(name, queue.name)
+        if queue.name in (name, dead_letter_queue_name(name), *history_queue_names(name))
+        or _is_wait_queue(name, queue.name)
     ]
     own_exchanges = [
         exchange
@@ -121,6 +126,11 @@ def belonging_to(name: str, queues: Sequence[QueueRecord], exchanges: Iterable[s
         exchanges=tuple(sorted(own_exchanges)),
         events=sum(queue.ready + queue.unacked for queue in own_queues),
     )
+
+
+def history_queue_names(subscriber: str) -> tuple[str, str]:
+    """The queues of a hand-over from history still under way: progress and lock."""
+    return progress_queue_name(subscriber), lock_queue_name(subscriber)
 
 
 def _is_wait_queue(subscriber: str, queue: str) -> bool:

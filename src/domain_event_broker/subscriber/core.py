@@ -23,10 +23,13 @@ from ..connection import connect_blocking
 from ..contracts.handlers import typed_registration
 from ..core.defaults import PREFETCH_COUNT, PUBLISH_TIMEOUT, SHUTDOWN_GRACE_PERIOD, WORKERS
 from ..core.handling import consuming
+from ..core.history import StartFrom, start_point
 from ..core.topology import registration_topology
 from ..events import DomainEvent
 from ..handlers import Handler, RegisteredHandler
+from ..history import require_archive
 from ..settings import ConnectionSettings, mask_url
+from ..status import queue_counts
 from ..topology import (
     DEFAULT_EXCHANGE,
     DEFAULT_EXCHANGE_TYPE,
@@ -35,6 +38,7 @@ from ..topology import (
     normalise_binding_keys,
 )
 from .delivery import Registration
+from .history import HandOver
 from .loop import Connector, ConsumeLoop, LoopOptions
 
 log = logging.getLogger(__package__)
@@ -87,8 +91,9 @@ class Subscriber(Transport):
         self.handle_signals = handle_signals
         self._registrations: list[Registration] = []
         self._described: list[RegisteredHandler] = []
+        self._hand_overs: dict[str, HandOver] = {}
         self._stop = signals.StopFlag()
-        self._connector = Connector(self._connect, self._registrations)
+        self._connector = Connector(self._connect, self._registrations, self._hand_overs)
         self._loop = ConsumeLoop(
             self._connector,
             self._registrations,
@@ -113,6 +118,7 @@ class Subscriber(Transport):
         max_retries: int = 0,
         *,
         queue_type: QueueType = "classic",
+        start_from: StartFrom | None = None,
     ) -> None:
         """Register ``handler`` for events whose routing key matches ``binding_keys``.
 
@@ -129,8 +135,13 @@ class Subscriber(Transport):
         :param max_retries: how often :class:`Retry` is honoured per event.
         :param queue_type: ``"quorum"`` for replicated queues on a cluster (opt-in;
             an existing classic queue cannot be switched in place).
+        :param start_from: a new subscriber (no queue ``name`` yet) first handles the
+            events of the exchange's archive from this point on (an aware datetime,
+            a naive one meaning UTC; a timedelta: that long ago; or ``"first"``),
+            then goes on with live events: none missed, none twice. See docs/history.md.
         """
         handler, binding_keys = typed_registration(handler, binding_keys)
+        start = None if start_from is None else start_point(start_from, time.time())
         topology = registration_topology(
             name,
             binding_keys,
@@ -150,7 +161,12 @@ class Subscriber(Transport):
             log.debug("no broker configured: handler %r is not registered", name)
             return
         connection = self._connector.ensure()
-        topology.declare_on(connection, self._connector.rabbitmq)
+        if start is None:
+            topology.declare_on(connection, self._connector.rabbitmq)
+        else:
+            if queue_counts(connection, name)[0] is None:  # history will be read: say now
+                require_archive(connection, self.exchange)
+            self._hand_overs[name] = HandOver(topology, start)
         registration = Registration(handler, topology, max_retries)
         self._registrations.append(registration)
         if self._loop.session is not None:

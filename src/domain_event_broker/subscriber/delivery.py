@@ -36,6 +36,7 @@ class Delivery:
     __slots__ = (
         "body",
         "event_id",
+        "offset",
         "properties",
         "registration",
         "retries",
@@ -59,3 +60,5 @@ class Delivery:
         #: Earlier deliveries to this subscriber, once the body was read as an event.
         self.retries = 0
         self.event_id: str | None = properties.message_id
+        #: Its offset in the archive, for a history event (None: from the subscriber's queue).
+        self.offset: int | None = None

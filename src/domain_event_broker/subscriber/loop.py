@@ -34,6 +34,7 @@ from ..core.supervisor import connection_supervisor
 from ..signals import StopFlag
 from .copies import CopyTimeout
 from .delivery import Delivery, Registration
+from .history import HandOver
 from .session import ConsumerCancelled, Session
 from .workers import WorkerPool
 
@@ -57,10 +58,15 @@ class Connector:
     """The subscriber's connection: opened on demand, topology declared on every (re)connect."""
 
     def __init__(
-        self, connect: Callable[[], BlockingConnection], registrations: list[Registration]
+        self,
+        connect: Callable[[], BlockingConnection],
+        registrations: list[Registration],
+        hand_overs: dict[str, HandOver],
     ):
         self._connect = connect
         self._registrations = registrations
+        #: A registration with a hand-over from history not done declares its own topology.
+        self.hand_overs = hand_overs
         self.connection: BlockingConnection | None = None
         #: The release the node of the current connection reported.
         self.rabbitmq = UNKNOWN
@@ -80,6 +86,9 @@ class Connector:
         self.rabbitmq = RabbitMQVersion.reported(server_properties(connection))
         log.info("subscriber connected to RabbitMQ %s", self.rabbitmq)
         for registration in self._registrations:
+            hand_over = self.hand_overs.get(registration.name)
+            if hand_over is not None and not hand_over.done:
+                continue  # the order matters: see core/history.py
             registration.topology.forget_declarations()
             registration.topology.declare_on(connection, self.rabbitmq)
         return connection
@@ -221,6 +230,8 @@ class ConsumeLoop:
             self.pool.submit,
             self.options.prefetch_count,
             self.options.publish_timeout,
+            self.connector.hand_overs,
+            self.connector.rabbitmq,
         )
         self.session = session
         for registration in self.registrations:

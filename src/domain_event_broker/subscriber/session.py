@@ -20,9 +20,12 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from ..core.acks import AckBook
+from ..core.history import Verdict
 from ..core.outcome import Action, Outcome
+from ..core.rabbitmq import UNKNOWN, RabbitMQVersion
 from .copies import FailureStore, close_quietly
 from .delivery import Delivery, Registration
+from .history import HandOver
 
 
 class ConsumerCancelled(pika.exceptions.AMQPConnectionError):
@@ -39,14 +42,22 @@ class Session:
         store: FailureStore,
         book: AckBook,
         submit: Callable[[Delivery], None],
+        hand_overs: dict[str, HandOver] | None = None,
     ) -> None:
         self.connection = connection
         self.channel = channel
         self.store: FailureStore | None = store
         self.book = book
-        self._submit = submit
+        self.submit = submit
         self._consumer_tags: list[str] = []
         self._registrations: list[Registration] = []
+        #: Hand-overs from history of the registrations that have one, by name.
+        self.hand_overs: dict[str, HandOver] = hand_overs or {}
+        self._waiting_for_lock: list[Registration] = []
+        #: Draining: no new events are taken (set by the loop).
+        self.stopping = False
+        self.prefetch_count = 1
+        self.rabbitmq: RabbitMQVersion = UNKNOWN
 
     @classmethod
     def open(
@@ -56,18 +67,33 @@ class Session:
         submit: Callable[[Delivery], None],
         prefetch_count: int,
         publish_timeout: float,
+        hand_overs: dict[str, HandOver] | None = None,
+        rabbitmq: RabbitMQVersion = UNKNOWN,
     ) -> Session:
         """Open the consume channel (and the copies' channel) of a new session on ``connection``."""
         book.reset()  # deliveries of an earlier channel are stale from here on
         store = FailureStore(connection, publish_timeout)
         channel = connection.channel()
         channel.basic_qos(prefetch_count=prefetch_count)
-        session = cls(connection, channel, store, book, submit)
+        session = cls(connection, channel, store, book, submit, hand_overs)
+        session.prefetch_count = prefetch_count
+        session.rabbitmq = rabbitmq
         channel.add_on_cancel_callback(session._on_consumer_cancelled)
         return session
 
     def consume(self, registration: Registration) -> None:
         self._registrations.append(registration)
+        hand_over = self.hand_overs.get(registration.name)
+        if hand_over is not None and not hand_over.done:
+            # It declares the topology and consumes the archive, the queue, or (when
+            # another process holds the lock) nothing yet: tried again in housekeeping.
+            if not hand_over.attach(self, registration):
+                self._waiting_for_lock.append(registration)
+            return
+        self.consume_queue(registration)
+
+    def consume_queue(self, registration: Registration) -> None:
+        """Consume the registration's own queue (the live events)."""
         tag = self.channel.basic_consume(
             queue=registration.topology.queue,
             on_message_callback=functools.partial(self._on_message, registration),
@@ -76,7 +102,8 @@ class Session:
 
     @property
     def unsettled(self) -> int:
-        return self.book.unsettled
+        history = sum(hand_over.in_flight for hand_over in self.hand_overs.values())
+        return self.book.unsettled + history
 
     # Delivery -> worker -> outcome ------------------------------------------------------
     def _on_message(
@@ -88,11 +115,19 @@ class Session:
         body: bytes,
     ) -> None:
         ticket = self.book.delivered(method.delivery_tag)
+        hand_over = self.hand_overs.get(registration.name) if self.hand_overs else None
+        if hand_over is not None and hand_over.live is not None:
+            verdict = hand_over.live.live(properties.headers, body)
+            if verdict is not Verdict.HANDLE:  # handled from history already, or a marker
+                self.book.finished(ticket)
+                if verdict is Verdict.END:
+                    hand_over.passed_marker(self.connection)
+                return
         # A copy back from a wait queue arrives with the queue's name as its routing key.
         routing_key = registration.topology.event_routing_key(
             method.routing_key, properties.headers
         )
-        self._submit(Delivery(registration, ticket, routing_key, properties, body))
+        self.submit(Delivery(registration, ticket, routing_key, properties, body))
 
     def settle(self, completions: Iterable[tuple[Delivery, Outcome]], now: float) -> None:
         """Act on the workers' outcomes and on the failure copies' confirms, then ack."""
@@ -101,19 +136,37 @@ class Session:
             if not self.book.is_current(delivery.ticket):
                 continue  # its channel is gone; RabbitMQ redelivers the event
             if outcome.action in (Action.ACK, Action.DROP):  # a drop was logged by the worker
-                self.book.finished(delivery.ticket)
+                self._finished(delivery)
             elif outcome.action is Action.REQUEUE:
                 self._requeue(delivery)
             else:
                 self.store.submit(delivery, outcome)
         for delivery, stored in self.store.pump(now):
             if stored:
-                self.book.finished(delivery.ticket)
+                self._finished(delivery)
             else:
                 self._requeue(delivery)
         self._send_acks()
+        for registration in self._registrations:
+            hand_over = self.hand_overs.get(registration.name) if self.hand_overs else None
+            if hand_over is not None:
+                hand_over.pump(self, registration, now)
+
+    def _finished(self, delivery: Delivery) -> None:
+        if delivery.offset is None:
+            self.book.finished(delivery.ticket)
+        else:
+            self.hand_overs[delivery.registration.name].settled(delivery)
 
     def _requeue(self, delivery: Delivery) -> None:
+        if delivery.offset is not None:
+            # A stream takes no nack. Stopping: left unsettled, the saved progress stays
+            # before it. Otherwise the session ends and history is read on from there.
+            hand_over = self.hand_overs[delivery.registration.name]
+            if not self.stopping:
+                hand_over.rewind()
+            hand_over.abandon(delivery.offset)
+            return
         if self.book.settle_alone(delivery.ticket):
             self.channel.basic_nack(delivery.ticket.tag, requeue=True)
 
@@ -126,6 +179,9 @@ class Session:
 
     # Stopping ---------------------------------------------------------------------------
     def cancel_consumers(self) -> None:
+        self.stopping = True
+        for hand_over in self.hand_overs.values():
+            hand_over.stop_reading()
         for tag in self._consumer_tags:
             self.channel.basic_cancel(tag)
         self._consumer_tags = []
@@ -137,11 +193,20 @@ class Session:
             self._requeue(delivery)
 
     def housekeeping(self, now: float) -> None:
-        """Remove the wait queues this subscriber has long stopped using (if empty)."""
+        """Remove the wait queues this subscriber has long stopped using (if empty).
+
+        A registration waiting for another process's history lock tries again.
+        """
+        waiting, self._waiting_for_lock = self._waiting_for_lock, []
+        for registration in waiting:
+            self._registrations.remove(registration)
+            self.consume(registration)
         for registration in self._registrations:
             registration.topology.remove_idle_wait_queues(self.connection, now)
 
     def close(self) -> None:
+        for hand_over in self.hand_overs.values():
+            hand_over.close()
         close_quietly(self.store)
         with contextlib.suppress(pika.exceptions.AMQPError, OSError):
             if self.channel.is_open:

@@ -30,11 +30,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Sequence
 
 from ...contracts.handlers import typed_registration
 from ...core.defaults import PREFETCH_COUNT, PUBLISH_TIMEOUT, SHUTDOWN_GRACE_PERIOD
 from ...core.handling import consuming
+from ...core.history import StartFrom, start_point
 from ...core.outcome import Policy
 from ...core.topology import registration_topology
 from ...events import DomainEvent
@@ -49,6 +51,7 @@ from ...topology import (
 from .. import topology as aio_topology
 from ..connection import connect
 from . import signals
+from .history import AsyncHandOver
 from .loop import ConsumeLoop
 from .session import AsyncHandler, Registration, Session, Sessions
 from .workers import Workers
@@ -123,12 +126,15 @@ class AsyncSubscriber:
         max_retries: int = 0,
         *,
         queue_type: QueueType = "classic",
+        start_from: StartFrom | None = None,
     ) -> None:
         """Register an ``async def handler(event)`` for events matching ``binding_keys``.
 
-        The options mean what they mean for :meth:`domain_event_broker.Subscriber.register`.
+        The options mean what they mean for :meth:`domain_event_broker.Subscriber.register`
+        (``start_from`` too: history first, then live events; see docs/history.md).
         Queues are declared when :meth:`run` connects (and after each reconnect).
         """
+        start = None if start_from is None else start_point(start_from, time.time())
         if not callable(handler):
             raise TypeError(f"handler must be an async function, not {type(handler).__name__}")
         handler, binding_keys = typed_registration(handler, binding_keys)
@@ -150,6 +156,8 @@ class AsyncSubscriber:
             raise RuntimeError("register() every handler before run()")
         policy = Policy(name, max_retries, dead_letter)
         wait_queues = aio_topology.WaitQueues(topology)
+        if start is not None:
+            self._sessions.hand_overs[name] = AsyncHandOver(topology, start)
         self._registrations.append(Registration(handler, topology, policy, wait_queues))
 
     @property
@@ -165,12 +173,18 @@ class AsyncSubscriber:
         return [registration.topology.name for registration in self._registrations]
 
     async def declare(self) -> None:
-        """Declare every registered subscriber's topology now, without consuming."""
+        """Declare every registered subscriber's topology now, without consuming.
+
+        Not of one registered with ``start_from``: its queue must not exist before
+        the hand-over from history has begun (see docs/history.md).
+        """
         if self.connection_settings is None:
             return
         connection = await connect(self.connection_settings, "subscriber")
         try:
             for registration in self._registrations:
+                if registration.topology.name in self._sessions.hand_overs:
+                    continue  # declared by its hand-over from history, in its order
                 await aio_topology.declare(connection, registration.topology)
         finally:
             await connection.close()

@@ -44,7 +44,7 @@ class ConsumeLoop:
     async def run(self) -> None:
         while not self.stopping.is_set():
             try:
-                session = await self.sessions.open(self.workers.on_message_of)
+                session = await self.sessions.open(self.workers.on_message_of, self.workers.submit)
             except AIO_CONNECTION_LOST as error:
                 await wait_any(self.supervisor.lost(error), self.stopping)
                 continue
@@ -71,7 +71,18 @@ class ConsumeLoop:
                 await self.housekeeping(session)
 
     async def housekeeping(self, session: Session) -> None:
-        """Periodic chores of a live session: remove the wait queues long unused (if empty)."""
+        """Periodic chores of a live session: remove the wait queues long unused (if empty);
+        a registration waiting for another process's history lock tries again."""
+        waiting, self.sessions.waiting = self.sessions.waiting, []
+        try:
+            for registration in waiting:
+                await self.sessions.start(
+                    session, registration, self.workers.on_message_of, self.workers.submit
+                )
+        except AIO_CONNECTION_LOST as error:
+            log.warning("taking over a history lock failed (%s)", type(error).__name__)
+            session.lost.set()
+            return
         now = time.monotonic()
         for registration in self.sessions.registrations:
             try:

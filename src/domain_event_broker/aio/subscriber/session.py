@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import aio_pika
 import aio_pika.abc
@@ -19,6 +20,7 @@ import aiormq.exceptions
 
 from ...core.acks import AckBook, Ticket
 from ...core.copies import RefusalBackoff
+from ...core.history import LiveHandOver
 from ...core.outcome import Policy
 from ...core.rabbitmq import RabbitMQVersion
 from ...errors import DomainEventBrokerError
@@ -49,6 +51,10 @@ class Delivery:
     registration: Registration
     message: Message
     generation: int
+    #: A history event's offset in the archive (None: from the subscriber's queue)...
+    offset: int | None = None
+    #: ... and whom to tell once it is settled.
+    on_settled: Callable[[int], None] | None = None
 
 
 class Acks:
@@ -97,6 +103,8 @@ class Session:
     acks: Acks = field(default_factory=lambda: Acks())
     ack_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     flush_scheduled: bool = False
+    #: The consume channel's prefetch (a history read uses the same on its channel).
+    prefetch_count: int = 1
 
     async def publish_channel(self) -> aio_pika.abc.AbstractChannel:
         """The confirm-mode channel for copies, reopened if the broker closed it."""
@@ -106,6 +114,29 @@ class Session:
 
 
 OnMessage = Callable[[Message], Awaitable[None]]
+Submit = Callable[[Delivery], None]
+
+
+class HandOver(Protocol):
+    """A registration's hand-over from history (``history.AsyncHandOver``)."""
+
+    done: bool
+    live: LiveHandOver | None
+
+    @property
+    def in_flight(self) -> int: ...
+
+    async def attach(
+        self,
+        session: Session,
+        registration: Registration,
+        submit: Submit,
+        consume_queue: Callable[[], Awaitable[None]],
+    ) -> bool: ...
+
+    async def passed_marker(self, session: Session) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass(eq=False)
@@ -119,8 +150,14 @@ class Sessions:
     publish_timeout: float
     current: Session | None = None
     generation: int = 0
+    #: Hand-overs from history of the registrations that have one, by name.
+    hand_overs: dict[str, HandOver] = field(default_factory=dict)
+    #: Registrations waiting for another process's history lock (tried again in housekeeping).
+    waiting: list[Registration] = field(default_factory=list)
 
-    async def open(self, on_message_of: Callable[[Registration, Session], OnMessage]) -> Session:
+    async def open(
+        self, on_message_of: Callable[[Registration, Session], OnMessage], submit: Submit
+    ) -> Session:
         connection = await connect(self.url, "subscriber")
         log.info(
             "asyncio subscriber connected to RabbitMQ %s",
@@ -132,15 +169,21 @@ class Sessions:
             await consume.set_qos(prefetch_count=self.prefetch_count)
             publish = await _copy_channel(connection)
             self.generation += 1
-            session = Session(connection, consume, publish, self.generation, self.publish_timeout)
+            session = Session(
+                connection,
+                consume,
+                publish,
+                self.generation,
+                self.publish_timeout,
+                prefetch_count=self.prefetch_count,
+            )
             self.current = session
             # A closed publish channel is reopened when next needed (publish_channel).
             for closable in (connection, consume):
                 closable.close_callbacks.add(lambda *_: session.lost.set())
+            self.waiting = []
             for registration in self.registrations:
-                queue = await consume.get_queue(registration.topology.queue, ensure=False)
-                tag = await queue.consume(on_message_of(registration, session), no_ack=False)
-                session.consumers.append((queue, tag))
+                await self.start(session, registration, on_message_of, submit)
         except BaseException as error:
             live = is_live(connection)
             await close_quietly(connection)
@@ -155,12 +198,37 @@ class Sessions:
             raise
         return session
 
+    async def start(
+        self,
+        session: Session,
+        registration: Registration,
+        on_message_of: Callable[[Registration, Session], OnMessage],
+        submit: Submit,
+    ) -> None:
+        """Consume the registration's queue, or first its history (see ``history.py``)."""
+
+        async def consume_queue() -> None:
+            queue = await session.consume.get_queue(registration.topology.queue, ensure=False)
+            tag = await queue.consume(on_message_of(registration, session), no_ack=False)
+            session.consumers.append((queue, tag))
+
+        hand_over = self.hand_overs.get(registration.topology.name)
+        if hand_over is None or hand_over.done:
+            await consume_queue()
+        elif not await hand_over.attach(session, registration, submit, consume_queue):
+            self.waiting.append(registration)
+
     async def _declare(self, connection: aio_pika.abc.AbstractConnection) -> None:
         for registration in self.registrations:
+            hand_over = self.hand_overs.get(registration.topology.name)
+            if hand_over is not None and not hand_over.done:
+                continue  # it declares its own, in the order core/history.py gives
             registration.wait_queues.forget()
             await aio_topology.declare(connection, registration.topology)
 
     async def close(self, session: Session) -> None:
+        for hand_over in self.hand_overs.values():
+            await hand_over.close()
         if self.current is session:
             self.current = None
         await close_quietly(session.connection)

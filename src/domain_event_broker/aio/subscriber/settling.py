@@ -38,6 +38,9 @@ class Settler:
             return  # its channel is gone; RabbitMQ redelivers the event
         message = delivery.message
         tag = message.delivery_tag or 0
+        if delivery.on_settled is not None:
+            await self._settle_history(session, delivery, outcome, retries)
+            return
         try:
             if outcome.action is Action.ACK or outcome.action is Action.DROP:
                 self._ack_later(session, delivery)
@@ -62,6 +65,37 @@ class Settler:
                 f"subscriber {delivery.registration.topology.name}: could not settle event "
                 f"{message.message_id}",
             )
+
+    async def _settle_history(
+        self, session: Session, delivery: Delivery, outcome: Outcome, retries: int | None
+    ) -> None:
+        """A history event: acked on the archive's channel once handled or its copy stored.
+
+        A stream takes no nack: an event that would go back to its queue ends the
+        session instead, and the next one reads on from the saved progress.
+        """
+        assert delivery.on_settled is not None and delivery.offset is not None
+        try:
+            if outcome.action is not Action.ACK and outcome.action is not Action.DROP:
+                if outcome.action is Action.REQUEUE:
+                    session.lost.set()
+                    return
+                refusal = await store_copy(session, delivery, outcome, retries or 0)
+                if refusal is not None:
+                    log.error(
+                        "subscriber %s: could not store the %s copy of history event %s: %s; "
+                        "reading history again from the saved progress",
+                        delivery.registration.topology.name,
+                        outcome.action.value,
+                        delivery.message.message_id,
+                        refusal,
+                    )
+                    session.lost.set()
+                    return
+            await delivery.message.ack()
+            delivery.on_settled(delivery.offset)
+        except AIO_CONNECTION_LOST as error:
+            _give_up_session(session, error, "could not settle a history event")
 
     def _return_later(
         self, session: Session, delivery: Delivery, outcome: Outcome, refusal: str

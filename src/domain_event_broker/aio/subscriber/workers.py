@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from ...core.outcome import Action, Outcome
+from ...core.history import Verdict
+from ...core.outcome import HANDLED, Action, Outcome
 from .handling import handle, stopping
 from .session import Delivery, Message, OnMessage, Registration, Session, Sessions
 from .settling import Settler
@@ -52,13 +53,26 @@ class Workers:
             self.in_flight or not self.deliveries.empty() or self.settler.acks_pending(session)
         )
 
+    def submit(self, delivery: Delivery) -> None:
+        """A delivery for the workers (history events come this way)."""
+        self.deliveries.put_nowait(delivery)
+
     def on_message_of(self, registration: Registration, session: Session) -> OnMessage:
         deliveries = self.deliveries
+        hand_over = self.sessions.hand_overs.get(registration.topology.name)
 
         async def on_message(message: Message) -> None:
             if message.delivery_tag is not None:
                 session.acks.delivered(message.delivery_tag)
-            deliveries.put_nowait(Delivery(registration, message, session.generation))
+            delivery = Delivery(registration, message, session.generation)
+            if hand_over is not None and hand_over.live is not None:
+                verdict = hand_over.live.live(message.headers, message.body)
+                if verdict is not Verdict.HANDLE:  # handled from history already, or a marker
+                    await self.settler.settle(delivery, HANDLED, None)
+                    if verdict is Verdict.END:
+                        await hand_over.passed_marker(session)
+                    return
+            deliveries.put_nowait(delivery)
 
         return on_message
 
