@@ -13,9 +13,9 @@ arguments (``PRECONDITION_FAILED``). For a subscriber named ``N``:
   expires, dead-lettered through the default exchange straight to ``N``: nothing
   that can vanish (an exchange, a lease) stands between a copy and its queue.
   The event's own routing key travels in ``ROUTING_KEY_HEADER``.
-- ``N-delay-D``: the wait queue (and exchange) of releases 2.x-3.x, which
-  dead-letter to ``N-retry``. Old instances still declare and use them during a
-  rolling upgrade; we never declare them, but count the copies coming back.
+- ``N-delay-D``: the 2.x-3.x wait queue (and exchange), dead-lettering to ``N-retry``:
+  old instances use them in a rolling upgrade; we only count copies coming back.
+- ``N-partitions``, ``N-p000``...: the partitions of an ordered subscriber (:mod:`.partitions`).
 
 Nothing here does I/O: what to declare is a list of operations
 (:class:`ExchangeDeclare`, :class:`QueueDeclare`, :class:`Bind`) that each
@@ -36,6 +36,7 @@ from .operations import Bind as Bind
 from .operations import ExchangeDeclare as ExchangeDeclare
 from .operations import Operation as Operation
 from .operations import QueueDeclare as QueueDeclare
+from .partitions import ordered_partitions, partition_declarations, partition_queue_names
 from .rabbitmq import UNKNOWN, RabbitMQVersion, for_release
 from .wait_queues import WaitQueueBook
 
@@ -58,6 +59,8 @@ FAILED_AT_HEADER = "x-domain-event-failed-at"
 ROUTING_KEY_HEADER = "x-domain-event-routing-key"
 #: How often an event was replayed from a dead-letter queue (set by replay).
 REPLAYED_HEADER = "x-domain-event-replayed"
+#: ``str(domain_object_id)`` on every event that has one: what the partitions hash.
+OBJECT_ID_HEADER = "x-domain-object-id"
 
 #: Headers that describe one delivery attempt; a replayed event starts afresh.
 ATTEMPT_HEADERS = (
@@ -136,6 +139,8 @@ class SubscriberTopology:
     exclusive: bool = False
     auto_delete: bool = False
     queue_type: QueueType = "classic"
+    #: Partition queues of a subscriber ordered by domain object (0: one queue, unordered).
+    partitions: int = 0
     #: Which wait queues this connection declared and when each was last used.
     wait_queue_book: WaitQueueBook = field(default_factory=WaitQueueBook, compare=False, repr=False)
     #: Queues whose fix an operator was told about (once per subscriber, not per reconnect).
@@ -172,6 +177,11 @@ class SubscriberTopology:
     @property
     def queue(self) -> str:
         return self.name
+
+    @property
+    def consumed_queues(self) -> tuple[str, ...]:
+        """The queues a consumer of this subscriber consumes: its own, or its partitions."""
+        return partition_queue_names(self.name, self.partitions or 1, self.partitions == 0)
 
     @property
     def dead_letter_exchange(self) -> str:
@@ -275,6 +285,8 @@ class SubscriberTopology:
                 )
             )
             operations.extend(self._bindings(self.dead_letter_exchange, self.dead_letter_queue))
+        if self.partitions:  # retries are held in the process: no retry exchange
+            return operations + partition_declarations(self, OBJECT_ID_HEADER, rabbitmq)
         operations.append(
             for_release(
                 QueueDeclare(
@@ -354,6 +366,8 @@ def registration_topology(
     max_retries: int,
     registered: Iterable[str],
     kind: type[_Topology],
+    ordered_by: str | None = None,
+    partitions: int | None = None,
     **options: Unpack[QueueOptions],
 ) -> _Topology:
     """The topology of a handler being registered, after the checks every subscriber makes.
@@ -362,7 +376,15 @@ def registration_topology(
     a name, a key or an option is accepted or refused alike by each. ``kind`` is
     the driver's own :class:`SubscriberTopology` (it adds the declaring).
     """
-    topology = kind(name=name, binding_keys=normalise_binding_keys(binding_keys), **options)
+    count = ordered_partitions(
+        ordered_by,
+        partitions,
+        exclusive=options.get("exclusive", False),
+        auto_delete=options.get("auto_delete", False),
+        durable=options.get("durable", True),
+    )
+    keys = normalise_binding_keys(binding_keys)
+    topology = kind(name=name, binding_keys=keys, partitions=count, **options)
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries}")
     if name in registered:

@@ -16,6 +16,8 @@ from .. import observability
 from .._pika import check_properties
 from ..core.confirms import Pending
 from ..core.messages import OutgoingMessage, naming
+from ..core.ordering import object_id_text, with_object_id
+from ..core.topology import OBJECT_ID_HEADER
 from ..events import DomainEvent, validate_routing_key
 
 #: The properties of a message with no id and no headers: shared, never changed.
@@ -36,10 +38,13 @@ def body_bytes(message: object) -> bytes:
 
 
 def message_properties(
-    properties: pika.BasicProperties | None, routing_key: str, message_id: str | None
+    properties: pika.BasicProperties | None,
+    routing_key: str,
+    message_id: str | None,
+    body: bytes,
 ) -> pika.BasicProperties:
-    """The message's properties: persistent JSON, its id, and injected headers."""
-    headers = observability.outgoing_headers(routing_key, message_id)
+    """The message's properties: persistent JSON, its id, the object id and injected headers."""
+    headers = with_object_id(observability.outgoing_headers(routing_key, message_id), body)
     if properties is not None:
         check_properties(properties)
         if headers:
@@ -69,6 +74,9 @@ def pending_event(event: DomainEvent) -> Pending:
     routing_key = validate_routing_key(event.routing_key)
     message_id = event.uuid_string
     headers = observability.outgoing_headers(routing_key, message_id)
+    object_id = object_id_text(event.domain_object_id)
+    if object_id is not None:
+        headers = {**(headers or {}), OBJECT_ID_HEADER: object_id}
     return pending(event.to_json().encode("utf-8"), routing_key, message_id, headers)
 
 
@@ -76,6 +84,7 @@ def pending_message(message: OutgoingMessage) -> Pending:
     headers = observability.message_headers(
         message.routing_key, message.message_id, message.headers, message.injected
     )
+    headers = with_object_id(headers, message.body)
     return pending(message.body, message.routing_key, message.message_id, headers)
 
 

@@ -110,6 +110,8 @@ class Subscriber(Transport):
         max_retries: int = 0,
         *,
         queue_type: QueueType = "classic",
+        ordered_by: str | None = None,
+        partitions: int | None = None,
     ) -> None:
         """Register ``handler`` for events whose routing key matches ``binding_keys``.
 
@@ -124,6 +126,10 @@ class Subscriber(Transport):
         :param max_retries: how often :class:`Retry` is honoured per event.
         :param queue_type: ``"quorum"`` for replicated queues on a cluster (opt-in;
             an existing classic queue cannot be switched in place).
+        :param ordered_by: ``"domain_object_id"``: the events of one object are
+            handled in publish order, different objects in parallel, across
+            processes (see docs/ordered.md); needs ``partitions``.
+        :param partitions: how many partition queues (1 to 256) spread the objects.
         """
         topology = registration_topology(
             name,
@@ -138,6 +144,8 @@ class Subscriber(Transport):
             exclusive=exclusive,
             auto_delete=auto_delete,
             queue_type=queue_type,
+            ordered_by=ordered_by,
+            partitions=partitions,
         )
         if self.connection_settings is None:
             log.debug("no broker configured: handler %r is not registered", name)

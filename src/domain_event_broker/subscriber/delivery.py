@@ -36,6 +36,8 @@ class Delivery:
     __slots__ = (
         "body",
         "event_id",
+        "held_retries",
+        "object_key",
         "properties",
         "registration",
         "retries",
@@ -59,3 +61,7 @@ class Delivery:
         #: Earlier deliveries to this subscriber, once the body was read as an event.
         self.retries = 0
         self.event_id: str | None = properties.message_id
+        #: Its place in the line of an ordered subscriber (None: starts at once).
+        self.object_key: tuple[str, str] | None = None
+        #: Retries held in this process (ordered subscribers), not yet in a header.
+        self.held_retries = 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,6 +21,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from ..core.acks import AckBook
+from ..core.ordering import ObjectLine, object_key
 from ..core.outcome import Action, Outcome
 from .copies import FailureStore, close_quietly
 from .delivery import Delivery, Registration
@@ -47,6 +49,15 @@ class Session:
         self._submit = submit
         self._consumer_tags: list[str] = []
         self._registrations: list[Registration] = []
+        #: Ordered subscribers: the events waiting behind an earlier one of their object.
+        self.line: ObjectLine[Delivery] = ObjectLine()
+        #: Ordered subscribers' retries, held unacked until due: (due, delivery).
+        self._held_retries: list[tuple[float, Delivery]] = []
+        #: Stopping: an ordered subscriber's unstarted events stay unacked until the
+        #: channel closes; RabbitMQ then returns them in order, together with the
+        #: partition, to the next consumer (a nack now would come back to us, and a
+        #: cancel would let the next consumer overtake them).
+        self.handing_over = False
 
     @classmethod
     def open(
@@ -68,11 +79,11 @@ class Session:
 
     def consume(self, registration: Registration) -> None:
         self._registrations.append(registration)
-        tag = self.channel.basic_consume(
-            queue=registration.topology.queue,
-            on_message_callback=functools.partial(self._on_message, registration),
-        )
-        self._consumer_tags.append(tag)
+        on_message = functools.partial(self._on_message, registration)
+        for queue in registration.topology.consumed_queues:
+            tag = self.channel.basic_consume(queue=queue, on_message_callback=on_message)
+            if not registration.topology.partitions:
+                self._consumer_tags.append(tag)
 
     @property
     def unsettled(self) -> int:
@@ -92,7 +103,13 @@ class Session:
         routing_key = registration.topology.event_routing_key(
             method.routing_key, properties.headers
         )
-        self._submit(Delivery(registration, ticket, routing_key, properties, body))
+        delivery = Delivery(registration, ticket, routing_key, properties, body)
+        if registration.topology.partitions:
+            key = object_key(properties.headers, body)
+            delivery.object_key = None if key is None else (registration.name, key)
+            if self.line.arrive(delivery.object_key, delivery) is None:
+                return  # behind an earlier event of its object
+        self._submit(delivery)
 
     def settle(self, completions: Iterable[tuple[Delivery, Outcome]], now: float) -> None:
         """Act on the workers' outcomes and on the failure copies' confirms, then ack."""
@@ -101,21 +118,50 @@ class Session:
             if not self.book.is_current(delivery.ticket):
                 continue  # its channel is gone; RabbitMQ redelivers the event
             if outcome.action in (Action.ACK, Action.DROP):  # a drop was logged by the worker
-                self.book.finished(delivery.ticket)
+                self._finished(delivery)
             elif outcome.action is Action.REQUEUE:
                 self._requeue(delivery)
+            elif outcome.action is Action.RETRY and delivery.registration.topology.partitions:
+                self._hold_retry(delivery, now + outcome.delay)
             else:
                 self.store.submit(delivery, outcome)
         for delivery, stored in self.store.pump(now):
             if stored:
-                self.book.finished(delivery.ticket)
+                self._finished(delivery)
             else:
                 self._requeue(delivery)
+        self._resume_due_retries(now)
         self._send_acks()
 
+    def _finished(self, delivery: Delivery) -> None:
+        self.book.finished(delivery.ticket)
+        if delivery.object_key is not None:
+            following = self.line.done(delivery.object_key)
+            if following is not None:
+                self._submit(following)
+
+    def _hold_retry(self, delivery: Delivery, due: float) -> None:
+        """An ordered subscriber's retry stays here, unacked: the later events of its
+        object wait behind it; a process that dies meanwhile gives it back first."""
+        delivery.held_retries += 1
+        self._held_retries.append((due, delivery))
+        self.connection.call_later(max(0.0, due - time.monotonic()), _nothing)  # wakes the loop
+
+    def _resume_due_retries(self, now: float) -> None:
+        if not self._held_retries:
+            return
+        due = [delivery for at, delivery in self._held_retries if at <= now]
+        self._held_retries = [(at, delivery) for at, delivery in self._held_retries if at > now]
+        for delivery in due:
+            self._submit(delivery)
+
     def _requeue(self, delivery: Delivery) -> None:
-        if self.book.settle_alone(delivery.ticket):
-            self.channel.basic_nack(delivery.ticket.tag, requeue=True)
+        # Those waiting behind it go back too, in order: none may start before it.
+        for returned in (delivery, *self.line.withdraw(delivery.object_key)):
+            if self.book.settle_alone(returned.ticket) and not (
+                self.handing_over and returned.registration.topology.partitions
+            ):
+                self.channel.basic_nack(returned.ticket.tag, requeue=True)
 
     def _send_acks(self) -> None:
         acks = self.book.take_acks()
@@ -126,6 +172,8 @@ class Session:
 
     # Stopping ---------------------------------------------------------------------------
     def cancel_consumers(self) -> None:
+        """Stopping: no new events (ordered subscribers keep their partitions until closed)."""
+        self.handing_over = True
         for tag in self._consumer_tags:
             self.channel.basic_cancel(tag)
         self._consumer_tags = []
@@ -134,6 +182,9 @@ class Session:
         """Stopping: originals waiting out a refusal pause go back to their queue now."""
         assert self.store is not None
         for delivery in self.store.release_held(now):
+            self._requeue(delivery)
+        held, self._held_retries = self._held_retries, []
+        for _, delivery in held:
             self._requeue(delivery)
 
     def housekeeping(self, now: float) -> None:
@@ -149,3 +200,7 @@ class Session:
 
     def _on_consumer_cancelled(self, frame: Any) -> None:
         raise ConsumerCancelled(f"RabbitMQ cancelled consumer {frame.method.consumer_tag}")
+
+
+def _nothing() -> None:
+    pass

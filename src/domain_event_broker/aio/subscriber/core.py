@@ -120,6 +120,8 @@ class AsyncSubscriber:
         max_retries: int = 0,
         *,
         queue_type: QueueType = "classic",
+        ordered_by: str | None = None,
+        partitions: int | None = None,
     ) -> None:
         """Register an ``async def handler(event)`` for events matching ``binding_keys``.
 
@@ -141,6 +143,8 @@ class AsyncSubscriber:
             exclusive=exclusive,
             auto_delete=auto_delete,
             queue_type=queue_type,
+            ordered_by=ordered_by,
+            partitions=partitions,
         )
         if self._running:
             raise RuntimeError("register() every handler before run()")

@@ -19,6 +19,7 @@ import aiormq.exceptions
 
 from ...core.acks import AckBook, Ticket
 from ...core.copies import RefusalBackoff
+from ...core.ordering import ObjectLine
 from ...core.outcome import Policy
 from ...core.rabbitmq import RabbitMQVersion
 from ...errors import DomainEventBrokerError
@@ -49,6 +50,10 @@ class Delivery:
     registration: Registration
     message: Message
     generation: int
+    #: Its place in the line of an ordered subscriber (None: starts at once).
+    object_key: tuple[str, str] | None = None
+    #: Retries held in this process (ordered subscribers), not yet in a header.
+    held_retries: int = 0
 
 
 class Acks:
@@ -97,6 +102,13 @@ class Session:
     acks: Acks = field(default_factory=lambda: Acks())
     ack_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     flush_scheduled: bool = False
+    #: Ordered subscribers: the events waiting behind an earlier one of their object.
+    line: ObjectLine[Delivery] = field(default_factory=ObjectLine)
+    #: Stopping: an ordered subscriber's unstarted events stay unacked until the
+    #: channel closes; RabbitMQ then returns them in order, with the partition, to
+    #: the next consumer (a nack now would come back to us, a cancel would let
+    #: the next consumer overtake them).
+    handing_over: bool = False
 
     async def publish_channel(self) -> aio_pika.abc.AbstractChannel:
         """The confirm-mode channel for copies, reopened if the broker closed it."""
@@ -138,9 +150,12 @@ class Sessions:
             for closable in (connection, consume):
                 closable.close_callbacks.add(lambda *_: session.lost.set())
             for registration in self.registrations:
-                queue = await consume.get_queue(registration.topology.queue, ensure=False)
-                tag = await queue.consume(on_message_of(registration, session), no_ack=False)
-                session.consumers.append((queue, tag))
+                on_message = on_message_of(registration, session)
+                for name in registration.topology.consumed_queues:
+                    queue = await consume.get_queue(name, ensure=False)
+                    tag = await queue.consume(on_message, no_ack=False)
+                    if not registration.topology.partitions:  # kept until the channel closes
+                        session.consumers.append((queue, tag))
         except BaseException as error:
             live = is_live(connection)
             await close_quietly(connection)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+from ...core.ordering import object_key
 from ...core.outcome import Action, Outcome
 from .handling import handle, stopping
 from .session import Delivery, Message, OnMessage, Registration, Session, Sessions
@@ -22,7 +23,7 @@ class Workers:
 
     def __init__(self, sessions: Sessions, request_stop: Callable[[], None]) -> None:
         self.sessions = sessions
-        self.settler = Settler(sessions)
+        self.settler = Settler(sessions, self.resubmit)
         self.request_stop = request_stop
         self.deliveries: asyncio.Queue[Delivery | None] = asyncio.Queue()
         self.in_flight = 0
@@ -55,12 +56,24 @@ class Workers:
     def on_message_of(self, registration: Registration, session: Session) -> OnMessage:
         deliveries = self.deliveries
 
+        ordered = bool(registration.topology.partitions)
+
         async def on_message(message: Message) -> None:
             if message.delivery_tag is not None:
                 session.acks.delivered(message.delivery_tag)
-            deliveries.put_nowait(Delivery(registration, message, session.generation))
+            delivery = Delivery(registration, message, session.generation)
+            if ordered:
+                key = object_key(message.headers, message.body)
+                delivery.object_key = None if key is None else (registration.topology.name, key)
+                if session.line.arrive(delivery.object_key, delivery) is None:
+                    return  # behind an earlier event of its object
+            deliveries.put_nowait(delivery)
 
         return on_message
+
+    def resubmit(self, delivery: Delivery) -> None:
+        """An ordered subscriber's next event of an object, or a held retry now due."""
+        self.deliveries.put_nowait(delivery)
 
     async def _work(self) -> None:
         while True:
