@@ -25,7 +25,7 @@ from ._pika import server_properties
 from .connection import connect_blocking
 from .core.rabbitmq import RabbitMQVersion
 from .demo import run_demo
-from .errors import DomainEventBrokerError
+from .errors import BrokerUnavailable, DomainEventBrokerError
 from .events import DomainEvent
 from .inventory import add_inventory_commands, print_table, run_subscribers
 from .outbox.commands import add_outbox_command
@@ -47,7 +47,7 @@ from .settings import (
     mask_url,
     resolve_broker,
 )
-from .status import subscriber_status
+from .status import SubscriberStatus, partition_states, subscriber_status
 from .subscriber import Subscriber
 
 
@@ -279,7 +279,31 @@ def _status(args: argparse.Namespace, url: BrokerSettings) -> int:
             )
         )
     print_table(rows)
+    for state in states:
+        if state.partitions:
+            _print_partitions(state, url)
     return 1 if missing else 0
+
+
+def _print_partitions(state: SubscriberStatus, url: BrokerSettings) -> None:
+    print(f"\n{state.name}: {state.partitions} partitions (ordered by domain_object_id)")
+    try:
+        partitions = partition_states(state.name, state.partitions, url)
+    except BrokerUnavailable as error:
+        print(f"which consumer is active on each partition is unknown: {error}")
+        return
+    rows = [("partition", "ready", "unacked", "consumers", "active")]
+    for partition in partitions:
+        rows.append(
+            (
+                partition.queue,
+                str(partition.ready),
+                str(partition.unacked),
+                str(partition.consumers),
+                partition.active or "- (no consumer)",
+            )
+        )
+    print_table(rows)
 
 
 def _metrics(args: argparse.Namespace, url: str) -> int:

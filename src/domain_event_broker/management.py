@@ -65,15 +65,38 @@ class ManagementAPI:
     def exchanges(self) -> list[str]:
         return [row["name"] for row in self._get("exchanges")]
 
+    def queue(self, name: str) -> dict[str, Any]:
+        """The queue's row, with its consumers (``consumer_details``)."""
+        row: dict[str, Any] = self._read(f"queues/{self._vhost()}/{_quoted(name)}", "the queue")
+        return row
+
+    def connection_names(self) -> dict[str, str]:
+        """The name each client gave its connection, by the broker's name of the connection."""
+        rows: list[dict[str, Any]] = self._read(
+            f"vhosts/{self._vhost()}/connections", "connections"
+        )
+        named = {str(row.get("name")): (row.get("client_properties") or {}) for row in rows}
+        return {
+            peer: str(properties["connection_name"])
+            for peer, properties in named.items()
+            if properties.get("connection_name")
+        }
+
+    def _vhost(self) -> str:
+        return _quoted(self.vhost)
+
     def _get(self, collection: str) -> list[dict[str, Any]]:
-        vhost = urllib.parse.quote(self.vhost, safe="")
+        rows: list[dict[str, Any]] = self._read(f"{collection}/{self._vhost()}", collection)
+        return rows
+
+    def _read(self, path: str, collection: str) -> Any:
         request = urllib.request.Request(
-            f"{self.base}/api/{collection}/{vhost}",
+            f"{self.base}/api/{path}",
             headers={"Authorization": self._authorization},
         )
         try:
             with urllib.request.urlopen(request, timeout=MANAGEMENT_TIMEOUT) as reply:
-                rows: list[dict[str, Any]] = json.load(reply)
+                rows = json.load(reply)
         except urllib.error.HTTPError as error:
             raise BrokerUnavailable(
                 f"RabbitMQ's management API at {self.base} refused to list {collection} of "
@@ -86,3 +109,7 @@ class ManagementAPI:
                 "with rabbitmq-plugins enable rabbitmq_management, or give --management-url"
             ) from None
         return rows
+
+
+def _quoted(name: str) -> str:
+    return urllib.parse.quote(name, safe="")

@@ -14,7 +14,8 @@ Nothing here does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .operations import Bind, ExchangeBind, ExchangeDeclare, Operation, QueueDeclare
@@ -143,4 +144,37 @@ def plugin_missing(subscriber: str, reply_text: str) -> str:
         f"subscriber {subscriber!r} is ordered by domain object and needs RabbitMQ's "
         f"consistent-hash exchange, which this broker does not have ({reply_text}). "
         f"Enable it on every node: rabbitmq-plugins enable {PLUGIN}"
+    )
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    """One partition as an operator sees it: its depth and who is active on it."""
+
+    queue: str
+    ready: int
+    unacked: int
+    consumers: int
+    #: The connection (its name, and where from) of the active consumer; "" when none.
+    active: str
+
+
+def partition_state(row: Mapping[str, Any], connection_names: Mapping[str, str]) -> PartitionState:
+    """The state of a partition from its management API row (``/api/queues/<vhost>/<queue>``);
+    ``connection_names``: the name each client gave its connection, by the broker's name of it."""
+    details = row.get("consumer_details") or []
+    active = ""
+    for consumer in details:
+        if consumer.get("active", True) and consumer.get("activity_status") != "waiting":
+            channel = consumer.get("channel_details") or {}
+            peer = str(channel.get("connection_name", "?"))
+            named = connection_names.get(peer)
+            active = f"{named} ({peer})" if named else peer
+            break
+    return PartitionState(
+        str(row["name"]),
+        int(row.get("messages_ready") or 0),
+        int(row.get("messages_unacknowledged") or 0),
+        len(details),
+        active,
     )
