@@ -232,7 +232,7 @@ def run_operations(
                     arguments=dict(operation.arguments) if operation.arguments else None,
                 )
     except pika.exceptions.ConnectionClosedByBroker as error:
-        if topology is None or not unknown_exchange_type(error.reply_code, error.reply_text):
+        if topology is None or not unknown_exchange_type(error.reply_text):
             raise
         raise PluginMissing(plugin_missing(topology.name, error.reply_text)) from None
     except pika.exceptions.ChannelClosedByBroker as error:

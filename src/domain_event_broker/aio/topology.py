@@ -103,9 +103,8 @@ async def run_operations(
                 queue = await channel.get_queue(operation.queue, ensure=False)
                 await queue.bind(operation.exchange, operation.routing_key)
     except aiormq.exceptions.ConnectionClosed as error:
-        frame = error.args[0] if error.args else None
-        code, text = getattr(frame, "reply_code", 0), _reply_text(error)
-        if not unknown_exchange_type(code, text):
+        text = _reply_text(error)
+        if not unknown_exchange_type(text):
             raise
         raise PluginMissing(plugin_missing(topology.name, text)) from None
     except aiormq.exceptions.ChannelPreconditionFailed as error:

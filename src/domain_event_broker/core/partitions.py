@@ -133,9 +133,10 @@ def partition_mismatch(subscriber: str, declared: int, live: int) -> str | None:
     )
 
 
-def unknown_exchange_type(reply_code: int, reply_text: str) -> bool:
-    """Whether the broker closed the connection over the hash exchange's type (no plugin)."""
-    return reply_code == 503 and CONSISTENT_HASH in reply_text
+def unknown_exchange_type(reply_text: str) -> bool:
+    """Whether the broker closed the connection over the hash exchange's type (no plugin):
+    ``COMMAND_INVALID - unknown exchange type 'x-consistent-hash'``."""
+    return "COMMAND_INVALID" in reply_text and CONSISTENT_HASH in reply_text
 
 
 def plugin_missing(subscriber: str, reply_text: str) -> str:
