@@ -18,9 +18,9 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 
 from .core.operations import ExchangeBind
 from .core.partitions import (
-    MAX_PARTITIONS,
     partition_mismatch,
-    partition_queue_names,
+    partition_probe,
+    partition_queue_name,
     plugin_missing,
     unknown_exchange_type,
 )
@@ -179,14 +179,16 @@ class SubscriberTopology(_Names):
     ) -> BlockingChannel:
         """Raise :class:`TopologyMismatch` when the broker has another partition count;
         returns an open channel (a passive declare of a missing queue closes one)."""
-        live = 0
-        for queue in partition_queue_names(self.name, MAX_PARTITIONS + 1):
+        present: dict[int, bool] = {}
+        while (step := partition_probe(self.partitions, present))[0] is not None:
+            index = step[0]
             try:
-                channel.queue_declare(queue, passive=True)
+                channel.queue_declare(partition_queue_name(self.name, index), passive=True)
+                present[index] = True
             except pika.exceptions.ChannelClosedByBroker:
                 channel = connection.channel()
-                break
-            live += 1
+                present[index] = False
+        live = step[1]
         mismatch = partition_mismatch(self.name, self.partitions, live)
         if mismatch is not None:
             raise TopologyMismatch(mismatch)

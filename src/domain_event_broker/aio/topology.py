@@ -16,9 +16,9 @@ import aiormq.exceptions
 
 from ..core.operations import ExchangeBind
 from ..core.partitions import (
-    MAX_PARTITIONS,
     partition_mismatch,
-    partition_queue_names,
+    partition_probe,
+    partition_queue_name,
     plugin_missing,
     unknown_exchange_type,
 )
@@ -208,14 +208,16 @@ async def _check_partitions(
 ) -> aio_pika.abc.AbstractChannel:
     """Raise :class:`TopologyMismatch` when the broker has another partition count;
     returns an open channel (a passive declare of a missing queue closes one)."""
-    live = 0
-    for name in partition_queue_names(topology.name, MAX_PARTITIONS + 1):
+    present: dict[int, bool] = {}
+    while (step := partition_probe(topology.partitions, present))[0] is not None:
+        index = step[0]
         try:
-            await channel.declare_queue(name, passive=True)
+            await channel.declare_queue(partition_queue_name(topology.name, index), passive=True)
+            present[index] = True
         except aiormq.exceptions.ChannelNotFoundEntity:
             channel = await connection.channel()
-            break
-        live += 1
+            present[index] = False
+    live = step[1]
     mismatch = partition_mismatch(topology.name, topology.partitions, live)
     if mismatch is not None:
         raise TopologyMismatch(mismatch)

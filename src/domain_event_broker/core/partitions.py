@@ -81,7 +81,9 @@ def partition_declarations(
     ]
     operations += [ExchangeBind(exchange, topology.exchange, key) for key in topology.binding_keys]
     arguments = {**topology.queue_arguments(), "x-single-active-consumer": True}
-    for queue in partition_queue_names(subscriber, topology.partitions):
+    # The last partition first, the first last: N-p000 exists only once all do, so a
+    # process starting meanwhile never takes a declaration in progress for another count.
+    for queue in reversed(partition_queue_names(subscriber, topology.partitions)):
         declared = QueueDeclare(queue, durable=True, arguments=arguments)
         operations.append(for_release(declared, subscriber, rabbitmq))
         operations.append(Bind(queue, exchange, PARTITION_WEIGHT))
@@ -116,6 +118,32 @@ def ordered_partitions(
             "it cannot be combined with exclusive=True, auto_delete=True or durable=False"
         )
     return partitions
+
+
+def partition_probe(declared: int, present: Mapping[int, bool]) -> tuple[int | None, int]:
+    """The next partition whose existence to ask, given the answers so far (index ->
+    exists); ``(None, live)`` once the live partition count is known (0: none yet, or
+    the same count being declared by another process)."""
+
+    def count_from(start: int) -> tuple[int | None, int]:
+        index = start
+        while present.get(index):
+            index += 1
+        if index not in present and index <= MAX_PARTITIONS:
+            return index, 0
+        return None, index
+
+    if declared not in present:
+        return declared, 0
+    if present[declared]:  # more partitions than declared
+        return count_from(declared + 1)
+    if declared - 1 not in present:
+        return declared - 1, 0
+    if present[declared - 1]:
+        return None, declared
+    if 0 not in present:
+        return 0, 0
+    return count_from(1) if present[0] else (None, 0)
 
 
 def partition_mismatch(subscriber: str, declared: int, live: int) -> str | None:
