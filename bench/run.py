@@ -16,7 +16,7 @@ from pathlib import Path
 
 from domain_event_broker.publisher import close_shared_publishers
 
-from . import aio, consume, instrumented, latency, memory, publish
+from . import aio, consume, instrumented, latency, memory, ordered, publish
 from .harness import (
     REPO_ROOT,
     Broker,
@@ -39,6 +39,7 @@ CASES: dict[str, CaseFunction] = {
     **memory.CASES,
     **instrumented.CASES,
     **aio.CASES,
+    **ordered.CASES,
 }
 #: How often a case is tried when something disturbs it (a broker restart, an alarm).
 ATTEMPTS = 3
