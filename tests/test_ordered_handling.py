@@ -232,3 +232,42 @@ def test_register_refuses_ordered_options_that_do_not_fit(
     options = {"ordered_by": "domain_object_id", "partitions": 4, **options}
     with pytest.raises(ValueError, match="ordered"):
         driver.register(lambda event: None, name, ["order.*"], **options)
+
+
+def test_the_in_memory_broker_keeps_the_same_per_object_order() -> None:
+    from domain_event_broker.testing import InMemoryBroker
+
+    handled: list[tuple[str, int]] = []
+    tried: set[int] = set()
+
+    def handler(event: DomainEvent) -> None:
+        n = event.data["n"]
+        if event.domain_object_id == "slow" and n == 0 and n not in tried:
+            tried.add(n)
+            raise Retry(delay=30)
+        if n == 2 and event.domain_object_id == "fast":
+            raise ValueError("dead letter")
+        handled.append((str(event.domain_object_id), n))
+
+    with InMemoryBroker() as broker:
+        broker.register(
+            handler,
+            "shipping",
+            ["order.*"],
+            dead_letter=True,
+            max_retries=1,
+            ordered_by="domain_object_id",
+            partitions=4,
+        )
+        for n in range(4):
+            broker.publish_domain_event("order.paid", {"n": n}, domain_object_id="slow")
+            broker.publish_domain_event("order.paid", {"n": n}, domain_object_id="fast")
+        broker.run()
+        with pytest.raises(ValueError, match="partitions"):
+            broker.register(handler, "other", ["order.*"], ordered_by="domain_object_id")
+        assert [d.event.data["n"] for d in broker.dead_letters("shipping")] == [2]
+
+    assert [n for obj, n in handled if obj == "slow"] == [0, 1, 2, 3]
+    assert [n for obj, n in handled if obj == "fast"] == [0, 1, 3]
+    # The other object went on while the retry waited.
+    assert handled.index(("fast", 3)) < handled.index(("slow", 0))

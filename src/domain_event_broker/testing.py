@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from .core.ordering import object_key
 from .core.outcome import Action, Policy, decide
 from .core.topology import registration_topology
 from .events import DomainEvent, topic_matches, validate_routing_key
@@ -64,6 +65,17 @@ class _Subscription:
     max_retries: int
     queue: deque[tuple[str, int]] = field(default_factory=deque)  # (event json, retries)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    #: Ordered subscribers: objects with an event waiting for its retry (later ones wait).
+    held: set[str] = field(default_factory=set)
+
+    def next_index(self) -> int | None:
+        """Where the next event to deliver is in the queue; None when nothing may go now."""
+        if not self.topology.partitions:
+            return 0 if self.queue else None
+        for index, (body, retries) in enumerate(self.queue):
+            if retries or object_key(None, body.encode()) not in self.held:
+                return index
+        return None
 
 
 class UnroutedEventWarning(UserWarning):
@@ -109,9 +121,15 @@ class InMemoryBroker:
         exclusive: bool = False,
         auto_delete: bool = False,
         max_retries: int = 0,
+        *,
+        ordered_by: str | None = None,
+        partitions: int | None = None,
         **options: Any,
     ) -> None:
-        """Register like :meth:`Subscriber.register` (same validation of name and keys)."""
+        """Register like :meth:`Subscriber.register` (same validation of name and keys).
+
+        ``ordered_by="domain_object_id"``: as on RabbitMQ, a retried event holds the
+        later events of its object until it is handled or dead-lettered."""
         topology = registration_topology(
             name,
             binding_keys,
@@ -122,6 +140,8 @@ class InMemoryBroker:
             durable=durable,
             exclusive=exclusive,
             auto_delete=auto_delete,
+            ordered_by=ordered_by,
+            partitions=partitions,
         )
         self._subscriptions[name] = _Subscription(handler, topology, max_retries)
 
@@ -171,7 +191,12 @@ class InMemoryBroker:
         runner = HandlerRunner()
         try:
             while delivered < max_deliveries:
-                subscription = next((s for s in self._subscriptions.values() if s.queue), None)
+                ready = (
+                    (s, index)
+                    for s in self._subscriptions.values()
+                    if (index := s.next_index()) is not None
+                )
+                subscription, index = next(ready, (None, 0))
                 if subscription is None:
                     if not self._waiting:
                         return delivered
@@ -179,7 +204,8 @@ class InMemoryBroker:
                     self.clock = max(self.clock, due)
                     self._subscriptions[name].queue.append((body, retries))
                     continue
-                body, retries = subscription.queue.popleft()
+                body, retries = subscription.queue[index]
+                del subscription.queue[index]
                 self._deliver(subscription, body, retries, runner)
                 delivered += 1
         finally:
@@ -200,6 +226,12 @@ class InMemoryBroker:
         except BaseException as error:  # decided below, as the Subscriber decides
             raised = error
         outcome = decide(policy, retries, raised)
+        if topology.partitions and event.domain_object_id is not None:
+            key = str(event.domain_object_id)
+            if outcome.action is Action.RETRY:
+                subscription.held.add(key)
+            else:
+                subscription.held.discard(key)
         if outcome.action is Action.RETRY:
             heapq.heappush(
                 self._waiting,
