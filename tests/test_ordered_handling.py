@@ -144,11 +144,10 @@ def test_a_retry_holds_the_later_events_of_its_object_only(
 def test_a_dead_letter_lets_its_object_continue_and_names_it(
     make_driver: Callable[..., Driver],
     make_publishing: Callable[..., Publishing],
-    driver_kind: str,
     broker_url: str,
     name: str,
 ) -> None:
-    driver = make_driver(**concurrent(driver_kind, 4))
+    driver = make_driver(prefetch_count=4)
     handled: list[int] = []
 
     def handler(event: DomainEvent) -> None:

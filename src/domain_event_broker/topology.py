@@ -18,7 +18,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 
 from .core.operations import ExchangeBind
 from .core.partitions import (
-    partition_mismatch,
+    check_partition_count,
     partition_probe,
     partition_queue_name,
     plugin_missing,
@@ -180,18 +180,10 @@ class SubscriberTopology(_Names):
         """Raise :class:`TopologyMismatch` when the broker has another partition count;
         returns an open channel (a passive declare of a missing queue closes one)."""
         present: dict[int, bool] = {}
-        while (step := partition_probe(self.partitions, present))[0] is not None:
-            index = step[0]
-            try:
-                channel.queue_declare(partition_queue_name(self.name, index), passive=True)
-                present[index] = True
-            except pika.exceptions.ChannelClosedByBroker:
-                channel = connection.channel()
-                present[index] = False
-        live = step[1]
-        mismatch = partition_mismatch(self.name, self.partitions, live)
-        if mismatch is not None:
-            raise TopologyMismatch(mismatch)
+        while (index := partition_probe(self.partitions, present)[0]) is not None:
+            queue = partition_queue_name(self.name, index)
+            present[index], channel = _queue_exists(connection, channel, queue)
+        check_partition_count(self.name, self.partitions, present)
         return channel
 
     def _consumers(self, channel: BlockingChannel) -> int:
@@ -200,6 +192,17 @@ class SubscriberTopology(_Names):
             return int(channel.queue_declare(self.queue, passive=True).method.consumer_count)
         except pika.exceptions.ChannelClosedByBroker:
             return 0
+
+
+def _queue_exists(
+    connection: BlockingConnection, channel: BlockingChannel, queue: str
+) -> tuple[bool, BlockingChannel]:
+    """Whether ``queue`` exists, and an open channel (a passive declare's 404 closes one)."""
+    try:
+        channel.queue_declare(queue, passive=True)
+    except pika.exceptions.ChannelClosedByBroker:
+        return False, connection.channel()
+    return True, channel
 
 
 def run_operations(

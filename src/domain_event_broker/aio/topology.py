@@ -16,7 +16,7 @@ import aiormq.exceptions
 
 from ..core.operations import ExchangeBind
 from ..core.partitions import (
-    partition_mismatch,
+    check_partition_count,
     partition_probe,
     partition_queue_name,
     plugin_missing,
@@ -209,18 +209,13 @@ async def _check_partitions(
     """Raise :class:`TopologyMismatch` when the broker has another partition count;
     returns an open channel (a passive declare of a missing queue closes one)."""
     present: dict[int, bool] = {}
-    while (step := partition_probe(topology.partitions, present))[0] is not None:
-        index = step[0]
+    while (index := partition_probe(topology.partitions, present)[0]) is not None:
         try:
             await channel.declare_queue(partition_queue_name(topology.name, index), passive=True)
             present[index] = True
         except aiormq.exceptions.ChannelNotFoundEntity:
-            channel = await connection.channel()
-            present[index] = False
-    live = step[1]
-    mismatch = partition_mismatch(topology.name, topology.partitions, live)
-    if mismatch is not None:
-        raise TopologyMismatch(mismatch)
+            present[index], channel = False, await connection.channel()
+    check_partition_count(topology.name, topology.partitions, present)
     return channel
 
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..errors import TopologyMismatch
 from .operations import Bind, ExchangeBind, ExchangeDeclare, Operation, QueueDeclare
 from .rabbitmq import RabbitMQVersion, for_release
 
@@ -144,6 +145,14 @@ def partition_probe(declared: int, present: Mapping[int, bool]) -> tuple[int | N
     if 0 not in present:
         return 0, 0
     return count_from(1) if present[0] else (None, 0)
+
+
+def check_partition_count(subscriber: str, declared: int, present: Mapping[int, bool]) -> None:
+    """Raise :class:`TopologyMismatch` when the partitions found (by
+    :func:`partition_probe`'s questions) are another count than ``declared``."""
+    words = partition_mismatch(subscriber, declared, partition_probe(declared, present)[1])
+    if words is not None:
+        raise TopologyMismatch(words)
 
 
 def partition_mismatch(subscriber: str, declared: int, live: int) -> str | None:

@@ -141,15 +141,10 @@ class Settler:
     async def _retry_when_due(self, session: Session, delivery: Delivery, delay: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._released.wait(), delay)
-        if session.generation != self.sessions.generation:
-            return  # its channel is gone; RabbitMQ redelivers the event
-        if not self._released.is_set():
+        if not self._released.is_set() and session.generation == self.sessions.generation:
             self.resubmit(delivery)
-            return
-        try:
-            await self._requeue(session, delivery)  # stopping: left for the next consumer
-        except AIO_CONNECTION_LOST as error:
-            _give_up_session(session, error, "could not return a held retry")
+        else:  # stopping: left for the next consumer (or its channel is gone)
+            await self._return(session, delivery, 0.0)
 
     def release_held(self) -> None:
         """Stopping: events waiting out a refusal pause go back to their queue now."""
