@@ -12,6 +12,10 @@ import asyncio
 import base64
 import json
 import os
+import subprocess
+import sys
+import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -19,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from domain_event_broker import PluginMissing, Subscriber, TopologyMismatch
+from domain_event_broker import DomainEvent, PluginMissing, Publisher, Subscriber, TopologyMismatch
 from domain_event_broker.aio import AsyncSubscriber
 from domain_event_broker.core.topology import OBJECT_ID_HEADER
 from drivers import Driver
@@ -146,3 +150,52 @@ def test_without_the_plugin_run_says_how_to_enable_it_asyncio(plain_node: str) -
             await asyncio.wait_for(subscriber.run(), 30)
 
     asyncio.run(run())
+
+
+def domain_events(*args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "domain_event_broker.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_status_shows_each_partition_its_depth_and_the_active_connection(
+    make_subscriber: Callable[..., Subscriber], broker_url: str, name: str
+) -> None:
+    subscriber = make_subscriber()
+    subscriber.register(
+        lambda event: None, name, ["order.*"], ordered_by="domain_object_id", partitions=2
+    )
+    publisher = Publisher(broker_url)
+    for n in range(3):
+        publisher.publish_event(DomainEvent("order.paid", {"n": n}, domain_object_id=n))
+    publisher.disconnect()
+    summary = domain_events("--url", broker_url, "status", name).splitlines()
+    [row] = [line.split() for line in summary if line.startswith(name + " ")]
+    assert row[1:3] == ["3", "0"]  # waiting in all partitions, no consumer yet
+    assert f"{name}: 2 partitions (ordered by domain_object_id)" in summary
+    assert [line.split()[0] for line in summary if line.startswith(f"{name}-p")] == [
+        f"{name}-p000",
+        f"{name}-p001",
+    ]
+
+    thread = threading.Thread(target=subscriber.start_consuming, kwargs={"timeout": 30})
+    thread.start()
+    try:
+        # The management API refreshes its figures every few seconds.
+        deadline = time.monotonic() + 20
+        while True:
+            lines = domain_events("--url", broker_url, "status", name).splitlines()
+            partitions = [line for line in lines if line.startswith(f"{name}-p")]
+            if all(f"pid={os.getpid()}" in line for line in partitions):
+                break
+            assert time.monotonic() < deadline, "\n".join(lines)
+            time.sleep(1)
+    finally:
+        subscriber.stop_consuming()
+        thread.join(30)

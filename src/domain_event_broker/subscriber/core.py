@@ -215,7 +215,10 @@ class Subscriber(Transport):
             return
         deadline = None if timeout is None else time.monotonic() + timeout
         for registration in self._registrations:
-            log.info("%s", consuming(registration.policy, registration.topology.binding_keys))
+            topology = registration.topology
+            log.info(
+                "%s", consuming(registration.policy, topology.binding_keys, topology.partitions)
+            )
         restore = self._install_signal_handlers()
         self._running = True
         try:

@@ -192,7 +192,10 @@ class AsyncSubscriber:
             stopping.set()
         self._stopped = asyncio.Event()
         for registration in self._registrations:
-            log.info("%s", consuming(registration.policy, registration.topology.binding_keys))
+            topology = registration.topology
+            log.info(
+                "%s", consuming(registration.policy, topology.binding_keys, topology.partitions)
+            )
         workers = Workers(self._sessions, self.request_stop)
         workers.start(self.concurrency)
         replaced = signals.install(self._on_signal) if self.handle_signals else {}
