@@ -270,3 +270,50 @@ def test_the_in_memory_broker_keeps_the_same_per_object_order() -> None:
     assert [n for obj, n in handled if obj == "fast"] == [0, 1, 3]
     # The other object went on while the retry waited.
     assert handled.index(("fast", 3)) < handled.index(("slow", 0))
+
+
+def test_every_publish_path_carries_the_object_id_header_as_text(
+    broker_url: str, channel: Any, name: str
+) -> None:
+    import asyncio
+
+    from domain_event_broker import Publisher, publish_domain_event
+    from domain_event_broker.aio import AsyncPublisher
+    from domain_event_broker.core.messages import OutgoingMessage
+
+    channel.exchange_declare("domain-events", "topic", durable=True)
+    channel.queue_declare(name, durable=True)
+    channel.queue_bind(name, "domain-events", "header.*")
+
+    def event(path: str, object_id: object) -> DomainEvent:
+        return DomainEvent(f"header.{path}", {}, domain_object_id=object_id)
+
+    publish_domain_event("header.shared", {}, 42, connection_settings=broker_url)
+    publisher = Publisher(broker_url)
+    publisher.publish(event("publish", "42").to_json(), "header.publish")
+    publisher.publish_many([event("many", 7), event("many", None)])
+    publisher.publish_batch([OutgoingMessage.of_event(event("batch", "x"))])
+    publisher.publish_batch([OutgoingMessage("header.raw", event("raw", 8).to_json().encode())])
+    publisher.disconnect()
+
+    async def aio() -> None:
+        async with AsyncPublisher(broker_url) as aio_publisher:
+            await aio_publisher.publish(event("aio", 5).to_json(), "header.aio")
+            await aio_publisher.publish_event(event("aio-event", 6))
+
+    asyncio.run(aio())
+    headers = sorted(
+        (method.routing_key, (properties.headers or {}).get(OBJECT_ID_HEADER, "none"))
+        for method, properties, _ in get_all(broker_url, name)
+    )
+    assert headers == [
+        ("header.aio", "5"),
+        ("header.aio-event", "6"),
+        ("header.batch", "x"),
+        ("header.many", "7"),
+        ("header.many", "none"),  # no id, no header
+        ("header.publish", "42"),
+        ("header.raw", "8"),
+        ("header.shared", "42"),
+    ]
+    channel.queue_delete(name)

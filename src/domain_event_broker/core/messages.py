@@ -14,6 +14,8 @@ from typing import Any
 
 from ..errors import BrokerUnavailable, ConfirmTimeout, EventTooLarge, PublishError
 from ..events import DomainEvent, validate_routing_key
+from .ordering import object_id_text
+from .topology import OBJECT_ID_HEADER
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,11 @@ class OutgoingMessage:
 
     @classmethod
     def of_event(cls, event: DomainEvent) -> OutgoingMessage:
-        """The message of ``event``: its JSON body, as 2.x-3.x write it."""
-        return cls(event.routing_key, event.to_json().encode("utf-8"), event.uuid_string)
+        """The message of ``event``: its JSON body, as 2.x-3.x write it (and its object id
+        header, which publishers then need not read from the body)."""
+        object_id = object_id_text(event.domain_object_id)
+        headers = None if object_id is None else {OBJECT_ID_HEADER: object_id}
+        return cls(event.routing_key, event.to_json().encode("utf-8"), event.uuid_string, headers)
 
 
 @dataclass(frozen=True)

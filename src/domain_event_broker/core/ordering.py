@@ -48,6 +48,8 @@ def object_id_of(body: bytes) -> str | None:
 def with_object_id(headers: dict[str, Any] | None, body: bytes) -> dict[str, Any] | None:
     """``headers`` plus the object id header of ``body`` (when the event has an id):
     what every publish path sends, so that the consistent-hash exchange can read it."""
+    if headers and OBJECT_ID_HEADER in headers:
+        return headers  # set from the event itself: no need to read the body
     object_id = object_id_of(body)
     if object_id is None:
         return headers
