@@ -32,7 +32,7 @@ def outcome(event: DomainEvent, failures: bool, journal: TextIO) -> None:
 def main() -> int:
     driver, url, name, partitions = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     seconds, failures, journal_path = float(sys.argv[5]), sys.argv[6] == "yes", sys.argv[7]
-    logging.basicConfig(level=logging.CRITICAL, format=f"[{os.getpid()}] %(name)s %(message)s")
+    logging.basicConfig(level=getattr(logging, os.environ.get("ORDERED_LOG", "CRITICAL")), format=f"[{os.getpid()}] %(name)s %(message)s")
     journal = open(journal_path, "a", buffering=1)  # noqa: SIM115 - open for the process' life
     options = {"ordered_by": "domain_object_id", "partitions": partitions, "dead_letter": True}
     if driver == "pika":

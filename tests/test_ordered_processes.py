@@ -1,11 +1,12 @@
-"""Ordered handling across processes: a partition moves when its process is SIGKILLed.
+"""Ordered handling across processes: partitions move when their process is SIGKILLed or stops.
 
 Three subscriber processes of one ordered subscriber; 100 objects x 30 events
 published from 3 threads; the process doing the work is SIGKILLed a third of the
 way in. Every event ends handled (or dead-lettered), and per object no event is
 ever handled before every earlier one was (a redelivered event may be handled
 again). With failures: a Retry on every 7th event and a dead letter on every 20th,
-and the SIGKILL comes while retries are held in the dying process.
+and the SIGKILL (or SIGTERM: a graceful hand-over) comes while retries are held in
+the process stopped.
 """
 
 from __future__ import annotations
@@ -91,9 +92,18 @@ def check_order(handled: list[tuple[int, str, int]], expected: dict[str, list[in
         assert sorted(set(seen)) == numbers, f"{obj}: not every event handled"
 
 
-@pytest.mark.parametrize("failures", [False, True], ids=["plain", "retries-and-dead-letters"])
-def test_each_object_in_order_across_processes_with_one_killed(
-    driver_kind: str, broker_url: str, name: str, tmp_path: Path, failures: bool
+@pytest.mark.parametrize(
+    ("failures", "stop"),
+    [(False, signal.SIGKILL), (True, signal.SIGKILL), (True, signal.SIGTERM)],
+    ids=["plain-sigkill", "retries-and-dead-letters-sigkill", "retries-and-dead-letters-sigterm"],
+)
+def test_each_object_in_order_across_processes_with_one_stopped(
+    driver_kind: str,
+    broker_url: str,
+    name: str,
+    tmp_path: Path,
+    failures: bool,
+    stop: signal.Signals,
 ) -> None:
     journal = tmp_path / "journal"
     processes = [start(driver_kind, broker_url, name, failures, journal) for _ in range(3)]
@@ -106,7 +116,7 @@ def test_each_object_in_order_across_processes_with_one_killed(
         # The process doing the work now (a retry of its own may be held in it).
         busiest = Counter(pid for pid, _, _ in read(journal)[-50:]).most_common(1)[0][0]
         victim = next(process for process in processes if process.pid == busiest)
-        victim.send_signal(signal.SIGKILL)
+        victim.send_signal(stop)  # SIGTERM: a graceful hand-over of its partitions
         killed_at = time.monotonic()
         publisher.join(120)
         dead = {n for n in range(EVENTS) if failures and n % 20 == 19}
@@ -125,11 +135,13 @@ def test_each_object_in_order_across_processes_with_one_killed(
         check_order(handled, expected)
         assert len({pid for pid, _, _ in handled}) >= 2
         assert took_over < 10, f"partitions moved after {took_over:.1f} s"
+        if stop == signal.SIGTERM:
+            assert victim.wait(30) == 0  # it stopped gracefully
         if failures:
             dead_letters = get_all(broker_url, f"{name}-dl")
             assert len(dead_letters) == OBJECTS * len(dead)
         print(
-            f"\n[{driver_kind}] partitions moved within {took_over:.1f} s of the SIGKILL; "
+            f"\n[{driver_kind}] partitions moved within {took_over:.1f} s of {stop.name}; "
             f"{len(handled) - wanted} events handled again after redelivery"
         )
     finally:

@@ -58,6 +58,7 @@ class Session:
         #: partition, to the next consumer (a nack now would come back to us, and a
         #: cancel would let the next consumer overtake them).
         self.handing_over = False
+        self._left_for_close = 0
 
     @classmethod
     def open(
@@ -87,7 +88,8 @@ class Session:
 
     @property
     def unsettled(self) -> int:
-        return self.book.unsettled
+        """Deliveries still to settle (not those left for the channel close to return)."""
+        return self.book.unsettled - self._left_for_close
 
     # Delivery -> worker -> outcome ------------------------------------------------------
     def _on_message(
@@ -158,9 +160,10 @@ class Session:
     def _requeue(self, delivery: Delivery) -> None:
         # Those waiting behind it go back too, in order: none may start before it.
         for returned in (delivery, *self.line.withdraw(delivery.object_key)):
-            if self.book.settle_alone(returned.ticket) and not (
-                self.handing_over and returned.registration.topology.partitions
-            ):
+            if self.handing_over and returned.registration.topology.partitions:
+                # Left unsettled in the book, so that no multiple ack covers it.
+                self._left_for_close += 1
+            elif self.book.settle_alone(returned.ticket):
                 self.channel.basic_nack(returned.ticket.tag, requeue=True)
 
     def _send_acks(self) -> None:
@@ -177,6 +180,11 @@ class Session:
         for tag in self._consumer_tags:
             self.channel.basic_cancel(tag)
         self._consumer_tags = []
+
+    @property
+    def hands_over_partitions(self) -> bool:
+        """Stopping with events of ordered partitions left unacked for the next process."""
+        return self.handing_over and any(r.topology.partitions for r in self._registrations)
 
     def release_held(self, now: float) -> None:
         """Stopping: originals waiting out a refusal pause go back to their queue now."""

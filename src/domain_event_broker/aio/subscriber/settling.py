@@ -117,9 +117,10 @@ class Settler:
     async def _requeue(self, session: Session, delivery: Delivery) -> None:
         """Back to its queue, and those waiting behind it too, in order (none started)."""
         for returned in (delivery, *session.line.withdraw(delivery.object_key)):
+            if session.handing_over and returned.registration.topology.partitions:
+                continue  # left unsettled, so that no multiple ack covers it
             message = returned.message
-            if not (session.handing_over and returned.registration.topology.partitions):
-                await message.nack(requeue=True)
+            await message.nack(requeue=True)
             session.acks.settled(message.delivery_tag or 0)
 
     def _next_of(self, session: Session, delivery: Delivery) -> None:
