@@ -265,7 +265,7 @@ def _status(args: argparse.Namespace, url: BrokerSettings) -> int:
     states = [subscriber_status(name, url) for name in args.names]
     missing = any(state.waiting is None for state in states)
     if args.json:
-        print(json.dumps([dataclasses.asdict(state) for state in states]))
+        print(json.dumps([_as_json(state) for state in states]))
         return 1 if missing else 0
     rows = [("subscriber", "waiting", "consumers", "dead letters")]
     for state in states:
@@ -283,6 +283,14 @@ def _status(args: argparse.Namespace, url: BrokerSettings) -> int:
         if state.partitions:
             _print_partitions(state, url)
     return 1 if missing else 0
+
+
+def _as_json(state: SubscriberStatus) -> dict[str, object]:
+    """The JSON object of a subscriber: ``partitions`` only for an ordered one (as before)."""
+    fields = dataclasses.asdict(state)
+    if not state.partitions:
+        del fields["partitions"]
+    return fields
 
 
 def _print_partitions(state: SubscriberStatus, url: BrokerSettings) -> None:
