@@ -16,7 +16,18 @@ from pathlib import Path
 
 from domain_event_broker.publisher import close_shared_publishers
 
-from . import aio, console, consume, contracts, history, instrumented, latency, memory, publish
+from . import (
+    aio,
+    console,
+    consume,
+    contracts,
+    history,
+    instrumented,
+    latency,
+    memory,
+    ordered,
+    publish,
+)
 from .harness import (
     REPO_ROOT,
     Broker,
@@ -42,6 +53,7 @@ CASES: dict[str, CaseFunction] = {
     **contracts.CASES,
     **console.CASES,
     **history.CASES,
+    **ordered.CASES,
 }
 #: How often a case is tried when something disturbs it (a broker restart, an alarm).
 ATTEMPTS = 3

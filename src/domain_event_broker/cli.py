@@ -8,7 +8,6 @@ and ``--external-auth``. Run ``domain-events COMMAND --help`` for details.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ from .demo import run_demo
 from .errors import DomainEventBrokerError
 from .events import DomainEvent
 from .history_commands import add_history_commands
-from .inventory import add_inventory_commands, print_table, run_subscribers
+from .inventory import add_inventory_commands
 from .outbox.commands import add_outbox_command
 from .publisher import publish_domain_event
 from .replay import (
@@ -50,7 +49,7 @@ from .settings import (
     mask_url,
     resolve_broker,
 )
-from .status import subscriber_status
+from .status_command import run_status
 from .subscriber import Subscriber
 
 
@@ -180,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--json", action="store_true", help="one JSON array of objects (null: no such queue)"
     )
-    status.set_defaults(run=_status)
+    status.set_defaults(run=run_status)
 
     metrics = commands.add_parser(
         "metrics",
@@ -266,29 +265,6 @@ def _listen(args: argparse.Namespace, url: BrokerSettings) -> int:
     return 0
 
 
-def _status(args: argparse.Namespace, url: BrokerSettings) -> int:
-    if not args.names:
-        return run_subscribers(argparse.Namespace(management_url=None, json=args.json), url)
-    states = [subscriber_status(name, url) for name in args.names]
-    missing = any(state.waiting is None for state in states)
-    if args.json:
-        print(json.dumps([dataclasses.asdict(state) for state in states]))
-        return 1 if missing else 0
-    rows = [("subscriber", "waiting", "consumers", "dead letters")]
-    for state in states:
-        name = state.name
-        rows.append(
-            (
-                name,
-                _count(state.waiting, "no such queue"),
-                _count(state.consumers, "-"),
-                _count(state.dead_letters, "no dead-letter queue"),
-            )
-        )
-    print_table(rows)
-    return 1 if missing else 0
-
-
 def _metrics(args: argparse.Namespace, url: str) -> int:
     try:
         from . import prometheus
@@ -305,10 +281,6 @@ def _metrics(args: argparse.Namespace, url: str) -> int:
     stop.wait(args.timeout)
     server.shutdown()
     return 0
-
-
-def _count(value: int | None, otherwise: str) -> str:
-    return otherwise if value is None else str(value)
 
 
 def _list_dead_letters(args: argparse.Namespace, url: BrokerSettings) -> int:

@@ -79,6 +79,10 @@ class AccessRefused(TopologyMismatch):
     """
 
 
+class PluginMissing(TopologyMismatch):
+    """The broker lacks a plugin the subscriber needs; the message names the command enabling it."""
+
+
 class InvalidRoutingKey(DomainEventBrokerError, ValueError):
     """A routing key (or binding key) that RabbitMQ would not route as meant."""
 

@@ -120,6 +120,11 @@ def run_subscribers(args: argparse.Namespace, url: BrokerSettings) -> int:
     return 0
 
 
+def count_cell(value: int | None, otherwise: str) -> str:
+    """A table cell for a count that may be unknown (``otherwise`` says why)."""
+    return otherwise if value is None else str(value)
+
+
 def print_table(rows: Sequence[Sequence[str]]) -> None:
     """``rows`` (the first one the headings) in columns as wide as their widest cell."""
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]

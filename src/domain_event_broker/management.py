@@ -157,9 +157,24 @@ class ManagementAPI:
         version = overview.get("rabbitmq_version") if isinstance(overview, dict) else None
         return RabbitMQVersion.reported({"version": version})
 
+    def queue(self, name: str) -> dict[str, Any]:
+        """The queue's row, with its consumers (``consumer_details``)."""
+        row: Any = self._get_path(f"queues/{self._vhost_path}/{_quoted(name)}")
+        return dict(row)
+
+    def connection_names(self) -> dict[str, str]:
+        """The name each client gave its connection, by the broker's name of the connection."""
+        rows = self._get_path(f"vhosts/{self._vhost_path}/connections")
+        named = {str(row.get("name")): (row.get("client_properties") or {}) for row in rows}
+        return {
+            peer: str(properties["connection_name"])
+            for peer, properties in named.items()
+            if properties.get("connection_name")
+        }
+
     @property
     def _vhost_path(self) -> str:
-        return urllib.parse.quote(self.vhost, safe="")
+        return _quoted(self.vhost)
 
     def _get(self, collection: str, columns: str = "") -> list[dict[str, Any]]:
         query = f"?columns={columns}" if columns else ""
@@ -185,3 +200,7 @@ class ManagementAPI:
                 "with rabbitmq-plugins enable rabbitmq_management, or give --management-url"
             ) from None
         return rows
+
+
+def _quoted(name: str) -> str:
+    return urllib.parse.quote(name, safe="")

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 import pika.exceptions
 
 from .connection import connect_blocking
-from .settings import ConnectionSettings, resolve_url
+from .core.partitions import MAX_PARTITIONS, PartitionState, partition_queue_names, partition_state
+from .management import ManagementAPI
+from .settings import BrokerSettings, ConnectionSettings, resolve_url
 from .topology import dead_letter_queue_name
 
 
@@ -19,6 +21,8 @@ class SubscriberStatus:
     waiting: int | None
     consumers: int | None
     dead_letters: int | None
+    #: Partition queues of a subscriber ordered by domain object (0: one queue).
+    partitions: int = 0
 
 
 def subscriber_status(name: str, connection_settings: ConnectionSettings = "") -> SubscriberStatus:
@@ -34,7 +38,20 @@ def subscriber_status(name: str, connection_settings: ConnectionSettings = "") -
     try:
         waiting, consumers = queue_counts(connection, name)
         dead_letters, _ = queue_counts(connection, dead_letter_queue_name(name))
-        return SubscriberStatus(name, waiting, consumers, dead_letters)
+        if waiting is not None:
+            return SubscriberStatus(name, waiting, consumers, dead_letters)
+        # An ordered subscriber: its events wait in its partitions, which each process consumes.
+        counts = []
+        for queue in partition_queue_names(name, MAX_PARTITIONS):
+            ready, partition_consumers = queue_counts(connection, queue)
+            if ready is None:
+                break
+            counts.append((ready, partition_consumers or 0))
+        if not counts:
+            return SubscriberStatus(name, None, None, dead_letters)
+        ready_total = sum(ready for ready, _ in counts)
+        most = max(partition_consumers for _, partition_consumers in counts)
+        return SubscriberStatus(name, ready_total, most, dead_letters, len(counts))
     finally:
         if connection.is_open:
             connection.close()
@@ -52,3 +69,16 @@ def queue_counts(connection: pika.BlockingConnection, queue: str) -> tuple[int |
         raise
     channel.close()
     return int(method.message_count), int(method.consumer_count)
+
+
+def partition_states(
+    name: str, partitions: int, url: BrokerSettings, management_url: str | None = None
+) -> list[PartitionState]:
+    """Each partition of ordered subscriber ``name``: depth, consumers, the active connection
+    (from the management API: AMQP does not say which consumer is active)."""
+    api = ManagementAPI(url, management_url)
+    names = api.connection_names()
+    return [
+        partition_state(api.queue(queue), names)
+        for queue in partition_queue_names(name, partitions)
+    ]

@@ -42,7 +42,8 @@ from typing import Any
 
 from .contracts.handlers import typed_registration
 from .core.archive import matches
-from .core.history import StartFrom, start_point
+from .core.history import StartFrom, registration_start
+from .core.ordering import object_key
 from .core.outcome import Action, Policy, decide
 from .core.topology import registration_topology
 from .events import DomainEvent, topic_matches, validate_routing_key
@@ -68,6 +69,17 @@ class _Subscription:
     max_retries: int
     queue: deque[tuple[str, int]] = field(default_factory=deque)  # (event json, retries)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    #: Ordered subscribers: objects with an event waiting for its retry (later ones wait).
+    held: set[str] = field(default_factory=set)
+
+    def next_index(self) -> int | None:
+        """Where the next event to deliver is in the queue; None when nothing may go now."""
+        if not self.topology.partitions:
+            return 0 if self.queue else None
+        for index, (body, retries) in enumerate(self.queue):
+            if retries or object_key(None, body.encode()) not in self.held:
+                return index
+        return None
 
 
 class UnroutedEventWarning(UserWarning):
@@ -117,6 +129,8 @@ class InMemoryBroker:
         max_retries: int = 0,
         *,
         start_from: StartFrom | None = None,
+        ordered_by: str | None = None,
+        partitions: int | None = None,
         **options: Any,
     ) -> None:
         """Register like :meth:`Subscriber.register` (same validation of name and keys).
@@ -125,9 +139,12 @@ class InMemoryBroker:
         this broker so far (:attr:`published`) stand in for it. Those the binding
         keys match and not older than ``start_from`` are queued first, in publish
         order, then live ones follow: each once, as on RabbitMQ.
+
+        ``ordered_by="domain_object_id"``: as on RabbitMQ, a retried event holds the
+        later events of its object until it is handled or dead-lettered.
         """
         handler, binding_keys = typed_registration(handler, binding_keys)
-        start = None if start_from is None else start_point(start_from, time.time())
+        start = registration_start(start_from, ordered_by, time.time())
         topology = registration_topology(
             name,
             binding_keys,
@@ -138,6 +155,8 @@ class InMemoryBroker:
             durable=durable,
             exclusive=exclusive,
             auto_delete=auto_delete,
+            ordered_by=ordered_by,
+            partitions=partitions,
         )
         subscription = self._subscriptions[name] = _Subscription(handler, topology, max_retries)
         if start is not None:
@@ -195,7 +214,12 @@ class InMemoryBroker:
         runner = HandlerRunner()
         try:
             while delivered < max_deliveries:
-                subscription = next((s for s in self._subscriptions.values() if s.queue), None)
+                ready = (
+                    (s, index)
+                    for s in self._subscriptions.values()
+                    if (index := s.next_index()) is not None
+                )
+                subscription, index = next(ready, (None, 0))
                 if subscription is None:
                     if not self._waiting:
                         return delivered
@@ -203,7 +227,8 @@ class InMemoryBroker:
                     self.clock = max(self.clock, due)
                     self._subscriptions[name].queue.append((body, retries))
                     continue
-                body, retries = subscription.queue.popleft()
+                body, retries = subscription.queue[index]
+                del subscription.queue[index]
                 self._deliver(subscription, body, retries, runner)
                 delivered += 1
         finally:
@@ -225,6 +250,12 @@ class InMemoryBroker:
         except BaseException as error:  # decided below, as the Subscriber decides
             raised = error
         outcome = decide(policy, retries, raised)
+        if topology.partitions and event.domain_object_id is not None:
+            key = str(event.domain_object_id)
+            if outcome.action is Action.RETRY:
+                subscription.held.add(key)
+            else:
+                subscription.held.discard(key)
         if outcome.action is Action.RETRY:
             heapq.heappush(
                 self._waiting,

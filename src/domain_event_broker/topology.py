@@ -16,6 +16,14 @@ from dataclasses import dataclass
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from .core.operations import ExchangeBind
+from .core.partitions import (
+    check_partition_count,
+    partition_probe,
+    partition_queue_name,
+    plugin_missing,
+    unknown_exchange_type,
+)
 from .core.rabbitmq import RabbitMQVersion
 from .core.topology import (
     ATTEMPT_HEADERS,
@@ -47,7 +55,7 @@ from .core.topology import (
 )
 from .core.topology import SubscriberTopology as _Names
 from .core.wait_queues import others_may_route
-from .errors import AccessRefused, TopologyMismatch
+from .errors import AccessRefused, PluginMissing, TopologyMismatch
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +104,8 @@ class SubscriberTopology(_Names):
         """
         channel = connection.channel()
         try:
+            if self.partitions:
+                channel = self._check_partitions(connection, channel)
             for operation in self.declarations(rabbitmq):
                 try:
                     run_operations(channel, [operation], self)
@@ -166,12 +176,35 @@ class SubscriberTopology(_Names):
                 channel.close()
         return deleted
 
+    def _check_partitions(
+        self, connection: BlockingConnection, channel: BlockingChannel
+    ) -> BlockingChannel:
+        """Raise :class:`TopologyMismatch` when the broker has another partition count;
+        returns an open channel (a passive declare of a missing queue closes one)."""
+        present: dict[int, bool] = {}
+        while (index := partition_probe(self.partitions, present)[0]) is not None:
+            queue = partition_queue_name(self.name, index)
+            present[index], channel = _queue_exists(connection, channel, queue)
+        check_partition_count(self.name, self.partitions, present)
+        return channel
+
     def _consumers(self, channel: BlockingChannel) -> int:
         """Consumers of the subscriber's queue now (0 when it is gone; the channel then closes)."""
         try:
             return int(channel.queue_declare(self.queue, passive=True).method.consumer_count)
         except pika.exceptions.ChannelClosedByBroker:
             return 0
+
+
+def _queue_exists(
+    connection: BlockingConnection, channel: BlockingChannel, queue: str
+) -> tuple[bool, BlockingChannel]:
+    """Whether ``queue`` exists, and an open channel (a passive declare's 404 closes one)."""
+    try:
+        channel.queue_declare(queue, passive=True)
+    except pika.exceptions.ChannelClosedByBroker:
+        return False, connection.channel()
+    return True, channel
 
 
 def run_operations(
@@ -183,6 +216,10 @@ def run_operations(
         for operation in operations:
             if isinstance(operation, Bind):
                 channel.queue_bind(operation.queue, operation.exchange, operation.routing_key)
+            elif isinstance(operation, ExchangeBind):
+                channel.exchange_bind(
+                    operation.destination, operation.source, operation.routing_key
+                )
             elif isinstance(operation, QueueDeclare):
                 arguments = dict(operation.arguments) if operation.arguments else None
                 channel.queue_declare(
@@ -195,8 +232,16 @@ def run_operations(
             else:
                 durable, auto_delete = operation.durable, operation.auto_delete
                 channel.exchange_declare(
-                    operation.name, operation.type, durable=durable, auto_delete=auto_delete
+                    operation.name,
+                    operation.type,
+                    durable=durable,
+                    auto_delete=auto_delete,
+                    arguments=dict(operation.arguments) if operation.arguments else None,
                 )
+    except pika.exceptions.ConnectionClosedByBroker as error:
+        if topology is None or not unknown_exchange_type(error.reply_text):
+            raise
+        raise PluginMissing(plugin_missing(topology.name, error.reply_text)) from None
     except pika.exceptions.ChannelClosedByBroker as error:
         if topology is None or error.reply_code not in (403, 406):
             raise

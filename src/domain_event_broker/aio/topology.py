@@ -14,6 +14,14 @@ import aio_pika
 import aio_pika.abc
 import aiormq.exceptions
 
+from ..core.operations import ExchangeBind
+from ..core.partitions import (
+    check_partition_count,
+    partition_probe,
+    partition_queue_name,
+    plugin_missing,
+    unknown_exchange_type,
+)
 from ..core.rabbitmq import RabbitMQVersion
 from ..core.topology import (
     Bind,
@@ -25,7 +33,7 @@ from ..core.topology import (
     explain_precondition_failed,
 )
 from ..core.wait_queues import others_may_route
-from ..errors import AccessRefused, TopologyMismatch
+from ..errors import AccessRefused, PluginMissing, TopologyMismatch
 from .connection import server_properties
 
 log = logging.getLogger(__name__)
@@ -42,6 +50,8 @@ async def declare(
     rabbitmq = RabbitMQVersion.reported(server_properties(connection))
     channel = await connection.channel()
     try:
+        if topology.partitions:
+            channel = await _check_partitions(connection, channel, topology)
         for operation in topology.declarations(rabbitmq):
             try:
                 await run_operations(channel, [operation], topology)
@@ -76,7 +86,11 @@ async def run_operations(
                     operation.type,
                     durable=operation.durable,
                     auto_delete=operation.auto_delete,
+                    arguments=dict(operation.arguments) if operation.arguments else None,
                 )
+            elif isinstance(operation, ExchangeBind):
+                destination = await channel.get_exchange(operation.destination, ensure=False)
+                await destination.bind(operation.source, operation.routing_key)
             elif isinstance(operation, QueueDeclare):
                 await channel.declare_queue(
                     operation.name,
@@ -88,6 +102,11 @@ async def run_operations(
             elif isinstance(operation, Bind):
                 queue = await channel.get_queue(operation.queue, ensure=False)
                 await queue.bind(operation.exchange, operation.routing_key)
+    except aiormq.exceptions.ConnectionClosed as error:
+        text = _reply_text(error)
+        if not unknown_exchange_type(text):
+            raise
+        raise PluginMissing(plugin_missing(topology.name, text)) from None
     except aiormq.exceptions.ChannelPreconditionFailed as error:
         raise TopologyMismatch(explain_precondition_failed(_reply_text(error), topology)) from None
     except aiormq.exceptions.ChannelAccessRefused as error:
@@ -180,6 +199,24 @@ class WaitQueues:
             return 0
         result = queue.declaration_result
         return int(result.consumer_count or 0) if result is not None else 0
+
+
+async def _check_partitions(
+    connection: aio_pika.abc.AbstractConnection,
+    channel: aio_pika.abc.AbstractChannel,
+    topology: SubscriberTopology,
+) -> aio_pika.abc.AbstractChannel:
+    """Raise :class:`TopologyMismatch` when the broker has another partition count;
+    returns an open channel (a passive declare of a missing queue closes one)."""
+    present: dict[int, bool] = {}
+    while (index := partition_probe(topology.partitions, present)[0]) is not None:
+        try:
+            await channel.declare_queue(partition_queue_name(topology.name, index), passive=True)
+            present[index] = True
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            present[index], channel = False, await connection.channel()
+    check_partition_count(topology.name, topology.partitions, present)
+    return channel
 
 
 def _reply_text(error: BaseException) -> str:

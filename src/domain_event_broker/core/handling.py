@@ -107,7 +107,7 @@ def log_outcome(
         )
 
 
-def consuming(policy: Policy, binding_keys: tuple[str, ...]) -> str:
+def consuming(policy: Policy, binding_keys: tuple[str, ...], partitions: int = 0) -> str:
     """The INFO line a subscriber logs per registration when it starts consuming.
 
     It says what becomes of a failed event, since the defaults (as in 3.x) drop it.
@@ -122,7 +122,13 @@ def consuming(policy: Policy, binding_keys: tuple[str, ...]) -> str:
         if policy.dead_letter
         else "failed events are dropped (dead_letter=False)"
     )
+    queues = (
+        f"its {partitions} partitions {policy.subscriber}-p* (ordered by domain_object_id; "
+        "a Retry is held in the process)"
+        if partitions
+        else f"queue {policy.subscriber}"
+    )
     return (
-        f"subscriber {policy.subscriber} consuming queue {policy.subscriber} for "
+        f"subscriber {policy.subscriber} consuming {queues} for "
         f"{', '.join(binding_keys)}: {retries}; {failures}"
     )

@@ -14,7 +14,8 @@ from typing import Any
 
 from ..errors import BrokerUnavailable, ConfirmTimeout, EventTooLarge, PublishError
 from ..events import DomainEvent, validate_routing_key
-from .topology import VERSION_HEADER
+from .ordering import object_id_text
+from .topology import OBJECT_ID_HEADER, VERSION_HEADER
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,16 @@ class OutgoingMessage:
 
     @classmethod
     def of_event(cls, event: DomainEvent) -> OutgoingMessage:
-        """The message of ``event``: its JSON body, as 2.x-3.x write it."""
+        """The message of ``event``: its JSON body, as 2.x-3.x write it, with the headers
+        publishers then need not read from the body (object id, contract version)."""
+        headers: dict[str, Any] = {}
+        object_id = object_id_text(event.domain_object_id)
+        if object_id is not None:
+            headers[OBJECT_ID_HEADER] = object_id
+        if event.version is not None:
+            headers[VERSION_HEADER] = event.version
         body = event.to_json().encode("utf-8")
-        if event.version is None:
-            return cls(event.routing_key, body, event.uuid_string)
-        return cls(event.routing_key, body, event.uuid_string, {VERSION_HEADER: event.version})
+        return cls(event.routing_key, body, event.uuid_string, headers or None)
 
 
 @dataclass(frozen=True)

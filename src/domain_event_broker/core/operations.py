@@ -17,6 +17,7 @@ class ExchangeDeclare:
     type: str
     durable: bool
     auto_delete: bool = False
+    arguments: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -42,5 +43,14 @@ class Bind:
     routing_key: str
 
 
+@dataclass(frozen=True)
+class ExchangeBind:
+    """Events that ``source`` routes with ``routing_key`` also go to exchange ``destination``."""
+
+    destination: str
+    source: str
+    routing_key: str
+
+
 #: One step of declaring a topology; each driver knows how to carry out each kind.
-Operation = ExchangeDeclare | QueueDeclare | Bind
+Operation = ExchangeDeclare | QueueDeclare | Bind | ExchangeBind

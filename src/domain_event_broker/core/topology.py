@@ -13,9 +13,9 @@ arguments (``PRECONDITION_FAILED``). For a subscriber named ``N``:
   expires, dead-lettered through the default exchange straight to ``N``: nothing
   that can vanish (an exchange, a lease) stands between a copy and its queue.
   The event's own routing key travels in ``ROUTING_KEY_HEADER``.
-- ``N-delay-D``: the wait queue (and exchange) of releases 2.x-3.x, which
-  dead-letter to ``N-retry``. Old instances still declare and use them during a
-  rolling upgrade; we never declare them, but count the copies coming back.
+- ``N-delay-D``: the 2.x-3.x wait queue (and exchange), dead-lettering to ``N-retry``:
+  old instances use them in a rolling upgrade; we only count copies coming back.
+- ``N-partitions``, ``N-p000``...: the partitions of an ordered subscriber (:mod:`.partitions`).
 
 Nothing here does I/O: what to declare is a list of operations
 (:class:`ExchangeDeclare`, :class:`QueueDeclare`, :class:`Bind`) that each
@@ -32,10 +32,22 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 from ..events import MAX_KEY_BYTES, is_routing_key, validate_binding_key
 from .explanations import explain_access_refused as explain_access_refused
 from .explanations import explain_precondition_failed as explain_precondition_failed
+from .headers import ATTEMPT_HEADERS as ATTEMPT_HEADERS
+from .headers import EXCEPTION_MESSAGE_HEADER as EXCEPTION_MESSAGE_HEADER
+from .headers import EXCEPTION_TYPE_HEADER as EXCEPTION_TYPE_HEADER
+from .headers import FAILED_AT_HEADER as FAILED_AT_HEADER
+from .headers import FAILED_SUBSCRIBER_HEADER as FAILED_SUBSCRIBER_HEADER
+from .headers import OBJECT_ID_HEADER as OBJECT_ID_HEADER
+from .headers import REPLAYED_HEADER as REPLAYED_HEADER
+from .headers import RETRIES_HEADER as RETRIES_HEADER
+from .headers import ROUTING_KEY_HEADER as ROUTING_KEY_HEADER
+from .headers import TRACEBACK_HEADER as TRACEBACK_HEADER
+from .headers import VERSION_HEADER as VERSION_HEADER
 from .operations import Bind as Bind
 from .operations import ExchangeDeclare as ExchangeDeclare
 from .operations import Operation as Operation
 from .operations import QueueDeclare as QueueDeclare
+from .partitions import ordered_partitions, partition_declarations, partition_queue_names
 from .rabbitmq import UNKNOWN, RabbitMQVersion, for_release
 from .wait_queues import WaitQueueBook
 
@@ -44,43 +56,6 @@ if TYPE_CHECKING:
 
 DEFAULT_EXCHANGE = "domain-events"
 DEFAULT_EXCHANGE_TYPE = "topic"
-
-# Headers of our own. RabbitMQ 4.x drops x-death headers that a client sets, so
-# the retry count travels in a header that RabbitMQ never touches.
-RETRIES_HEADER = "x-domain-event-retries"
-FAILED_SUBSCRIBER_HEADER = "x-domain-event-failed-subscriber"
-EXCEPTION_TYPE_HEADER = "x-domain-event-exception-type"
-EXCEPTION_MESSAGE_HEADER = "x-domain-event-exception-message"
-FAILED_AT_HEADER = "x-domain-event-failed-at"
-#: The handler's traceback (its last 4 KiB), for operators grouping failures.
-TRACEBACK_HEADER = "x-domain-event-traceback"
-# The event's routing key, where a copy travels under another one: a retry copy
-# (it comes back from its wait queue with the queue's name as routing key) and a
-# dead letter that had to bypass the dead-letter exchange.
-ROUTING_KEY_HEADER = "x-domain-event-routing-key"
-#: How often an event was replayed from a dead-letter queue (set by replay).
-REPLAYED_HEADER = "x-domain-event-replayed"
-#: The contract version of a typed event's body (never in the body: 3.x ignores headers).
-#: No header: the version the subscriber knows as current (an untyped or 3.x publisher).
-VERSION_HEADER = "x-domain-event-version"
-
-#: Headers that describe one delivery attempt; a replayed event starts afresh.
-ATTEMPT_HEADERS = (
-    RETRIES_HEADER,
-    FAILED_SUBSCRIBER_HEADER,
-    EXCEPTION_TYPE_HEADER,
-    EXCEPTION_MESSAGE_HEADER,
-    FAILED_AT_HEADER,
-    TRACEBACK_HEADER,
-    ROUTING_KEY_HEADER,
-    "x-death",
-    "x-first-death-exchange",
-    "x-first-death-queue",
-    "x-first-death-reason",
-    "x-last-death-exchange",
-    "x-last-death-queue",
-    "x-last-death-reason",
-)
 
 # 3.x added the longer "-delay-<ms>": names it accepted stay accepted, as before.
 _LONGEST_SUFFIX = len("-delay-") + 10
@@ -142,6 +117,8 @@ class SubscriberTopology:
     exclusive: bool = False
     auto_delete: bool = False
     queue_type: QueueType = "classic"
+    #: Partition queues of a subscriber ordered by domain object (0: one queue, unordered).
+    partitions: int = 0
     #: Which wait queues this connection declared and when each was last used.
     wait_queue_book: WaitQueueBook = field(default_factory=WaitQueueBook, compare=False, repr=False)
     #: Queues whose fix an operator was told about (once per subscriber, not per reconnect).
@@ -178,6 +155,11 @@ class SubscriberTopology:
     @property
     def queue(self) -> str:
         return self.name
+
+    @property
+    def consumed_queues(self) -> tuple[str, ...]:
+        """The queues a consumer of this subscriber consumes: its own, or its partitions."""
+        return partition_queue_names(self.name, self.partitions or 1, self.partitions == 0)
 
     @property
     def dead_letter_exchange(self) -> str:
@@ -281,6 +263,8 @@ class SubscriberTopology:
                 )
             )
             operations.extend(self._bindings(self.dead_letter_exchange, self.dead_letter_queue))
+        if self.partitions:  # retries are held in the process: no retry exchange
+            return operations + partition_declarations(self, OBJECT_ID_HEADER, rabbitmq)
         operations.append(
             for_release(
                 QueueDeclare(
@@ -360,6 +344,8 @@ def registration_topology(
     max_retries: int,
     registered: Iterable[str],
     kind: type[_Topology],
+    ordered_by: str | None = None,
+    partitions: int | None = None,
     **options: Unpack[QueueOptions],
 ) -> _Topology:
     """The topology of a handler being registered, after the checks every subscriber makes.
@@ -368,7 +354,15 @@ def registration_topology(
     a name, a key or an option is accepted or refused alike by each. ``kind`` is
     the driver's own :class:`SubscriberTopology` (it adds the declaring).
     """
-    topology = kind(name=name, binding_keys=normalise_binding_keys(binding_keys), **options)
+    count = ordered_partitions(
+        ordered_by,
+        partitions,
+        exclusive=options.get("exclusive", False),
+        auto_delete=options.get("auto_delete", False),
+        durable=options.get("durable", True),
+    )
+    keys = normalise_binding_keys(binding_keys)
+    topology = kind(name=name, binding_keys=keys, partitions=count, **options)
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries}")
     if name in registered:

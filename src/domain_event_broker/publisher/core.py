@@ -162,7 +162,7 @@ class Publisher(Transport):
         else:
             message_id = None if properties is None else properties.message_id
         pending = Pending(
-            body, routing_key, message_properties(properties, routing_key, message_id)
+            body, routing_key, message_properties(properties, routing_key, message_id, body)
         )
         start = time.monotonic()
         connection = self._confirming_connection()

@@ -16,7 +16,8 @@ from .. import observability
 from .._pika import check_properties
 from ..core.confirms import Pending
 from ..core.messages import OutgoingMessage, naming
-from ..core.topology import VERSION_HEADER
+from ..core.ordering import object_id_text, with_object_id
+from ..core.topology import OBJECT_ID_HEADER, VERSION_HEADER
 from ..events import DomainEvent, validate_routing_key
 
 #: The properties of a message with no id and no headers: shared, never changed.
@@ -37,10 +38,13 @@ def body_bytes(message: object) -> bytes:
 
 
 def message_properties(
-    properties: pika.BasicProperties | None, routing_key: str, message_id: str | None
+    properties: pika.BasicProperties | None,
+    routing_key: str,
+    message_id: str | None,
+    body: bytes,
 ) -> pika.BasicProperties:
-    """The message's properties: persistent JSON, its id, and injected headers."""
-    headers = observability.outgoing_headers(routing_key, message_id)
+    """The message's properties: persistent JSON, its id, the object id and injected headers."""
+    headers = with_object_id(observability.outgoing_headers(routing_key, message_id), body)
     if properties is not None:
         check_properties(properties)
         if headers:
@@ -79,6 +83,9 @@ def pending_event(event: DomainEvent) -> Pending:
     headers = observability.outgoing_headers(routing_key, message_id)
     if event.version is not None:
         headers = {**(headers or {}), VERSION_HEADER: event.version}
+    object_id = object_id_text(event.domain_object_id)
+    if object_id is not None:
+        headers = {**(headers or {}), OBJECT_ID_HEADER: object_id}
     return pending(body, routing_key, message_id, headers)
 
 
@@ -86,6 +93,7 @@ def pending_message(message: OutgoingMessage) -> Pending:
     headers = observability.message_headers(
         message.routing_key, message.message_id, message.headers, message.injected
     )
+    headers = with_object_id(headers, message.body)
     return pending(message.body, message.routing_key, message.message_id, headers)
 
 

@@ -23,7 +23,7 @@ from ..connection import connect_blocking
 from ..contracts.handlers import typed_registration
 from ..core.defaults import PREFETCH_COUNT, PUBLISH_TIMEOUT, SHUTDOWN_GRACE_PERIOD, WORKERS
 from ..core.handling import consuming
-from ..core.history import StartFrom, start_point
+from ..core.history import StartFrom, registration_start
 from ..core.topology import registration_topology
 from ..events import DomainEvent
 from ..handlers import Handler, RegisteredHandler
@@ -119,6 +119,8 @@ class Subscriber(Transport):
         *,
         queue_type: QueueType = "classic",
         start_from: StartFrom | None = None,
+        ordered_by: str | None = None,
+        partitions: int | None = None,
     ) -> None:
         """Register ``handler`` for events whose routing key matches ``binding_keys``.
 
@@ -139,9 +141,13 @@ class Subscriber(Transport):
             events of the exchange's archive from this point on (an aware datetime,
             a naive one meaning UTC; a timedelta: that long ago; or ``"first"``),
             then goes on with live events: none missed, none twice. See docs/history.md.
+        :param ordered_by: ``"domain_object_id"``: the events of one object are
+            handled in publish order, different objects in parallel, across
+            processes (see docs/ordered.md); needs ``partitions``.
+        :param partitions: how many partition queues (1 to 256) spread the objects.
         """
         handler, binding_keys = typed_registration(handler, binding_keys)
-        start = None if start_from is None else start_point(start_from, time.time())
+        start = registration_start(start_from, ordered_by, time.time())
         topology = registration_topology(
             name,
             binding_keys,
@@ -155,6 +161,8 @@ class Subscriber(Transport):
             exclusive=exclusive,
             auto_delete=auto_delete,
             queue_type=queue_type,
+            ordered_by=ordered_by,
+            partitions=partitions,
         )
         self._described.append(RegisteredHandler(handler, topology, max_retries))
         if self.connection_settings is None:
@@ -236,7 +244,10 @@ class Subscriber(Transport):
             return
         deadline = None if timeout is None else time.monotonic() + timeout
         for registration in self._registrations:
-            log.info("%s", consuming(registration.policy, registration.topology.binding_keys))
+            topology = registration.topology
+            log.info(
+                "%s", consuming(registration.policy, topology.binding_keys, topology.partitions)
+            )
         restore = self._install_signal_handlers()
         self._running = True
         try:

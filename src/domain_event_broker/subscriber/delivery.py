@@ -36,6 +36,8 @@ class Delivery:
     __slots__ = (
         "body",
         "event_id",
+        "held_retries",
+        "object_key",
         "offset",
         "properties",
         "registration",
@@ -62,3 +64,7 @@ class Delivery:
         self.event_id: str | None = properties.message_id
         #: Its offset in the archive, for a history event (None: from the subscriber's queue).
         self.offset: int | None = None
+        #: Its place in the line of an ordered subscriber (None: starts at once).
+        self.object_key: tuple[str, str] | None = None
+        #: Retries held in this process (ordered subscribers), not yet in a header.
+        self.held_retries = 0

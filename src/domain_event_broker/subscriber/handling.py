@@ -53,6 +53,7 @@ def _outcome(delivery: Delivery, runner: HandlerRunner, request_stop: StopReques
     if isinstance(event, Unreadable):
         log_outcome(log, _described(delivery), event.outcome, raised=event.error, why=event.why)
         return event.outcome
+    event.retries += delivery.held_retries
     delivery.retries = event.retries
     delivery.event_id = event.uuid_string
     raised: BaseException | None = None

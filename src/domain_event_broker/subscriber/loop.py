@@ -101,13 +101,13 @@ class Connector:
             self.connection = None
             self._pid = os.getpid()
 
-    def close(self, abort: bool = False) -> None:
+    def close(self, abort: bool = False, why: str = "a copy was not confirmed in time") -> None:
         self._forget_after_fork()
         connection, self.connection = self.connection, None
         if connection is None or not connection.is_open:
             return
         if abort:
-            abort_connection(connection, "a copy was not confirmed in time")
+            abort_connection(connection, why)
             return
         with contextlib.suppress(*LOST):
             connection.close()
@@ -300,6 +300,14 @@ class ConsumeLoop:
         session, self.session = self.session, None
         self.waker.attach(None)
         self.book.reset()  # outcomes still on their way are stale now
+        if session is not None and session.hands_over_partitions:
+            # pika cancels a channel's consumers before closing it: the next process
+            # would take the partitions while the events left unacked here are still
+            # out. Dropped, the connection returns them first, with the partitions.
+            with contextlib.suppress(*LOST):
+                session.connection.process_data_events(time_limit=0)  # acks out first
+            self.connector.close(abort=True, why="handing over the ordered partitions")
+            return
         if session is not None and not abort:
             session.close()
         self.connector.close(abort=abort)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -21,6 +22,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 
 from ..core.acks import AckBook
 from ..core.history import Verdict
+from ..core.ordering import ObjectLine, object_key
 from ..core.outcome import Action, Outcome
 from ..core.rabbitmq import UNKNOWN, RabbitMQVersion
 from .copies import FailureStore, close_quietly
@@ -54,10 +56,18 @@ class Session:
         #: Hand-overs from history of the registrations that have one, by name.
         self.hand_overs: dict[str, HandOver] = hand_overs or {}
         self._waiting_for_lock: list[Registration] = []
-        #: Draining: no new events are taken (set by the loop).
+        #: Stopping: no new events are taken. An ordered subscriber's unstarted events
+        #: then stay unacked until the channel closes; RabbitMQ returns them in order,
+        #: together with the partition, to the next consumer (a nack now would come
+        #: back to us, and a cancel would let the next consumer overtake them).
         self.stopping = False
         self.prefetch_count = 1
         self.rabbitmq: RabbitMQVersion = UNKNOWN
+        #: Ordered subscribers: the events waiting behind an earlier one of their object.
+        self.line: ObjectLine[Delivery] = ObjectLine()
+        #: Ordered subscribers' retries, held unacked until due: (due, delivery).
+        self._held_retries: list[tuple[float, Delivery]] = []
+        self._left_for_close = 0
 
     @classmethod
     def open(
@@ -93,17 +103,18 @@ class Session:
         self.consume_queue(registration)
 
     def consume_queue(self, registration: Registration) -> None:
-        """Consume the registration's own queue (the live events)."""
-        tag = self.channel.basic_consume(
-            queue=registration.topology.queue,
-            on_message_callback=functools.partial(self._on_message, registration),
-        )
-        self._consumer_tags.append(tag)
+        """Consume the registration's own queue (or partitions): the live events."""
+        on_message = functools.partial(self._on_message, registration)
+        for queue in registration.topology.consumed_queues:
+            tag = self.channel.basic_consume(queue=queue, on_message_callback=on_message)
+            if not registration.topology.partitions:
+                self._consumer_tags.append(tag)
 
     @property
     def unsettled(self) -> int:
+        """Deliveries still to settle (not those left for the channel close to return)."""
         history = sum(hand_over.in_flight for hand_over in self.hand_overs.values())
-        return self.book.unsettled + history
+        return self.book.unsettled - self._left_for_close + history
 
     # Delivery -> worker -> outcome ------------------------------------------------------
     def _on_message(
@@ -127,7 +138,13 @@ class Session:
         routing_key = registration.topology.event_routing_key(
             method.routing_key, properties.headers
         )
-        self.submit(Delivery(registration, ticket, routing_key, properties, body))
+        delivery = Delivery(registration, ticket, routing_key, properties, body)
+        if registration.topology.partitions:
+            key = object_key(properties.headers, body)
+            delivery.object_key = None if key is None else (registration.name, key)
+            if self.line.arrive(delivery.object_key, delivery) is None:
+                return  # behind an earlier event of its object
+        self.submit(delivery)
 
     def settle(self, completions: Iterable[tuple[Delivery, Outcome]], now: float) -> None:
         """Act on the workers' outcomes and on the failure copies' confirms, then ack."""
@@ -139,6 +156,8 @@ class Session:
                 self._finished(delivery)
             elif outcome.action is Action.REQUEUE:
                 self._requeue(delivery)
+            elif outcome.action is Action.RETRY and delivery.registration.topology.partitions:
+                self._hold_retry(delivery, now + outcome.delay)
             else:
                 self.store.submit(delivery, outcome)
         for delivery, stored in self.store.pump(now):
@@ -146,6 +165,7 @@ class Session:
                 self._finished(delivery)
             else:
                 self._requeue(delivery)
+        self._resume_due_retries(now)
         self._send_acks()
         for registration in self._registrations:
             hand_over = self.hand_overs.get(registration.name) if self.hand_overs else None
@@ -157,6 +177,25 @@ class Session:
             self.book.finished(delivery.ticket)
         else:
             self.hand_overs[delivery.registration.name].settled(delivery)
+        if delivery.object_key is not None:
+            following = self.line.done(delivery.object_key)
+            if following is not None:
+                self.submit(following)
+
+    def _hold_retry(self, delivery: Delivery, due: float) -> None:
+        """An ordered subscriber's retry stays here, unacked: the later events of its
+        object wait behind it; a process that dies meanwhile gives it back first."""
+        delivery.held_retries += 1
+        self._held_retries.append((due, delivery))
+        self.connection.call_later(max(0.0, due - time.monotonic()), _nothing)  # wakes the loop
+
+    def _resume_due_retries(self, now: float) -> None:
+        if not self._held_retries:
+            return
+        due = [delivery for at, delivery in self._held_retries if at <= now]
+        self._held_retries = [(at, delivery) for at, delivery in self._held_retries if at > now]
+        for delivery in due:
+            self.submit(delivery)
 
     def _requeue(self, delivery: Delivery) -> None:
         if delivery.offset is not None:
@@ -167,8 +206,13 @@ class Session:
                 hand_over.rewind()
             hand_over.abandon(delivery.offset)
             return
-        if self.book.settle_alone(delivery.ticket):
-            self.channel.basic_nack(delivery.ticket.tag, requeue=True)
+        # Those waiting behind it go back too, in order: none may start before it.
+        for returned in (delivery, *self.line.withdraw(delivery.object_key)):
+            if self.stopping and returned.registration.topology.partitions:
+                # Left unsettled in the book, so that no multiple ack covers it.
+                self._left_for_close += 1
+            elif self.book.settle_alone(returned.ticket):
+                self.channel.basic_nack(returned.ticket.tag, requeue=True)
 
     def _send_acks(self) -> None:
         acks = self.book.take_acks()
@@ -179,6 +223,7 @@ class Session:
 
     # Stopping ---------------------------------------------------------------------------
     def cancel_consumers(self) -> None:
+        """Stopping: no new events (ordered subscribers keep their partitions until closed)."""
         self.stopping = True
         for hand_over in self.hand_overs.values():
             hand_over.stop_reading()
@@ -186,10 +231,18 @@ class Session:
             self.channel.basic_cancel(tag)
         self._consumer_tags = []
 
+    @property
+    def hands_over_partitions(self) -> bool:
+        """Stopping with events of ordered partitions left unacked for the next process."""
+        return self.stopping and any(r.topology.partitions for r in self._registrations)
+
     def release_held(self, now: float) -> None:
         """Stopping: originals waiting out a refusal pause go back to their queue now."""
         assert self.store is not None
         for delivery in self.store.release_held(now):
+            self._requeue(delivery)
+        held, self._held_retries = self._held_retries, []
+        for _, delivery in held:
             self._requeue(delivery)
 
     def housekeeping(self, now: float) -> None:
@@ -214,3 +267,7 @@ class Session:
 
     def _on_consumer_cancelled(self, frame: Any) -> None:
         raise ConsumerCancelled(f"RabbitMQ cancelled consumer {frame.method.consumer_tag}")
+
+
+def _nothing() -> None:
+    pass

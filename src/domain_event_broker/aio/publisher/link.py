@@ -23,6 +23,7 @@ from pamqp import commands as amqp_spec
 
 from ... import observability
 from ...core.messages import OutgoingMessage, over_size_limit, size_limit_in
+from ...core.ordering import with_object_id
 from ...core.supervisor import Supervisor, connection_supervisor
 from ...errors import BrokerUnavailable, EventTooLarge
 from ...settings import BrokerSettings
@@ -52,8 +53,11 @@ class Sender:
 
     def send(self, message: OutgoingMessage) -> Awaitable[object]:
         """Publish ``message``; the awaitable ends with its confirm (nack: DeliveryError)."""
-        headers = observability.message_headers(
-            message.routing_key, message.message_id, message.headers, message.injected
+        headers = with_object_id(
+            observability.message_headers(
+                message.routing_key, message.message_id, message.headers, message.injected
+            ),
+            message.body,
         )
         return self.channel.basic_publish(
             message.body,

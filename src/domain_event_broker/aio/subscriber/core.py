@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from ...contracts.handlers import typed_registration
 from ...core.defaults import PREFETCH_COUNT, PUBLISH_TIMEOUT, SHUTDOWN_GRACE_PERIOD
 from ...core.handling import consuming
-from ...core.history import StartFrom, start_point
+from ...core.history import StartFrom, registration_start
 from ...core.outcome import Policy
 from ...core.topology import registration_topology
 from ...events import DomainEvent
@@ -127,6 +127,8 @@ class AsyncSubscriber:
         *,
         queue_type: QueueType = "classic",
         start_from: StartFrom | None = None,
+        ordered_by: str | None = None,
+        partitions: int | None = None,
     ) -> None:
         """Register an ``async def handler(event)`` for events matching ``binding_keys``.
 
@@ -134,7 +136,7 @@ class AsyncSubscriber:
         (``start_from`` too: history first, then live events; see docs/history.md).
         Queues are declared when :meth:`run` connects (and after each reconnect).
         """
-        start = None if start_from is None else start_point(start_from, time.time())
+        start = registration_start(start_from, ordered_by, time.time())
         if not callable(handler):
             raise TypeError(f"handler must be an async function, not {type(handler).__name__}")
         handler, binding_keys = typed_registration(handler, binding_keys)
@@ -151,6 +153,8 @@ class AsyncSubscriber:
             exclusive=exclusive,
             auto_delete=auto_delete,
             queue_type=queue_type,
+            ordered_by=ordered_by,
+            partitions=partitions,
         )
         if self._running:
             raise RuntimeError("register() every handler before run()")
@@ -214,7 +218,10 @@ class AsyncSubscriber:
             stopping.set()
         self._stopped = asyncio.Event()
         for registration in self._registrations:
-            log.info("%s", consuming(registration.policy, registration.topology.binding_keys))
+            topology = registration.topology
+            log.info(
+                "%s", consuming(registration.policy, topology.binding_keys, topology.partitions)
+            )
         workers = Workers(self._sessions, self.request_stop)
         workers.start(self.concurrency)
         replaced = signals.install(self._on_signal) if self.handle_signals else {}

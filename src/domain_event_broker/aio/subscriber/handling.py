@@ -56,6 +56,7 @@ async def _outcome(delivery: Delivery, request_stop: Callable[[], None]) -> tupl
             log, _described(delivery, None), event.outcome, raised=event.error, why=event.why
         )
         return event.outcome, 0
+    event.retries += delivery.held_retries
     raised = await _call_handler(
         delivery, Handling(registration.topology.name, event, message.headers)
     )

@@ -95,6 +95,7 @@ class ConsumeLoop:
         """Stop taking events; let in-flight handlers finish and settle them."""
         workers = self.workers
         workers.draining = True
+        session.handing_over = True
         workers.settler.release_held()
         try:
             for queue, tag in session.consumers:

@@ -21,6 +21,7 @@ import aiormq.exceptions
 from ...core.acks import AckBook, Ticket
 from ...core.copies import RefusalBackoff
 from ...core.history import LiveHandOver
+from ...core.ordering import ObjectLine
 from ...core.outcome import Policy
 from ...core.rabbitmq import RabbitMQVersion
 from ...errors import DomainEventBrokerError
@@ -55,6 +56,10 @@ class Delivery:
     offset: int | None = None
     #: ... and whom to tell once it is settled.
     on_settled: Callable[[int], None] | None = None
+    #: Its place in the line of an ordered subscriber (None: starts at once).
+    object_key: tuple[str, str] | None = None
+    #: Retries held in this process (ordered subscribers), not yet in a header.
+    held_retries: int = 0
 
 
 class Acks:
@@ -105,6 +110,13 @@ class Session:
     flush_scheduled: bool = False
     #: The consume channel's prefetch (a history read uses the same on its channel).
     prefetch_count: int = 1
+    #: Ordered subscribers: the events waiting behind an earlier one of their object.
+    line: ObjectLine[Delivery] = field(default_factory=ObjectLine)
+    #: Stopping: an ordered subscriber's unstarted events stay unacked until the
+    #: channel closes; RabbitMQ then returns them in order, with the partition, to
+    #: the next consumer (a nack now would come back to us, a cancel would let
+    #: the next consumer overtake them).
+    handing_over: bool = False
 
     async def publish_channel(self) -> aio_pika.abc.AbstractChannel:
         """The confirm-mode channel for copies, reopened if the broker closed it."""
@@ -208,9 +220,12 @@ class Sessions:
         """Consume the registration's queue, or first its history (see ``history.py``)."""
 
         async def consume_queue() -> None:
-            queue = await session.consume.get_queue(registration.topology.queue, ensure=False)
-            tag = await queue.consume(on_message_of(registration, session), no_ack=False)
-            session.consumers.append((queue, tag))
+            on_message = on_message_of(registration, session)
+            for name in registration.topology.consumed_queues:
+                queue = await session.consume.get_queue(name, ensure=False)
+                tag = await queue.consume(on_message, no_ack=False)
+                if not registration.topology.partitions:  # kept until the channel closes
+                    session.consumers.append((queue, tag))
 
         hand_over = self.hand_overs.get(registration.topology.name)
         if hand_over is None or hand_over.done:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from ...core.outcome import Action, Outcome
 from ..connection import AIO_CONNECTION_LOST
@@ -25,8 +26,12 @@ log = logging.getLogger(__package__)
 class Settler:
     """Acks, nacks and stores copies for the deliveries of the current session."""
 
-    def __init__(self, sessions: Sessions) -> None:
+    def __init__(self, sessions: Sessions, resubmit: Callable[[Delivery], None]) -> None:
         self.sessions = sessions
+        #: Hands an ordered subscriber's next event (or a due retry) to the workers.
+        self.resubmit = resubmit
+        #: Ordered subscribers' retries, held unacked until due (or a stop).
+        self._held: set[asyncio.Task[None]] = set()
         self._flushes: set[asyncio.Task[None]] = set()
         #: Refused events waiting out their pause before they go back to their queue.
         self._returns: set[asyncio.Task[None]] = set()
@@ -44,9 +49,14 @@ class Settler:
         try:
             if outcome.action is Action.ACK or outcome.action is Action.DROP:
                 self._ack_later(session, delivery)
+                self._next_of(session, delivery)
                 return
             if outcome.action is Action.REQUEUE:
-                await message.nack(requeue=True)
+                await self._requeue(session, delivery)
+                return
+            if outcome.action is Action.RETRY and delivery.registration.topology.partitions:
+                self._hold_retry(session, delivery, outcome.delay)
+                return
             else:
                 refusal = await store_copy(session, delivery, outcome, retries or 0)
                 if refusal is not None:
@@ -57,6 +67,7 @@ class Settler:
                 delivery.registration.refused.stored()
                 await message.ack()
             session.acks.settled(tag)
+            self._next_of(session, delivery)
         except AIO_CONNECTION_LOST as error:
             # The channel is gone: the unsettled event comes back by itself.
             _give_up_session(
@@ -128,8 +139,7 @@ class Settler:
             return  # its channel is gone; RabbitMQ redelivers the event
         message = delivery.message
         try:
-            await message.nack(requeue=True)
-            session.acks.settled(message.delivery_tag or 0)
+            await self._requeue(session, delivery)
         except AIO_CONNECTION_LOST as error:
             _give_up_session(
                 session,
@@ -137,6 +147,39 @@ class Settler:
                 f"subscriber {delivery.registration.topology.name}: could not return event "
                 f"{message.message_id} to its queue",
             )
+
+    async def _requeue(self, session: Session, delivery: Delivery) -> None:
+        """Back to its queue, and those waiting behind it too, in order (none started)."""
+        for returned in (delivery, *session.line.withdraw(delivery.object_key)):
+            if session.handing_over and returned.registration.topology.partitions:
+                continue  # left unsettled, so that no multiple ack covers it
+            message = returned.message
+            await message.nack(requeue=True)
+            session.acks.settled(message.delivery_tag or 0)
+
+    def _next_of(self, session: Session, delivery: Delivery) -> None:
+        if delivery.object_key is not None:
+            following = session.line.done(delivery.object_key)
+            if following is not None:
+                self.resubmit(following)
+
+    def _hold_retry(self, session: Session, delivery: Delivery, delay: float) -> None:
+        """An ordered subscriber's retry stays here, unacked: the later events of its
+        object wait behind it; a process that dies meanwhile gives it back first."""
+        delivery.held_retries += 1
+        task = asyncio.get_running_loop().create_task(
+            self._retry_when_due(session, delivery, delay)
+        )
+        self._held.add(task)
+        task.add_done_callback(self._held.discard)
+
+    async def _retry_when_due(self, session: Session, delivery: Delivery, delay: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._released.wait(), delay)
+        if not self._released.is_set() and session.generation == self.sessions.generation:
+            self.resubmit(delivery)
+        else:  # stopping: left for the next consumer (or its channel is gone)
+            await self._return(session, delivery, 0.0)
 
     def release_held(self) -> None:
         """Stopping: events waiting out a refusal pause go back to their queue now."""
@@ -172,7 +215,9 @@ class Settler:
 
     def acks_pending(self, session: Session) -> bool:
         """Events of ``session`` not acked yet (or being acked), or waiting to go back."""
-        return bool(session.acks.handled or self._returns) or session.ack_lock.locked()
+        return bool(session.acks.handled or self._returns or self._held) or (
+            session.ack_lock.locked()
+        )
 
 
 def _give_up_session(session: Session, error: BaseException, what: str) -> None:

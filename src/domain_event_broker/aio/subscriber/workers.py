@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Callable
 
 from ...core.history import Verdict
+from ...core.ordering import object_key
 from ...core.outcome import HANDLED, Action, Outcome
 from .handling import handle, stopping
 from .session import Delivery, Message, OnMessage, Registration, Session, Sessions
@@ -23,7 +24,7 @@ class Workers:
 
     def __init__(self, sessions: Sessions, request_stop: Callable[[], None]) -> None:
         self.sessions = sessions
-        self.settler = Settler(sessions)
+        self.settler = Settler(sessions, self.resubmit)
         self.request_stop = request_stop
         self.deliveries: asyncio.Queue[Delivery | None] = asyncio.Queue()
         self.in_flight = 0
@@ -61,6 +62,8 @@ class Workers:
         deliveries = self.deliveries
         hand_over = self.sessions.hand_overs.get(registration.topology.name)
 
+        ordered = bool(registration.topology.partitions)
+
         async def on_message(message: Message) -> None:
             if message.delivery_tag is not None:
                 session.acks.delivered(message.delivery_tag)
@@ -72,9 +75,18 @@ class Workers:
                     if verdict is Verdict.END:
                         await hand_over.passed_marker(session)
                     return
+            if ordered:
+                key = object_key(message.headers, message.body)
+                delivery.object_key = None if key is None else (registration.topology.name, key)
+                if session.line.arrive(delivery.object_key, delivery) is None:
+                    return  # behind an earlier event of its object
             deliveries.put_nowait(delivery)
 
         return on_message
+
+    def resubmit(self, delivery: Delivery) -> None:
+        """An ordered subscriber's next event of an object, or a held retry now due."""
+        self.deliveries.put_nowait(delivery)
 
     async def _work(self) -> None:
         while True:

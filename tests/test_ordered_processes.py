@@ -1,0 +1,155 @@
+"""Ordered handling across processes: partitions move when their process is SIGKILLed or stops.
+
+Three subscriber processes of one ordered subscriber; 100 objects x 30 events
+published from 3 threads; the process doing the work is SIGKILLed a third of the
+way in. Every event ends handled (or dead-lettered), and per object no event is
+ever handled before every earlier one was (a redelivered event may be handled
+again). With failures: a Retry on every 7th event and a dead letter on every 20th,
+and the SIGKILL (or SIGTERM: a graceful hand-over) comes while retries are held in
+the process stopped.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from domain_event_broker import DomainEvent, Publisher
+from support import get_all, wait_for
+
+OBJECTS = 100
+EVENTS = 30
+PARTITIONS = 8
+SCRIPT = Path(__file__).with_name("ordered_process.py")
+
+
+def start(
+    driver: str, url: str, name: str, failures: bool, journal: Path
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(SCRIPT),
+            driver,
+            url,
+            name,
+            str(PARTITIONS),
+            "0.002",
+            "yes" if failures else "no",
+            str(journal),
+        ],
+    )
+
+
+def read(journal: Path) -> list[tuple[int, str, int]]:
+    """(pid, object, n) of each handled line, in the order they were written."""
+    lines = journal.read_text().splitlines() if journal.exists() else []
+    return [
+        (int(pid), obj, int(n))
+        for pid, what, *rest in (line.split() for line in lines)
+        if what == "handled"
+        for obj, n, _retries in [rest]
+    ]
+
+
+def publish_from_threads(url: str) -> None:
+    """Each of 3 threads publishes the events of its third of the objects, in order."""
+
+    def publish(thread: int) -> None:
+        publisher = Publisher(url)
+        try:
+            for n in range(EVENTS):
+                for o in range(thread, OBJECTS, 3):
+                    publisher.publish_event(DomainEvent("order.changed", {"n": n}, f"order-{o}"))
+        finally:
+            publisher.disconnect()
+
+    threads = [threading.Thread(target=publish, args=(thread,)) for thread in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def check_order(handled: list[tuple[int, str, int]], expected: dict[str, list[int]]) -> None:
+    by_object: dict[str, list[int]] = defaultdict(list)
+    for _, obj, n in handled:
+        by_object[obj].append(n)
+    for obj, numbers in expected.items():
+        seen: list[int] = []
+        for n in by_object[obj]:
+            earlier = [m for m in numbers if m < n]
+            missing = [m for m in earlier if m not in seen]
+            assert not missing, f"{obj}: event {n} handled before {missing} ({by_object[obj]})"
+            seen.append(n)
+        assert sorted(set(seen)) == numbers, f"{obj}: not every event handled"
+
+
+@pytest.mark.parametrize(
+    ("failures", "stop"),
+    [(False, signal.SIGKILL), (True, signal.SIGKILL), (True, signal.SIGTERM)],
+    ids=["plain-sigkill", "retries-and-dead-letters-sigkill", "retries-and-dead-letters-sigterm"],
+)
+def test_each_object_in_order_across_processes_with_one_stopped(
+    driver_kind: str,
+    broker_url: str,
+    name: str,
+    tmp_path: Path,
+    failures: bool,
+    stop: signal.Signals,
+) -> None:
+    journal = tmp_path / "journal"
+    processes = [start(driver_kind, broker_url, name, failures, journal) for _ in range(3)]
+    try:
+        wait_for(lambda: journal.exists() and journal.read_text().count("ready") == 3, 30, "ready")
+        publisher = threading.Thread(target=publish_from_threads, args=(broker_url,))
+        publisher.start()
+        total = OBJECTS * EVENTS
+        wait_for(lambda: len(read(journal)) >= total // 3, 60, "a third handled")
+        # The process doing the work now (a retry of its own may be held in it).
+        busiest = Counter(pid for pid, _, _ in read(journal)[-50:]).most_common(1)[0][0]
+        victim = next(process for process in processes if process.pid == busiest)
+        victim.send_signal(stop)  # SIGTERM: a graceful hand-over of its partitions
+        killed_at = time.monotonic()
+        publisher.join(120)
+        dead = {n for n in range(EVENTS) if failures and n % 20 == 19}
+        expected = {
+            f"order-{o}": [n for n in range(EVENTS) if n not in dead] for o in range(OBJECTS)
+        }
+        wanted = sum(len(numbers) for numbers in expected.values())
+
+        def after_kill() -> list[tuple[int, str, int]]:
+            return [entry for entry in read(journal) if entry[0] != busiest]
+
+        wait_for(lambda: len(after_kill()) > 0, 15, "another process taking over")
+        took_over = time.monotonic() - killed_at
+        wait_for(lambda: len({(o, n) for _, o, n in read(journal)}) >= wanted, 120, "all handled")
+        handled = read(journal)
+        check_order(handled, expected)
+        assert len({pid for pid, _, _ in handled}) >= 2
+        assert took_over < 10, f"partitions moved after {took_over:.1f} s"
+        if stop == signal.SIGTERM:
+            assert victim.wait(30) == 0  # it stopped gracefully
+        if failures:
+            dead_letters = get_all(broker_url, f"{name}-dl")
+            assert len(dead_letters) == OBJECTS * len(dead)
+        print(
+            f"\n[{driver_kind}] partitions moved within {took_over:.1f} s of {stop.name}; "
+            f"{len(handled) - wanted} events handled again after redelivery"
+        )
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
