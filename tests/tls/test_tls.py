@@ -111,7 +111,9 @@ def test_a_wrong_ca_is_a_clear_error_without_the_password(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG)  # pika's own logs too
+    caplog.set_level(logging.DEBUG)
+    # pika's own logs too, whatever level an in-process `domain-events` run left it at.
+    caplog.set_level(logging.DEBUG, logger="pika")
     other_ca = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other_ca))
     settings = BrokerSettings(app_user, ca_file=other_ca)
