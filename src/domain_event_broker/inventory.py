@@ -20,6 +20,7 @@ from .connection import connect_blocking
 from .core.archive import RESOURCE_LOCKED
 from .core.defaults import ANSWER_TIMEOUT
 from .core.inventory import Belongings, QueueRecord, belonging_to, subscribers
+from .core.topology import DEFAULT_EXCHANGE
 from .management import ManagementAPI
 from .replay import read_stdin_line
 from .settings import BrokerSettings, mask_url
@@ -139,7 +140,8 @@ def run_delete(
 ) -> int:
     api = ManagementAPI(url, args.management_url)
     queues = exact_counts(url, api.queues())
-    mine = belonging_to(args.name, queues, api.exchanges())
+    bound = {binding.queue for binding in api.bindings() if binding.source == DEFAULT_EXCHANGE}
+    mine = belonging_to(args.name, queues, api.exchanges(), bound - {args.name})
     if not mine.queues and not mine.exchanges:
         raise ValueError(f"there is no subscriber {args.name!r} in vhost {api.vhost!r}")
     consumers = sum(queue.consumers for queue in queues if queue.name == args.name)

@@ -97,7 +97,7 @@ class ManagementAPI:
         ]
 
     def connections(self) -> list[ConnectionRecord]:
-        rows = self._get_path(f"vhosts/{self._vhost_path}/connections")
+        rows = self._get_path(f"vhosts/{self._vhost_path}/connections", "connections")
         records = []
         for row in rows:
             properties = row.get("client_properties") or {}
@@ -159,7 +159,7 @@ class ManagementAPI:
 
     def queue(self, name: str) -> dict[str, Any]:
         """The queue's row, with its consumers (``consumer_details``)."""
-        row: Any = self._get_path(f"queues/{self._vhost_path}/{_quoted(name)}")
+        row: Any = self._get_path(f"queues/{self._vhost_path}/{_quoted(name)}", f"queue {name!r}")
         return dict(row)
 
     def connection_names(self) -> dict[str, str]:
@@ -180,8 +180,8 @@ class ManagementAPI:
         query = f"?columns={columns}" if columns else ""
         return self._get_path(f"{collection}/{self._vhost_path}{query}")
 
-    def _get_path(self, path: str) -> list[dict[str, Any]]:
-        collection = path.split("/")[0] if not path.startswith("vhosts/") else "connections"
+    def _get_path(self, path: str, what: str | None = None) -> list[dict[str, Any]]:
+        collection = what or path.split("/")[0]
         request = urllib.request.Request(
             f"{self.base}/api/{path}", headers={"Authorization": self._authorization}
         )
@@ -189,6 +189,11 @@ class ManagementAPI:
             with urllib.request.urlopen(request, timeout=MANAGEMENT_TIMEOUT) as reply:
                 rows: list[dict[str, Any]] = json.load(reply)
         except urllib.error.HTTPError as error:
+            if error.code == 404:
+                raise BrokerUnavailable(
+                    f"RabbitMQ's management API at {self.base} has no {collection} in vhost "
+                    f"{self.vhost!r} (HTTP 404)"
+                ) from None
             raise BrokerUnavailable(
                 f"RabbitMQ's management API at {self.base} refused to list {collection} of "
                 f"vhost {self.vhost!r} (HTTP {error.code}): the user needs the 'monitoring' "

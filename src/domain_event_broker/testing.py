@@ -121,7 +121,7 @@ class InMemoryBroker:
         self,
         handler: Handler,
         name: str,
-        binding_keys: str | Sequence[str] = (),
+        binding_keys: str | Sequence[str | type[DomainEvent]] = (),
         dead_letter: bool = False,
         durable: bool = True,
         exclusive: bool = False,

@@ -80,3 +80,13 @@ def test_the_archive_is_no_subscriber_and_history_queues_belong_to_theirs() -> N
     mine = belonging_to("indexer", queues, [])
     assert mine.queues == ("indexer", "indexer-history", "indexer-history-lock")
     assert mine.events == 2
+
+
+def test_a_subscriber_called_n_history_is_not_taken_for_ns_hand_over_progress() -> None:
+    queues = [
+        QueueRecord("orders", ready=0, unacked=0, consumers=0),
+        QueueRecord("orders-history", ready=7, unacked=0, consumers=0),  # a 3.x subscriber
+    ]
+    mine = belonging_to("orders", queues, [], other_subscribers={"orders-history"})
+    assert mine.queues == ("orders",)
+    assert mine.events == 0

@@ -14,7 +14,7 @@ A subscriber is a queue bound to the events exchange. Its own are the queue
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from .archive import archive_name, lock_queue_name, progress_queue_name
@@ -107,12 +107,22 @@ def subscribers(
     return summaries
 
 
-def belonging_to(name: str, queues: Sequence[QueueRecord], exchanges: Iterable[str]) -> Belongings:
-    """The queues and exchanges of subscriber ``name`` that exist, and the events in them."""
+def belonging_to(
+    name: str,
+    queues: Sequence[QueueRecord],
+    exchanges: Iterable[str],
+    other_subscribers: Collection[str] = (),
+) -> Belongings:
+    """The queues and exchanges of subscriber ``name`` that exist, and the events in them.
+
+    ``other_subscribers``: queues bound to the events exchange. A 3.x subscriber may be
+    called ``N-history``: its queue is its own, never taken for ``N``'s hand-over progress.
+    """
+    history = [queue for queue in history_queue_names(name) if queue not in other_subscribers]
     own_queues = [
         queue
         for queue in queues
-        if queue.name in (name, dead_letter_queue_name(name), *history_queue_names(name))
+        if queue.name in (name, dead_letter_queue_name(name), *history)
         or _is_wait_queue(name, queue.name)
     ]
     own_exchanges = [

@@ -306,6 +306,7 @@ class ConsumeLoop:
             # out. Dropped, the connection returns them first, with the partitions.
             with contextlib.suppress(*LOST):
                 session.connection.process_data_events(time_limit=0)  # acks out first
+            session.close_hand_overs()  # history read beside: its progress saved first
             self.connector.close(abort=True, why="handing over the ordered partitions")
             return
         if session is not None and not abort:

@@ -54,7 +54,7 @@ class Session:
         self._consumer_tags: list[str] = []
         self._registrations: list[Registration] = []
         #: Hand-overs from history of the registrations that have one, by name.
-        self.hand_overs: dict[str, HandOver] = hand_overs or {}
+        self.hand_overs: dict[str, HandOver] = {} if hand_overs is None else hand_overs
         self._waiting_for_lock: list[Registration] = []
         #: Stopping: no new events are taken. An ordered subscriber's unstarted events
         #: then stay unacked until the channel closes; RabbitMQ returns them in order,
@@ -257,9 +257,13 @@ class Session:
         for registration in self._registrations:
             registration.topology.remove_idle_wait_queues(self.connection, now)
 
-    def close(self) -> None:
+    def close_hand_overs(self) -> None:
+        """Save how far each history read got (its own channel: the session's may be closing)."""
         for hand_over in self.hand_overs.values():
             hand_over.close()
+
+    def close(self) -> None:
+        self.close_hand_overs()
         close_quietly(self.store)
         with contextlib.suppress(pika.exceptions.AMQPError, OSError):
             if self.channel.is_open:

@@ -89,7 +89,11 @@ class Settler:
         try:
             if outcome.action is not Action.ACK and outcome.action is not Action.DROP:
                 if outcome.action is Action.REQUEUE:
-                    session.lost.set()
+                    # Stopping: left in flight, so the progress saved at the close stays
+                    # before it, and the drain keeps its grace period for the other
+                    # handlers. Otherwise the session ends and history is read on.
+                    if not session.handing_over:
+                        session.lost.set()
                     return
                 refusal = await store_copy(session, delivery, outcome, retries or 0)
                 if refusal is not None:

@@ -24,7 +24,7 @@ class Workers:
 
     def __init__(self, sessions: Sessions, request_stop: Callable[[], None]) -> None:
         self.sessions = sessions
-        self.settler = Settler(sessions, self.resubmit)
+        self.settler = Settler(sessions, self.submit)
         self.request_stop = request_stop
         self.deliveries: asyncio.Queue[Delivery | None] = asyncio.Queue()
         self.in_flight = 0
@@ -55,7 +55,8 @@ class Workers:
         )
 
     def submit(self, delivery: Delivery) -> None:
-        """A delivery for the workers (history events come this way)."""
+        """A delivery for the workers: a history event, an ordered subscriber's next event
+        of an object, or a held retry now due."""
         self.deliveries.put_nowait(delivery)
 
     def on_message_of(self, registration: Registration, session: Session) -> OnMessage:
@@ -83,10 +84,6 @@ class Workers:
             deliveries.put_nowait(delivery)
 
         return on_message
-
-    def resubmit(self, delivery: Delivery) -> None:
-        """An ordered subscriber's next event of an object, or a held retry now due."""
-        self.deliveries.put_nowait(delivery)
 
     async def _work(self) -> None:
         while True:
