@@ -18,7 +18,7 @@ from typing import Any
 import pika
 import pytest
 
-from domain_event_broker import DomainEvent, Retry
+from domain_event_broker import DomainEvent, Retry, replay_all
 from domain_event_broker.core.topology import OBJECT_ID_HEADER
 from drivers import Driver, Publishing
 from support import get_all, queue_depth
@@ -169,6 +169,37 @@ def test_a_dead_letter_lets_its_object_continue_and_names_it(
     _, properties, body = dead[0]
     assert properties.headers[OBJECT_ID_HEADER] == "42"
     assert json.loads(body)["domain_object_id"] == 42
+
+
+def test_a_replayed_dead_letter_goes_back_to_its_objects_partition(
+    make_driver: Callable[..., Driver],
+    make_publishing: Callable[..., Publishing],
+    broker_url: str,
+    name: str,
+) -> None:
+    driver = make_driver()
+    fixed = threading.Event()
+    handled: list[tuple[object, int]] = []
+
+    def handler(event: DomainEvent) -> None:
+        if event.data["n"] == 1 and not fixed.is_set():
+            raise ValueError("the bug, since fixed")
+        handled.append((event.domain_object_id, event.data["n"]))
+
+    driver.register(
+        handler, name, ["order.*"], ordered_by="domain_object_id", partitions=3, dead_letter=True
+    )
+    publisher = make_publishing()
+    batch = [DomainEvent("order.shipped", {"n": n}, domain_object_id=7) for n in range(3)]
+    assert all(outcome.confirmed for outcome in publisher.publish_batch(batch))
+    driver.run_until(lambda: len(handled) >= 2, timeout=30)
+    assert queue_depth(broker_url, f"{name}-dl") == 1
+
+    fixed.set()
+    assert replay_all(name, connection_settings=broker_url) == 0
+    driver.run_until(lambda: len(handled) >= 3, timeout=30)
+    assert handled == [(7, 0), (7, 2), (7, 1)]
+    assert queue_depth(broker_url, f"{name}-dl") == 0
 
 
 def test_events_without_an_object_and_from_3x_publishers_are_handled(

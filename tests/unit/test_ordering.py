@@ -119,7 +119,9 @@ def test_an_ordered_topology_declares_hash_exchange_partitions_and_dead_letters(
             "x-single-active-consumer": True,
         }
         assert Bind(queue.name, "shipping-partitions", "1") in operations
-    assert not any(getattr(op, "name", "") == "shipping-retry" for op in operations)
+    # N-retry only routes replayed dead letters to the partitions: no wait queues.
+    assert ExchangeBind("shipping-partitions", "shipping-retry", "order.*") in operations
+    assert not any("-wait-" in getattr(op, "name", "") for op in operations)
     assert not any(getattr(op, "queue", "") == "shipping" for op in operations)
 
 

@@ -44,10 +44,16 @@ from .headers import ROUTING_KEY_HEADER as ROUTING_KEY_HEADER
 from .headers import TRACEBACK_HEADER as TRACEBACK_HEADER
 from .headers import VERSION_HEADER as VERSION_HEADER
 from .operations import Bind as Bind
+from .operations import ExchangeBind
 from .operations import ExchangeDeclare as ExchangeDeclare
 from .operations import Operation as Operation
 from .operations import QueueDeclare as QueueDeclare
-from .partitions import ordered_partitions, partition_declarations, partition_queue_names
+from .partitions import (
+    ordered_partitions,
+    partition_declarations,
+    partition_queue_names,
+    partitions_exchange_name,
+)
 from .rabbitmq import UNKNOWN, RabbitMQVersion, for_release
 from .wait_queues import WaitQueueBook
 
@@ -263,8 +269,19 @@ class SubscriberTopology:
                 )
             )
             operations.extend(self._bindings(self.dead_letter_exchange, self.dead_letter_queue))
-        if self.partitions:  # retries are held in the process: no retry exchange
-            return operations + partition_declarations(self, OBJECT_ID_HEADER, rabbitmq)
+        if self.partitions:
+            # Retries are held in the process; N-retry only takes replayed dead letters
+            # (replay publishes there, as 3.x does) to the hash exchange, which sends each
+            # to its object's partition by the header the dead letter kept.
+            replay_route: list[Operation] = [
+                ExchangeDeclare(self.retry_exchange, self.exchange_type, self.durable_exchanges)
+            ]
+            replay_route += [
+                ExchangeBind(partitions_exchange_name(self.name), self.retry_exchange, key)
+                for key in self.binding_keys
+            ]
+            operations += partition_declarations(self, OBJECT_ID_HEADER, rabbitmq)
+            return operations + replay_route
         operations.append(
             for_release(
                 QueueDeclare(
