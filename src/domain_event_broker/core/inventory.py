@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from .archive import archive_name, lock_queue_name, progress_queue_name
+from .partitions import is_partition_queue, partitions_exchange_name
 from .topology import (
     DEFAULT_EXCHANGE,
     dead_letter_exchange_name,
@@ -124,11 +125,17 @@ def belonging_to(
         for queue in queues
         if queue.name in (name, dead_letter_queue_name(name), *history)
         or _is_wait_queue(name, queue.name)
+        or is_partition_queue(name, queue.name)
     ]
     own_exchanges = [
         exchange
         for exchange in exchanges
-        if exchange in (dead_letter_exchange_name(name), retry_exchange_name(name))
+        if exchange
+        in (
+            dead_letter_exchange_name(name),
+            retry_exchange_name(name),
+            partitions_exchange_name(name),
+        )
         or _is_wait_queue(name, exchange)  # 3.x's wait exchanges share their queue's name
     ]
     return Belongings(

@@ -53,6 +53,13 @@ def partition_queue_name(subscriber: str, index: int) -> str:
     return f"{subscriber}-p{index:03d}"
 
 
+def is_partition_queue(subscriber: str, queue: str) -> bool:
+    """Whether ``queue`` is one of ``subscriber``'s partitions (``N-p000``...)."""
+    prefix = f"{subscriber}-p"
+    index = queue[len(prefix) :]
+    return queue.startswith(prefix) and len(index) >= 3 and index.isdigit()
+
+
 def partition_queue_names(
     subscriber: str, partitions: int, unordered: bool = False
 ) -> tuple[str, ...]:
