@@ -336,8 +336,25 @@ def history_checks(name: str) -> dict[str, Script | Consumer]:
     }
 
 
+def ordered_checks(name: str) -> dict[str, Script | Consumer]:
+    """docs/ordered.md: the ordered subscriber consumes its partitions until stopped."""
+    return {
+        "ordered-shipping": Consumer(
+            queue=f"{name}-p000",
+            script=Script(
+                replace={
+                    '"shipping"': f'"{name}"',
+                    "    ...\n": "    print('shipped', event.data)\n",
+                }
+            ),
+            publish=[("order.shipped", {"order": 1})],
+            expect=["shipped {'order': 1}"],
+        ),
+    }
+
+
 def checks_of_every_page(name: str) -> dict[str, Script | Consumer]:
-    return {**checks(name), **contract_checks(name), **history_checks(name)}
+    return {**checks(name), **contract_checks(name), **history_checks(name), **ordered_checks(name)}
 
 
 CHECKS = checks_of_every_page("docs")
