@@ -19,6 +19,8 @@ from .connection import ROLE_PROPERTY, SERVICE_PROPERTY, cluster_parameters
 from .core.drift import Broker, ExchangeState, QueueState
 from .core.event_map import ConnectionRecord, ConsumerRecord
 from .core.inventory import BindingRecord, QueueRecord
+from .core.ordered_inventory import ExchangeBindingRecord
+from .core.partitions import consumer_is_active
 from .core.rabbitmq import RabbitMQVersion
 from .errors import BrokerUnavailable
 from .settings import BrokerSettings
@@ -92,6 +94,7 @@ class ManagementAPI:
             ConsumerRecord(
                 row.get("queue", {}).get("name", ""),
                 row.get("channel_details", {}).get("connection_name", ""),
+                consumer_is_active(row),
             )
             for row in self._get("consumers")
         ]
@@ -112,11 +115,21 @@ class ManagementAPI:
         return records
 
     def bindings(self) -> list[BindingRecord]:
-        return [
-            BindingRecord(row["source"], row["destination"], row["routing_key"])
-            for row in self._get("bindings")
-            if row.get("destination_type") == "queue"
-        ]
+        return self.all_bindings()[0]
+
+    def all_bindings(self) -> tuple[list[BindingRecord], list[ExchangeBindingRecord]]:
+        """The bindings to queues, and those to exchanges (an ordered subscriber's)."""
+        to_queues, to_exchanges = [], []
+        for row in self._get("bindings"):
+            if row.get("destination_type") == "queue":
+                to_queues.append(
+                    BindingRecord(row["source"], row["destination"], row["routing_key"])
+                )
+            elif row.get("destination_type") == "exchange":
+                to_exchanges.append(
+                    ExchangeBindingRecord(row["source"], row["destination"], row["routing_key"])
+                )
+        return to_queues, to_exchanges
 
     def queue_arguments(self, name: str) -> dict[str, Any]:
         """The arguments queue ``name`` was declared with (AMQP cannot read them back)."""
