@@ -1,10 +1,10 @@
 """The operator console in a real browser (Debian's chromium, driven by Playwright).
 
-A vhost of its own: two publishing services, three subscribers, 30 dead letters
-from two failures. The console must draw them, group the dead letters, replay
-one group back to the live handler and discard the other only once asked.
-The screenshots in docs/ are made here: DEB_TEST_SCREENSHOTS=docs writes them there;
-otherwise they go to a temporary folder, so a test run leaves the tree as it was.
+A vhost of its own: two publishing services, three subscribers, an ordered
+subscriber over three partitions and the archive, 30 dead letters from two
+failures. The console must draw them, group the dead letters, replay one group
+back to the live handler and discard the other only once asked.
+The screenshots in docs/ (console-map.png, console-dead-letters.png) are made here.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from domain_event_broker import BrokerSettings, DomainEvent, Publisher, Subscrib
 from domain_event_broker.console import Console, ConsoleServer, serve
 from domain_event_broker.console.dead_letters import read_letters
 from domain_event_broker.events import DomainEvent as Event
+from domain_event_broker.history import enable_archive
 from domain_event_broker.sqlalchemy import add_event, metadata, outbox_table
 from domain_event_broker.sqlalchemy.outbox import SQLAlchemyOutboxStore
 from domain_event_broker.sqlalchemy.tables import utc_now
@@ -38,20 +39,11 @@ from support import broker_at, queue_depth, rabbitmqctl, send_to_queue, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-
-
-def screenshot_path(name: str) -> str:
-    """Where a screenshot goes: docs/ when asked for (DEB_TEST_SCREENSHOTS=docs), else tmp."""
-    if os.environ.get("DEB_TEST_SCREENSHOTS") == "docs":
-        return str(DOCS / name)
-    folder = Path(os.environ.get("TMPDIR", "/tmp")) / "domain-event-broker-screenshots"
-    folder.mkdir(exist_ok=True)
-    return str(folder / name)
-
-
 TOKEN = "test-console-token"
 FAILURES = 20  # KeyError: customer <n> unknown
 OTHER_FAILURES = 10  # ValueError: amount -<n> is negative
+PARTITIONS = 3  # the ordered subscriber ledger's
+LEDGER_FAILURES = (5, 11)  # the orders ledger dead-letters
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +75,8 @@ def start(console_url: str, read_only: bool = False, watch: bool = False) -> Con
 
 
 class Shop:
-    """Two publishing services and three subscribers; billing's handler fails while told to."""
+    """Two publishing services, three subscribers and an ordered one (ledger); billing's
+    handler fails while told to, ledger's for two orders."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -98,6 +91,18 @@ class Shop:
         self._run("billing-service", self.bill, "billing", ["order.placed", "order.paid"])
         self._run("mail-service", lambda _event: None, "mailer", ["order.*"])
         self._run("stock-service", lambda _event: None, "stock", ["stock.#"])
+        self._run(
+            "ledger-service",
+            self.book,
+            "ledger",
+            ["order.placed"],
+            ordered_by="domain_object_id",
+            partitions=PARTITIONS,
+        )
+
+    def book(self, event: DomainEvent) -> None:
+        if event.data["n"] in LEDGER_FAILURES:
+            raise RuntimeError(f"ledger closed for order {event.data['n']}")
 
     def bill(self, event: DomainEvent) -> None:
         with self.lock:
@@ -109,17 +114,22 @@ class Shop:
             raise KeyError(f"customer {1000 + number} unknown")
 
     def _run(
-        self, service: str, handler: Callable[[DomainEvent], None], name: str, keys: list[str]
+        self,
+        service: str,
+        handler: Callable[[DomainEvent], None],
+        name: str,
+        keys: list[str],
+        **options: Any,
     ) -> None:
         subscriber = Subscriber(BrokerSettings(self.url, service_name=service))
-        subscriber.register(handler, name, keys, dead_letter=True)
+        subscriber.register(handler, name, keys, dead_letter=True, **options)
         thread = threading.Thread(target=subscriber.start_consuming, kwargs={"timeout": 120})
         thread.start()
         self.subscribers.append((subscriber, thread))
 
     def publish_orders(self, count: int) -> None:
         for number in range(count):
-            event = Event("order.placed", {"n": number})
+            event = Event("order.placed", {"n": number}, domain_object_id=f"order-{number}")
             self.publishers[number % 2].publish(event.to_json(), "order.placed")
 
     def seen_ids(self) -> set[str]:
@@ -136,10 +146,12 @@ class Shop:
 
 @pytest.fixture(scope="module")
 def shop(console_url: str) -> Iterator[Shop]:
+    enable_archive(console_url)
     running = Shop(console_url)
     # 30 orders: n % 3 == 0 fails with ValueError (10), the others with KeyError (20).
     running.publish_orders(FAILURES + OTHER_FAILURES)
     wait_for(lambda: queue_depth(console_url, "billing-dl") == 30, what="30 dead letters")
+    wait_for(lambda: queue_depth(console_url, "ledger-dl") == 2, what="ledger's 2 dead letters")
     yield running
     running.stop()
 
@@ -177,17 +189,48 @@ def test_the_map_names_services_subscribers_bindings_and_counts(
         expect(billing.locator(".dead")).to_have_text("30 dead")
         expect(svg.locator('g[data-subscriber="mailer"] .keys')).to_have_text("order.*")
         expect(svg.locator('g[data-subscriber="stock"] .keys')).to_have_text("stock.#")
-        expect(svg.locator("g.sub")).to_have_count(3)
+        # The ordered subscriber: one box over its partitions, each active in ledger-service.
+        ledger = svg.locator('g[data-subscriber="ledger"]')
+        expect(ledger.locator(".keys")).to_have_text("order.placed")
+        expect(ledger.locator(".partitions")).to_have_text(f"{PARTITIONS} partitions")
+        expect(ledger.locator(".active")).to_have_text(str(PARTITIONS), timeout=20_000)
+        expect(ledger.locator(".consumers")).to_have_text(str(PARTITIONS))
+        expect(ledger.locator(".depth")).to_have_text("0")
+        expect(ledger.locator(".dead")).to_have_text("2 dead")
+        expect(ledger.locator("title")).to_contain_text(
+            "ledger-p002: 0 waiting, active on ledger-service"
+        )
+        expect(svg.locator("g.sub")).to_have_count(4)
+        # Every event is kept in the archive: the 30 orders and the 6 published here.
+        archive = svg.locator('g.archive[data-archive="domain-events-archive"]')
+        expect(archive.locator(".events")).to_have_text("36", timeout=20_000)
+        expect(archive.locator(".retention")).to_have_text("7D")
         seen = page.locator("tr.seen-key")
         expect(seen).to_have_count(3, timeout=15_000)  # the next refresh (every 5 s)
-        expect(seen.nth(0)).to_have_text("invoice.sent3no subscriber: these events are dropped")
+        expect(seen.nth(0)).to_have_text("invoice.sent3no subscriber: kept only in the archive")
         expect(seen.nth(1)).to_have_text("order.cancelled2mailer")
         expect(seen.nth(2)).to_have_text("stock.moved.north1stock")
-        page.screenshot(path=screenshot_path("console-map.png"), full_page=True)
+        page.screenshot(path=str(DOCS / "console-map.png"), full_page=True)
 
         drawn = json.loads(urllib.request.urlopen(server.url + "api/map").read())
         assert drawn["publishers"] == ["shop", "warehouse"]
-        assert [s["name"] for s in drawn["subscribers"]] == ["billing", "mailer", "stock"]
+        names = [s["name"] for s in drawn["subscribers"]]
+        assert names == ["billing", "ledger", "mailer", "stock"]
+        drawn_ledger = drawn["subscribers"][1]
+        assert drawn_ledger["binding_keys"] == ["order.placed"]
+        assert (drawn_ledger["consumers"], drawn_ledger["dead_letters"]) == (PARTITIONS, 2)
+        assert drawn_ledger["services"] == ["ledger-service"]
+        assert [(p["queue"], p["active_service"]) for p in drawn_ledger["partitions"]] == [
+            (f"ledger-p00{index}", "ledger-service") for index in range(PARTITIONS)
+        ]
+        assert drawn["subscribers"][0]["partitions"] == [], "billing is not ordered"
+        archived = drawn["archive"]
+        assert (archived["name"], archived["max_age"], archived["max_bytes"]) == (
+            "domain-events-archive",
+            "7D",
+            None,
+        )
+        assert archived["events"] == 36
     finally:
         page.close()
         server.shutdown()
@@ -217,7 +260,7 @@ def test_dead_letters_grouped_replay_one_group_discard_the_other(
         expect(groups.nth(1).locator(".failure")).to_have_text("ValueError: amount <n> is negative")
         groups.nth(0).locator("summary").first.click()
         expect(groups.nth(0).locator("pre.traceback")).to_contain_text("in bill")
-        page.screenshot(path=screenshot_path("console-dead-letters.png"), full_page=True)
+        page.screenshot(path=str(DOCS / "console-dead-letters.png"), full_page=True)
 
         listed = json.loads(
             urllib.request.urlopen(server.url + "api/dead-letters?subscriber=billing").read()

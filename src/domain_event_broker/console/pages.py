@@ -111,15 +111,16 @@ def keys_table(drawn: dict[str, Any]) -> str:
     """The routing keys seen on recent events, and whom each reaches."""
     if not drawn.get("watching_keys"):
         return ""
-    unreached = "kept only in the archive" if drawn.get("archive") else "these events are dropped"
+    # With an archive an event no subscriber takes is kept; without one it is lost.
+    unreached = (
+        '<span class="note">no subscriber: kept only in the archive</span>'
+        if drawn.get("archive")
+        else '<span class="dead">no subscriber: these events are dropped</span>'
+    )
     rows = [
         f'<tr class="seen-key" data-key="{escape(seen["routing_key"])}">'
         f"<td>{escape(seen['routing_key'])}</td><td>{seen['count']}</td><td>"
-        + (
-            escape(", ".join(seen["subscribers"]))
-            if seen["subscribers"]
-            else f'<span class="dead">no subscriber: {unreached}</span>'
-        )
+        + (escape(", ".join(seen["subscribers"])) if seen["subscribers"] else unreached)
         + "</td></tr>"
         for seen in drawn["routing_keys"]
     ]
