@@ -564,3 +564,39 @@ def test_no_password_in_any_page_answer_or_log_line(
         assert password not in caplog.text
     finally:
         rabbitmqctl("delete_user", user)
+
+
+def test_the_map_shows_how_fast_each_service_publishes(
+    shop: Shop, console_url: str, browser: Browser
+) -> None:
+    """About 10 events a second from the service ticker: the broker's rate, on the map."""
+    ticker = Publisher(BrokerSettings(console_url, service_name="ticker"))
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(0.1):
+            ticker.publish(Event("tick.tock", {}).to_json(), "tick.tock")
+
+    ticking = threading.Thread(target=tick)
+    ticking.start()
+    server = start(console_url)
+    page = browser.new_page(viewport={"width": 1100, "height": 700})
+    try:
+
+        def ticker_rate() -> float:
+            drawn = json.loads(urllib.request.urlopen(server.url + "api/map").read())
+            rate: float = drawn["publish_rates"].get("ticker", 0.0)
+            return rate
+
+        # The broker's statistics come every 5 s: the first sample of the ticker can be partial.
+        wait_for(lambda: 5.0 <= ticker_rate() <= 12.0, timeout=30, what="ticker at about 10/s")
+        page.goto(server.url)
+        about_ten = re.compile(r"^([5-9]|1[0-2])\.\d/s$")  # 5.0/s to 12.9/s
+        rate = page.locator('#map g.pub[data-service="ticker"] .rate')
+        expect(rate).to_have_text(about_ten, timeout=15_000)  # the page refreshes every 5 s
+    finally:
+        stop.set()
+        ticking.join(10)
+        ticker.disconnect()
+        page.close()
+        server.shutdown()

@@ -47,6 +47,10 @@ QUEUE_COLUMNS = ",".join(
 )
 
 
+#: What the console reads of a channel: its connection and how fast it publishes.
+CHANNEL_COLUMNS = "connection_details.name,message_stats.publish_details.rate"
+
+
 def queue_record(row: dict[str, Any]) -> QueueRecord:
     return QueueRecord(
         name=row["name"],
@@ -113,6 +117,15 @@ class ManagementAPI:
                 )
             )
         return records
+
+    def publish_rates(self) -> dict[str, float]:
+        """Events a second each connection publishes (its channels' summed), by its name."""
+        rates: dict[str, float] = {}
+        for row in self._get_path(f"vhosts/{self._vhost_path}/channels?columns={CHANNEL_COLUMNS}"):
+            name = str((row.get("connection_details") or {}).get("name", ""))
+            stats = (row.get("message_stats") or {}).get("publish_details") or {}
+            rates[name] = rates.get(name, 0.0) + float(stats.get("rate") or 0.0)
+        return rates
 
     def bindings(self) -> list[BindingRecord]:
         return self.all_bindings()[0]
@@ -194,7 +207,9 @@ class ManagementAPI:
         return self._get_path(f"{collection}/{self._vhost_path}{query}")
 
     def _get_path(self, path: str) -> list[dict[str, Any]]:
-        collection = path.split("/")[0] if not path.startswith("vhosts/") else "connections"
+        # "queues/<vhost>?...", "vhosts/<vhost>/channels?...": what is listed, for the error.
+        parts = path.split("?")[0].split("/")
+        collection = parts[2] if path.startswith("vhosts/") and len(parts) > 2 else parts[0]
         request = urllib.request.Request(
             f"{self.base}/api/{path}", headers={"Authorization": self._authorization}
         )

@@ -72,6 +72,7 @@ def test_no_name_reaches_the_page_unescaped(text: str) -> None:
         "exchange": name,
         "archive": {"name": name, "events": 1, "max_age": name, "max_bytes": None},
         "publishers": [name],
+        "publish_rates": {name: 1.5},
         "subscribers": [subscriber],
         "watching_keys": True,
         "routing_keys": [{"routing_key": name, "count": 1, "last_seen": 0.0, "subscribers": []}],

@@ -103,10 +103,12 @@ class Console:
             self.watcher.recent() if self.watcher is not None else (),
             ordered_subscribers(queues, to_queues, to_exchanges, self.exchange),
             archive_of(self.exchange, queues, {r["name"]: r.get("arguments") or {} for r in rows}),
+            self.management.publish_rates(),
         )
         return {
             "exchange": drawn.exchange,
             "publishers": list(drawn.publishers),
+            "publish_rates": dict(drawn.publish_rates),
             "subscribers": [
                 dataclasses.asdict(subscriber.summary)
                 | {

@@ -134,6 +134,7 @@ def keys_table(drawn: dict[str, Any]) -> str:
 
 def map_svg(drawn: dict[str, Any]) -> str:
     publishers: Sequence[str] = drawn["publishers"]
+    rates: dict[str, float] = drawn.get("publish_rates") or {}
     subscribers: Sequence[dict[str, Any]] = drawn["subscribers"]
     rows = max(len(publishers), len(subscribers), 1)
     archive = drawn.get("archive")
@@ -148,7 +149,8 @@ def map_svg(drawn: dict[str, Any]) -> str:
             f'<g class="node pub" data-service="{escape(service)}"><title>service '
             f"{escape(service)} publishes to {escape(drawn['exchange'])}</title>"
             f'<rect x="10" y="{y}" width="170" height="40" rx="6"/>'
-            f'<text x="20" y="{y + 24}">{escape(service)}</text></g>'
+            f'<text x="20" y="{y + 24}">{escape(service)}</text><text x="172" y="{y + 24}" '
+            f'text-anchor="end" class="rate">{rates.get(service, 0.0):.1f}/s</text></g>'
         )
     parts.append(
         f'<g class="node ex"><title>topic exchange {escape(drawn["exchange"])}</title>'

@@ -12,7 +12,7 @@ queue. No I/O: the console reads the management API and passes the records in.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..events import topic_matches
 from .inventory import SubscriberSummary
@@ -96,6 +96,8 @@ class EventMap:
     routing_keys: tuple[SeenKey, ...] = ()
     #: The exchange's archive (None: it has none).
     archive: ArchiveSummary | None = None
+    #: Events a second each publishing service publishes (over all its connections).
+    publish_rates: Mapping[str, float] = field(default_factory=dict)
 
 
 class KeyTally:
@@ -149,12 +151,19 @@ def event_map(
     keys_seen: Iterable[tuple[str, int, float]] = (),
     ordered: Iterable[OrderedSubscriber] = (),
     archive: ArchiveSummary | None = None,
+    publish_rates: Mapping[str, float] | None = None,
 ) -> EventMap:
     """The map of ``exchange``: ``rates`` maps a queue to (in, out) events a second;
     ``keys_seen`` are :meth:`KeyTally.recent`'s; ``ordered`` subscribers are drawn as one
-    subscriber each, their figures summed over their partitions."""
+    subscriber each, their figures summed over their partitions; ``publish_rates``: events
+    a second published on each connection, by its name."""
     by_name = {connection.name: connection for connection in connections}
     publishers = sorted({service_of(c) for c in by_name.values() if publishes(c)})
+    service_rates = dict.fromkeys(publishers, 0.0)
+    for publishing in by_name.values():
+        if publishes(publishing):
+            rate = (publish_rates or {}).get(publishing.name, 0.0)
+            service_rates[service_of(publishing)] += rate
     listening: dict[str, set[str]] = {}
     active: dict[str, tuple[str, str]] = {}
     for consumer in consumers:
@@ -206,4 +215,4 @@ def event_map(
         )
         for key, count, last in keys_seen
     )
-    return EventMap(exchange, tuple(publishers), subscribers, routing_keys, archive)
+    return EventMap(exchange, tuple(publishers), subscribers, routing_keys, archive, service_rates)
