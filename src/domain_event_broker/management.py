@@ -96,8 +96,8 @@ class ManagementAPI:
     def consumers(self) -> list[ConsumerRecord]:
         return [
             ConsumerRecord(
-                row.get("queue", {}).get("name", ""),
-                row.get("channel_details", {}).get("connection_name", ""),
+                str(_details(row, "queue").get("name", "")),
+                str(_details(row, "channel_details").get("connection_name", "")),
                 consumer_is_active(row),
             )
             for row in self._get("consumers")
@@ -122,7 +122,7 @@ class ManagementAPI:
         """Events a second each connection publishes (its channels' summed), by its name."""
         rates: dict[str, float] = {}
         for row in self._get_path(f"vhosts/{self._vhost_path}/channels?columns={CHANNEL_COLUMNS}"):
-            name = str((row.get("connection_details") or {}).get("name", ""))
+            name = str(_details(row, "connection_details").get("name", ""))
             stats = (row.get("message_stats") or {}).get("publish_details") or {}
             rates[name] = rates.get(name, 0.0) + float(stats.get("rate") or 0.0)
         return rates
@@ -228,6 +228,12 @@ class ManagementAPI:
                 "with rabbitmq-plugins enable rabbitmq_management, or give --management-url"
             ) from None
         return rows
+
+
+def _details(row: dict[str, Any], key: str) -> dict[str, Any]:
+    """A nested object of a row; the API answers ``[]`` for one whose channel is closing."""
+    value = row.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def _quoted(name: str) -> str:
