@@ -81,7 +81,9 @@ class Shop:
     def __init__(self, url: str) -> None:
         self.url = url
         self.failing = True
+        self.ledger_failing = True
         self.seen: list[DomainEvent] = []
+        self.booked: list[int] = []
         self.lock = threading.Lock()
         self.publishers = [
             Publisher(BrokerSettings(url, service_name=service))
@@ -101,7 +103,9 @@ class Shop:
         )
 
     def book(self, event: DomainEvent) -> None:
-        if event.data["n"] in LEDGER_FAILURES:
+        with self.lock:
+            self.booked.append(event.data["n"])
+        if self.ledger_failing and event.data["n"] in LEDGER_FAILURES:
             raise RuntimeError(f"ledger closed for order {event.data['n']}")
 
     def bill(self, event: DomainEvent) -> None:
@@ -598,5 +602,36 @@ def test_the_map_shows_how_fast_each_service_publishes(
         stop.set()
         ticking.join(10)
         ticker.disconnect()
+        page.close()
+        server.shutdown()
+
+
+def test_replaying_an_ordered_subscribers_dead_letters_sends_them_to_its_partitions(
+    shop: Shop, console_url: str, browser: Browser
+) -> None:
+    """ledger has no queue and no retry exchange of its own: its dead letters go back through
+    its hash exchange, each to the partition of its object, and its handler sees them."""
+    server = start(console_url)
+    page = browser.new_page()
+    try:
+        log_in(page, server)
+        page.goto(server.url + "dead-letters/ledger")
+        group = page.locator("section[data-subscriber=ledger] .group")
+        expect(group).to_have_count(1)
+        expect(group.locator(".count")).to_have_text(str(len(LEDGER_FAILURES)))
+        shop.ledger_failing = False
+        with shop.lock:
+            before = len(shop.booked)
+        page.once("dialog", lambda dialog: dialog.accept())
+        group.locator("button", has_text=f"Replay {len(LEDGER_FAILURES)}").click()
+        expect(page.locator(".action.done")).to_contain_text(
+            f"replayed {len(LEDGER_FAILURES)} of {len(LEDGER_FAILURES)} dead letters of ledger; "
+            "0 left"
+        )
+        wait_for(lambda: len(shop.booked) >= before + len(LEDGER_FAILURES), what="ledger again")
+        with shop.lock:
+            assert sorted(shop.booked[before:]) == sorted(LEDGER_FAILURES)
+        assert queue_depth(console_url, "ledger-dl") == 0
+    finally:
         page.close()
         server.shutdown()

@@ -22,6 +22,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from .connection import connect_blocking
 from .copies import copy_properties
 from .core.outcome import header_count
+from .core.partitions import partitions_exchange_name
 from .errors import InvalidEvent
 from .events import DomainEvent, is_routing_key
 from .settings import ConnectionSettings, resolve_url
@@ -126,9 +127,9 @@ def _replay(
     if url is None:
         return _Replayed(0, 0)
     dead_letter_queue = dead_letter_queue_name(queue_name)
-    retry_exchange = retry_exchange_name(queue_name)
     connection = connect_blocking(url, "replay")
     try:
+        retry_exchange = _replay_exchange(connection, queue_name)
         channel = connection.channel()
         channel.confirm_delivery()
         waiting = _message_count(channel, dead_letter_queue, queue_name)
@@ -176,6 +177,25 @@ def _replay(
     finally:
         if connection.is_open:
             connection.close()
+
+
+def _replay_exchange(connection: pika.BlockingConnection, subscriber: str) -> str:
+    """Where a replayed event goes: the subscriber's retry exchange, which routes to its
+    queue; an ordered subscriber has none but its hash exchange, which sends the event to
+    the partition of its object (its object id header is kept)."""
+    ordered = partitions_exchange_name(subscriber)
+    for exchange in (retry_exchange_name(subscriber), ordered):
+        channel = connection.channel()  # a missing exchange closes it
+        try:
+            channel.exchange_declare(exchange, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as error:
+            if error.reply_code != 404:
+                raise
+            continue
+        channel.close()
+        return exchange
+    # Neither (a 3.x subscriber's retry exchange gone, say): the publish names the problem.
+    return retry_exchange_name(subscriber)
 
 
 def _message_count(channel: BlockingChannel, queue: str, subscriber: str) -> int:

@@ -128,7 +128,14 @@ class Console:
     def dead_letters(self, only: str | None = None) -> list[dict[str, Any]]:
         """Every subscriber's dead letters grouped by failure (``only``: one subscriber)."""
         rows = {row["name"]: row for row in self.management.queue_rows()}
-        names = sorted(name for name in rows if dead_letter_queue_name(name) in rows)
+        # An ordered subscriber has no queue of its own: found by its partitions.
+        ordered = ordered_subscribers(
+            [queue_record(row) for row in rows.values()],
+            *self.management.all_bindings(),
+            self.exchange,
+        )
+        candidates = {*rows, *(subscriber.summary.name for subscriber in ordered)}
+        names = sorted(name for name in candidates if dead_letter_queue_name(name) in rows)
         if only is not None:
             if only not in names:
                 raise LookupError(f"there is no subscriber {only!r} with a dead-letter queue")
