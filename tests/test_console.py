@@ -298,6 +298,10 @@ def test_dead_letters_grouped_replay_one_group_discard_the_other(
             again = {event.uuid_string for event in shop.seen[before:]}
         assert again == key_errors
         assert queue_depth(console_url, "billing-dl") == OTHER_FAILURES
+        # The letters left kept their order.
+        assert [event.uuid_string for event in _dead_letters_in_order(console_url)] == [
+            event_id for event_id in in_queue if event_id not in key_errors
+        ]
         expect(groups).to_have_count(1)
 
         # One event alone: replayed, seen by the handler; the other nine stay.

@@ -129,7 +129,7 @@ def _replay(
     dead_letter_queue = dead_letter_queue_name(queue_name)
     connection = connect_blocking(url, "replay")
     try:
-        retry_exchange = _replay_exchange(connection, queue_name)
+        retry_exchange = replay_exchange(connection, queue_name)
         channel = connection.channel()
         channel.confirm_delivery()
         waiting = _message_count(channel, dead_letter_queue, queue_name)
@@ -147,7 +147,7 @@ def _replay(
             delivery_tag = int(frame.delivery_tag or 0)
             action = message_callback(frame=frame, header=header, body=body)
             if action == RETRY:
-                _republish(channel, retry_exchange, frame, header, body)
+                republish(channel, retry_exchange, frame, header, body)
                 channel.basic_ack(delivery_tag)
                 log.info(
                     "replayed event %s (%s) to %s", header.message_id, frame.routing_key, queue_name
@@ -179,7 +179,7 @@ def _replay(
             connection.close()
 
 
-def _replay_exchange(connection: pika.BlockingConnection, subscriber: str) -> str:
+def replay_exchange(connection: pika.BlockingConnection, subscriber: str) -> str:
     """Where a replayed event goes: the subscriber's retry exchange, which routes to its
     queue; an ordered subscriber has none but its hash exchange, which sends the event to
     the partition of its object (its object id header is kept)."""
@@ -216,7 +216,7 @@ def _message_count(channel: BlockingChannel, queue: str, subscriber: str) -> int
     return int(result.method.message_count)
 
 
-def _republish(
+def republish(
     channel: BlockingChannel,
     retry_exchange: str,
     frame: Any,
