@@ -1,10 +1,10 @@
 """The operator console in a real browser (Debian's chromium, driven by Playwright).
 
-A vhost of its own: two publishing services, three subscribers, 30 dead letters
-from two failures. The console must draw them, group the dead letters, replay
-one group back to the live handler and discard the other only once asked.
-The screenshots in docs/ are made here: DEB_TEST_SCREENSHOTS=docs writes them there;
-otherwise they go to a temporary folder, so a test run leaves the tree as it was.
+A vhost of its own: two publishing services, three subscribers, an ordered
+subscriber over three partitions and the archive, 30 dead letters from two
+failures. The console must draw them, group the dead letters, replay one group
+back to the live handler and discard the other only once asked.
+The screenshots in docs/ (console-map.png, console-dead-letters.png) are made here.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from domain_event_broker import BrokerSettings, DomainEvent, Publisher, Subscrib
 from domain_event_broker.console import Console, ConsoleServer, serve
 from domain_event_broker.console.dead_letters import read_letters
 from domain_event_broker.events import DomainEvent as Event
+from domain_event_broker.history import enable_archive
 from domain_event_broker.sqlalchemy import add_event, metadata, outbox_table
 from domain_event_broker.sqlalchemy.outbox import SQLAlchemyOutboxStore
 from domain_event_broker.sqlalchemy.tables import utc_now
@@ -38,20 +39,11 @@ from support import broker_at, queue_depth, rabbitmqctl, send_to_queue, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-
-
-def screenshot_path(name: str) -> str:
-    """Where a screenshot goes: docs/ when asked for (DEB_TEST_SCREENSHOTS=docs), else tmp."""
-    if os.environ.get("DEB_TEST_SCREENSHOTS") == "docs":
-        return str(DOCS / name)
-    folder = Path(os.environ.get("TMPDIR", "/tmp")) / "domain-event-broker-screenshots"
-    folder.mkdir(exist_ok=True)
-    return str(folder / name)
-
-
 TOKEN = "test-console-token"
 FAILURES = 20  # KeyError: customer <n> unknown
 OTHER_FAILURES = 10  # ValueError: amount -<n> is negative
+PARTITIONS = 3  # the ordered subscriber ledger's
+LEDGER_FAILURES = (5, 11)  # the orders ledger dead-letters
 
 
 @pytest.fixture(scope="module")
@@ -83,12 +75,15 @@ def start(console_url: str, read_only: bool = False, watch: bool = False) -> Con
 
 
 class Shop:
-    """Two publishing services and three subscribers; billing's handler fails while told to."""
+    """Two publishing services, three subscribers and an ordered one (ledger); billing's
+    handler fails while told to, ledger's for two orders."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.failing = True
+        self.ledger_failing = True
         self.seen: list[DomainEvent] = []
+        self.booked: list[int] = []
         self.lock = threading.Lock()
         self.publishers = [
             Publisher(BrokerSettings(url, service_name=service))
@@ -98,6 +93,20 @@ class Shop:
         self._run("billing-service", self.bill, "billing", ["order.placed", "order.paid"])
         self._run("mail-service", lambda _event: None, "mailer", ["order.*"])
         self._run("stock-service", lambda _event: None, "stock", ["stock.#"])
+        self._run(
+            "ledger-service",
+            self.book,
+            "ledger",
+            ["order.placed"],
+            ordered_by="domain_object_id",
+            partitions=PARTITIONS,
+        )
+
+    def book(self, event: DomainEvent) -> None:
+        with self.lock:
+            self.booked.append(event.data["n"])
+        if self.ledger_failing and event.data["n"] in LEDGER_FAILURES:
+            raise RuntimeError(f"ledger closed for order {event.data['n']}")
 
     def bill(self, event: DomainEvent) -> None:
         with self.lock:
@@ -109,17 +118,22 @@ class Shop:
             raise KeyError(f"customer {1000 + number} unknown")
 
     def _run(
-        self, service: str, handler: Callable[[DomainEvent], None], name: str, keys: list[str]
+        self,
+        service: str,
+        handler: Callable[[DomainEvent], None],
+        name: str,
+        keys: list[str],
+        **options: Any,
     ) -> None:
         subscriber = Subscriber(BrokerSettings(self.url, service_name=service))
-        subscriber.register(handler, name, keys, dead_letter=True)
+        subscriber.register(handler, name, keys, dead_letter=True, **options)
         thread = threading.Thread(target=subscriber.start_consuming, kwargs={"timeout": 120})
         thread.start()
         self.subscribers.append((subscriber, thread))
 
     def publish_orders(self, count: int) -> None:
         for number in range(count):
-            event = Event("order.placed", {"n": number})
+            event = Event("order.placed", {"n": number}, domain_object_id=f"order-{number}")
             self.publishers[number % 2].publish(event.to_json(), "order.placed")
 
     def seen_ids(self) -> set[str]:
@@ -136,10 +150,12 @@ class Shop:
 
 @pytest.fixture(scope="module")
 def shop(console_url: str) -> Iterator[Shop]:
+    enable_archive(console_url)
     running = Shop(console_url)
     # 30 orders: n % 3 == 0 fails with ValueError (10), the others with KeyError (20).
     running.publish_orders(FAILURES + OTHER_FAILURES)
     wait_for(lambda: queue_depth(console_url, "billing-dl") == 30, what="30 dead letters")
+    wait_for(lambda: queue_depth(console_url, "ledger-dl") == 2, what="ledger's 2 dead letters")
     yield running
     running.stop()
 
@@ -177,17 +193,48 @@ def test_the_map_names_services_subscribers_bindings_and_counts(
         expect(billing.locator(".dead")).to_have_text("30 dead")
         expect(svg.locator('g[data-subscriber="mailer"] .keys')).to_have_text("order.*")
         expect(svg.locator('g[data-subscriber="stock"] .keys')).to_have_text("stock.#")
-        expect(svg.locator("g.sub")).to_have_count(3)
+        # The ordered subscriber: one box over its partitions, each active in ledger-service.
+        ledger = svg.locator('g[data-subscriber="ledger"]')
+        expect(ledger.locator(".keys")).to_have_text("order.placed")
+        expect(ledger.locator(".partitions")).to_have_text(f"{PARTITIONS} partitions")
+        expect(ledger.locator(".active")).to_have_text(str(PARTITIONS), timeout=20_000)
+        expect(ledger.locator(".consumers")).to_have_text(str(PARTITIONS))
+        expect(ledger.locator(".depth")).to_have_text("0")
+        expect(ledger.locator(".dead")).to_have_text("2 dead")
+        expect(ledger.locator("title")).to_contain_text(
+            "ledger-p002: 0 waiting, active on ledger-service"
+        )
+        expect(svg.locator("g.sub")).to_have_count(4)
+        # Every event is kept in the archive: the 30 orders and the 6 published here.
+        archive = svg.locator('g.archive[data-archive="domain-events-archive"]')
+        expect(archive.locator(".events")).to_have_text("36", timeout=20_000)
+        expect(archive.locator(".retention")).to_have_text("7D")
         seen = page.locator("tr.seen-key")
         expect(seen).to_have_count(3, timeout=15_000)  # the next refresh (every 5 s)
-        expect(seen.nth(0)).to_have_text("invoice.sent3no subscriber: these events are dropped")
+        expect(seen.nth(0)).to_have_text("invoice.sent3no subscriber: kept only in the archive")
         expect(seen.nth(1)).to_have_text("order.cancelled2mailer")
         expect(seen.nth(2)).to_have_text("stock.moved.north1stock")
-        page.screenshot(path=screenshot_path("console-map.png"), full_page=True)
+        page.screenshot(path=str(DOCS / "console-map.png"), full_page=True)
 
         drawn = json.loads(urllib.request.urlopen(server.url + "api/map").read())
         assert drawn["publishers"] == ["shop", "warehouse"]
-        assert [s["name"] for s in drawn["subscribers"]] == ["billing", "mailer", "stock"]
+        names = [s["name"] for s in drawn["subscribers"]]
+        assert names == ["billing", "ledger", "mailer", "stock"]
+        drawn_ledger = drawn["subscribers"][1]
+        assert drawn_ledger["binding_keys"] == ["order.placed"]
+        assert (drawn_ledger["consumers"], drawn_ledger["dead_letters"]) == (PARTITIONS, 2)
+        assert drawn_ledger["services"] == ["ledger-service"]
+        assert [(p["queue"], p["active_service"]) for p in drawn_ledger["partitions"]] == [
+            (f"ledger-p00{index}", "ledger-service") for index in range(PARTITIONS)
+        ]
+        assert drawn["subscribers"][0]["partitions"] == [], "billing is not ordered"
+        archived = drawn["archive"]
+        assert (archived["name"], archived["max_age"], archived["max_bytes"]) == (
+            "domain-events-archive",
+            "7D",
+            None,
+        )
+        assert archived["events"] == 36
     finally:
         page.close()
         server.shutdown()
@@ -217,7 +264,7 @@ def test_dead_letters_grouped_replay_one_group_discard_the_other(
         expect(groups.nth(1).locator(".failure")).to_have_text("ValueError: amount <n> is negative")
         groups.nth(0).locator("summary").first.click()
         expect(groups.nth(0).locator("pre.traceback")).to_contain_text("in bill")
-        page.screenshot(path=screenshot_path("console-dead-letters.png"), full_page=True)
+        page.screenshot(path=str(DOCS / "console-dead-letters.png"), full_page=True)
 
         listed = json.loads(
             urllib.request.urlopen(server.url + "api/dead-letters?subscriber=billing").read()
@@ -251,6 +298,10 @@ def test_dead_letters_grouped_replay_one_group_discard_the_other(
             again = {event.uuid_string for event in shop.seen[before:]}
         assert again == key_errors
         assert queue_depth(console_url, "billing-dl") == OTHER_FAILURES
+        # The letters left kept their order.
+        assert [event.uuid_string for event in _dead_letters_in_order(console_url)] == [
+            event_id for event_id in in_queue if event_id not in key_errors
+        ]
         expect(groups).to_have_count(1)
 
         # One event alone: replayed, seen by the handler; the other nine stay.
@@ -521,3 +572,70 @@ def test_no_password_in_any_page_answer_or_log_line(
         assert password not in caplog.text
     finally:
         rabbitmqctl("delete_user", user)
+
+
+def test_the_map_shows_how_fast_each_service_publishes(
+    shop: Shop, console_url: str, browser: Browser
+) -> None:
+    """About 10 events a second from the service ticker: the broker's rate, on the map."""
+    ticker = Publisher(BrokerSettings(console_url, service_name="ticker"))
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(0.1):
+            ticker.publish(Event("tick.tock", {}).to_json(), "tick.tock")
+
+    ticking = threading.Thread(target=tick)
+    ticking.start()
+    server = start(console_url)
+    page = browser.new_page(viewport={"width": 1100, "height": 700})
+    try:
+
+        def ticker_rate() -> float:
+            drawn = json.loads(urllib.request.urlopen(server.url + "api/map").read())
+            rate: float = drawn["publish_rates"].get("ticker", 0.0)
+            return rate
+
+        # The broker's statistics come every 5 s: the first sample of the ticker can be partial.
+        wait_for(lambda: 5.0 <= ticker_rate() <= 12.0, timeout=30, what="ticker at about 10/s")
+        page.goto(server.url)
+        about_ten = re.compile(r"^([5-9]|1[0-2])\.\d/s$")  # 5.0/s to 12.9/s
+        rate = page.locator('#map g.pub[data-service="ticker"] .rate')
+        expect(rate).to_have_text(about_ten, timeout=15_000)  # the page refreshes every 5 s
+    finally:
+        stop.set()
+        ticking.join(10)
+        ticker.disconnect()
+        page.close()
+        server.shutdown()
+
+
+def test_replaying_an_ordered_subscribers_dead_letters_sends_them_to_its_partitions(
+    shop: Shop, console_url: str, browser: Browser
+) -> None:
+    """ledger has no queue and no retry exchange of its own: its dead letters go back through
+    its hash exchange, each to the partition of its object, and its handler sees them."""
+    server = start(console_url)
+    page = browser.new_page()
+    try:
+        log_in(page, server)
+        page.goto(server.url + "dead-letters/ledger")
+        group = page.locator("section[data-subscriber=ledger] .group")
+        expect(group).to_have_count(1)
+        expect(group.locator(".count")).to_have_text(str(len(LEDGER_FAILURES)))
+        shop.ledger_failing = False
+        with shop.lock:
+            before = len(shop.booked)
+        page.once("dialog", lambda dialog: dialog.accept())
+        group.locator("button", has_text=f"Replay {len(LEDGER_FAILURES)}").click()
+        expect(page.locator(".action.done")).to_contain_text(
+            f"replayed {len(LEDGER_FAILURES)} of {len(LEDGER_FAILURES)} dead letters of ledger; "
+            "0 left"
+        )
+        wait_for(lambda: len(shop.booked) >= before + len(LEDGER_FAILURES), what="ledger again")
+        with shop.lock:
+            assert sorted(shop.booked[before:]) == sorted(LEDGER_FAILURES)
+        assert queue_depth(console_url, "ledger-dl") == 0
+    finally:
+        page.close()
+        server.shutdown()

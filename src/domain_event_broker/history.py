@@ -30,6 +30,7 @@ from .connection import as_broker, connect_blocking
 from .core.archive import (
     archive_arguments,
     archive_name,
+    archive_retention,
     marker_in,
     parse_max_age,
     stream_offset_in,
@@ -197,11 +198,7 @@ def _status(
 
 def _retention(url: ConnectionSettings, name: str) -> tuple[str | None, int | None]:
     """The stream's retention, from the management API (AMQP cannot read arguments back)."""
-    arguments = ManagementAPI(as_broker(url)).queue_arguments(name)
-    max_age, max_bytes = arguments.get("x-max-age"), arguments.get("x-max-length-bytes")
-    return (None if max_age is None else str(max_age)), (
-        None if max_bytes is None else int(max_bytes)
-    )
+    return archive_retention(ManagementAPI(as_broker(url)).queue_arguments(name))
 
 
 def read_archive(

@@ -19,6 +19,8 @@ from .connection import ROLE_PROPERTY, SERVICE_PROPERTY, cluster_parameters
 from .core.drift import Broker, ExchangeState, QueueState
 from .core.event_map import ConnectionRecord, ConsumerRecord
 from .core.inventory import BindingRecord, QueueRecord
+from .core.ordered_inventory import ExchangeBindingRecord
+from .core.partitions import consumer_is_active
 from .core.rabbitmq import RabbitMQVersion
 from .errors import BrokerUnavailable
 from .settings import BrokerSettings
@@ -43,6 +45,10 @@ QUEUE_COLUMNS = ",".join(
         "message_stats.deliver_get_details.rate",
     )
 )
+
+
+#: What the console reads of a channel: its connection and how fast it publishes.
+CHANNEL_COLUMNS = "connection_details.name,message_stats.publish_details.rate"
 
 
 def queue_record(row: dict[str, Any]) -> QueueRecord:
@@ -90,8 +96,9 @@ class ManagementAPI:
     def consumers(self) -> list[ConsumerRecord]:
         return [
             ConsumerRecord(
-                row.get("queue", {}).get("name", ""),
-                row.get("channel_details", {}).get("connection_name", ""),
+                str(_details(row, "queue").get("name", "")),
+                str(_details(row, "channel_details").get("connection_name", "")),
+                consumer_is_active(row),
             )
             for row in self._get("consumers")
         ]
@@ -111,12 +118,31 @@ class ManagementAPI:
             )
         return records
 
+    def publish_rates(self) -> dict[str, float]:
+        """Events a second each connection publishes (its channels' summed), by its name."""
+        rates: dict[str, float] = {}
+        for row in self._get_path(f"vhosts/{self._vhost_path}/channels?columns={CHANNEL_COLUMNS}"):
+            name = str(_details(row, "connection_details").get("name", ""))
+            stats = (row.get("message_stats") or {}).get("publish_details") or {}
+            rates[name] = rates.get(name, 0.0) + float(stats.get("rate") or 0.0)
+        return rates
+
     def bindings(self) -> list[BindingRecord]:
-        return [
-            BindingRecord(row["source"], row["destination"], row["routing_key"])
-            for row in self._get("bindings")
-            if row.get("destination_type") == "queue"
-        ]
+        return self.all_bindings()[0]
+
+    def all_bindings(self) -> tuple[list[BindingRecord], list[ExchangeBindingRecord]]:
+        """The bindings to queues, and those to exchanges (an ordered subscriber's)."""
+        to_queues, to_exchanges = [], []
+        for row in self._get("bindings"):
+            if row.get("destination_type") == "queue":
+                to_queues.append(
+                    BindingRecord(row["source"], row["destination"], row["routing_key"])
+                )
+            elif row.get("destination_type") == "exchange":
+                to_exchanges.append(
+                    ExchangeBindingRecord(row["source"], row["destination"], row["routing_key"])
+                )
+        return to_queues, to_exchanges
 
     def queue_arguments(self, name: str) -> dict[str, Any]:
         """The arguments queue ``name`` was declared with (AMQP cannot read them back)."""
@@ -181,7 +207,10 @@ class ManagementAPI:
         return self._get_path(f"{collection}/{self._vhost_path}{query}")
 
     def _get_path(self, path: str, what: str | None = None) -> list[dict[str, Any]]:
-        collection = what or path.split("/")[0]
+        # "queues/<vhost>?...", "vhosts/<vhost>/channels?...": what is listed, for the error.
+        parts = path.split("?")[0].split("/")
+        listed = parts[2] if path.startswith("vhosts/") and len(parts) > 2 else parts[0]
+        collection = what or listed
         request = urllib.request.Request(
             f"{self.base}/api/{path}", headers={"Authorization": self._authorization}
         )
@@ -205,6 +234,12 @@ class ManagementAPI:
                 "with rabbitmq-plugins enable rabbitmq_management, or give --management-url"
             ) from None
         return rows
+
+
+def _details(row: dict[str, Any], key: str) -> dict[str, Any]:
+    """A nested object of a row; the API answers ``[]`` for one whose channel is closing."""
+    value = row.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def _quoted(name: str) -> str:

@@ -126,6 +126,7 @@ def _replay(
     if url is None:
         return _Replayed(0, 0)
     dead_letter_queue = dead_letter_queue_name(queue_name)
+    # An ordered subscriber's N-retry routes to its partitions, a plain one's to its queue.
     retry_exchange = retry_exchange_name(queue_name)
     connection = connect_blocking(url, "replay")
     try:
@@ -146,7 +147,7 @@ def _replay(
             delivery_tag = int(frame.delivery_tag or 0)
             action = message_callback(frame=frame, header=header, body=body)
             if action == RETRY:
-                _republish(channel, retry_exchange, frame, header, body)
+                republish(channel, retry_exchange, frame, header, body)
                 channel.basic_ack(delivery_tag)
                 log.info(
                     "replayed event %s (%s) to %s", header.message_id, frame.routing_key, queue_name
@@ -196,7 +197,7 @@ def _message_count(channel: BlockingChannel, queue: str, subscriber: str) -> int
     return int(result.method.message_count)
 
 
-def _republish(
+def republish(
     channel: BlockingChannel,
     retry_exchange: str,
     frame: Any,

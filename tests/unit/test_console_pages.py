@@ -57,10 +57,22 @@ def test_no_name_reaches_the_page_unescaped(text: str) -> None:
         "services": [name],
         "rate_in": 0.0,
         "rate_out": 0.0,
+        "partitions": [
+            {
+                "queue": name,
+                "waiting": 0,
+                "unacked": 0,
+                "consumers": 1,
+                "active_service": name,
+                "active_connection": name,
+            }
+        ],
     }
     drawn = {
-        "exchange": "domain-events",
+        "exchange": name,
+        "archive": {"name": name, "events": 1, "max_age": name, "max_bytes": None},
         "publishers": [name],
+        "publish_rates": {name: 1.5},
         "subscribers": [subscriber],
         "watching_keys": True,
         "routing_keys": [{"routing_key": name, "count": 1, "last_seen": 0.0, "subscribers": []}],

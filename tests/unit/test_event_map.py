@@ -125,3 +125,23 @@ def test_a_tally_forgets_the_least_recently_seen_keys_past_its_limit() -> None:
 
 def test_the_examples_in_the_module_run() -> None:
     assert doctest.testmod(event_map_module).failed == 0
+
+
+@given(
+    st.lists(
+        st.tuples(names, st.sampled_from(["publisher", "subscriber"]), st.floats(0, 1000)),
+        max_size=20,
+    )
+)
+def test_a_service_publishes_as_fast_as_its_publishing_connections_together(
+    rows: list[tuple[str, str, float]],
+) -> None:
+    connections = [
+        ConnectionRecord(f"c{i}", service, role) for i, (service, role, _) in enumerate(rows)
+    ]
+    rates = {f"c{i}": rate for i, (_, _, rate) in enumerate(rows)}
+    drawn = event_map("x", [], connections, [], {}, publish_rates=rates)
+    assert set(drawn.publish_rates) == set(drawn.publishers)
+    for service in drawn.publishers:
+        expected = sum(rate for s, role, rate in rows if s == service and role == "publisher")
+        assert abs(drawn.publish_rates[service] - expected) <= 1e-6 * max(1.0, expected)

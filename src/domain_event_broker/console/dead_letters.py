@@ -28,10 +28,10 @@ from .._pika import channel_impl
 from ..connection import connect_blocking
 from ..core.fingerprint import FailureGroup, failure_of, fingerprint, group_failures
 from ..core.rabbitmq import returns_wear_out
-from ..core.topology import dead_letter_queue_name, routing_key_in
+from ..core.topology import dead_letter_queue_name, retry_exchange_name, routing_key_in
 from ..errors import InvalidEvent
 from ..events import DomainEvent
-from ..replay import DISCARD, LEAVE, RETRY, DeadLetter, replay_dead_letters
+from ..replay import DeadLetter, republish
 from ..settings import BrokerSettings
 
 log = logging.getLogger(__name__)
@@ -185,19 +185,44 @@ def act_on_group(
     progress: Progress,
 ) -> int:
     """Replay (``verb`` "replay") or discard every dead letter of ``subscriber`` that
-    ``matches(headers, body)``; leave the others where they are. Returns the letters left."""
-    decision = RETRY if verb == "replay" else DISCARD
+    ``matches(headers, body)``; leave the others where they are. Returns the letters left
+    of those looked at.
 
-    def decide(header: Any = None, body: bytes = b"", **_kwargs: Any) -> str:
-        progress.visited += 1
-        if matches(dict(getattr(header, "headers", None) or {}), body):
-            progress.matched += 1
-            return decision
-        return LEAVE
-
-    left = replay_dead_letters(subscriber, decide, url, all_events=True)
+    The letters are streamed as for reading (no ``basic.get`` round trip each): a
+    matching one is published (replay, confirmed) and acked, the others stay unacked
+    until the channel closes, which gives them back in their places.
+    """
+    dead_letter_queue = dead_letter_queue_name(subscriber)
+    connection = connect_blocking(url, "console")
+    try:
+        exchange = retry_exchange_name(subscriber) if verb == "replay" else ""
+        channel = connection.channel()
+        channel.confirm_delivery()
+        count = int(channel.queue_declare(dead_letter_queue, passive=True).method.message_count)
+        channel.basic_qos(prefetch_count=0)  # the letters left stay unacked: no limit
+        if count:
+            for method, properties, body in channel.consume(
+                dead_letter_queue, inactivity_timeout=READ_TIMEOUT
+            ):
+                if method is None or properties is None or body is None:
+                    break  # fewer letters than counted (taken meanwhile)
+                progress.visited += 1
+                if matches(dict(properties.headers or {}), body):
+                    if verb == "replay":
+                        republish(channel, exchange, method, properties, body)
+                    channel.basic_ack(int(method.delivery_tag or 0))
+                    progress.matched += 1
+                if progress.visited >= count:
+                    break
+        # Gives the letters left back in their places (acks go first, in order).
+        channel_impl(channel).close()
+        while channel.is_open:
+            connection.process_data_events(time_limit=0.2)
+    finally:
+        if connection.is_open:
+            connection.close()
     log.info("console: %s %d dead letters of %s", verb, progress.matched, subscriber)
-    return left
+    return progress.visited - progress.matched
 
 
 def in_group(group: str) -> Callable[[Mapping[str, Any], bytes], bool]:

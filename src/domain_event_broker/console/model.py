@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from ..core.event_map import event_map
 from ..core.inventory import subscribers
+from ..core.ordered_inventory import archive_of, ordered_subscribers
 from ..core.topology import DEFAULT_EXCHANGE, dead_letter_queue_name
 from ..inventory import exact_counts
 from ..management import ManagementAPI, queue_rates, queue_record
@@ -92,27 +93,33 @@ class Console:
         rows = self.management.queue_rows()
         # Counts of this moment (the API's are up to 5 s old); rates are the API's.
         queues = exact_counts(self.url, [queue_record(row) for row in rows])
-        found = subscribers(queues, self.management.bindings())
+        to_queues, to_exchanges = self.management.all_bindings()
         drawn = event_map(
             self.exchange,
-            found,
+            subscribers(queues, to_queues, self.exchange),
             self.management.connections(),
             self.management.consumers(),
             {row["name"]: queue_rates(row) for row in rows},
             self.watcher.recent() if self.watcher is not None else (),
+            ordered_subscribers(queues, to_queues, to_exchanges, self.exchange),
+            archive_of(self.exchange, queues, {r["name"]: r.get("arguments") or {} for r in rows}),
+            self.management.publish_rates(),
         )
         return {
             "exchange": drawn.exchange,
             "publishers": list(drawn.publishers),
+            "publish_rates": dict(drawn.publish_rates),
             "subscribers": [
                 dataclasses.asdict(subscriber.summary)
                 | {
                     "services": list(subscriber.services),
                     "rate_in": subscriber.rate_in,
                     "rate_out": subscriber.rate_out,
+                    "partitions": [dataclasses.asdict(one) for one in subscriber.partitions],
                 }
                 for subscriber in drawn.subscribers
             ],
+            "archive": None if drawn.archive is None else dataclasses.asdict(drawn.archive),
             "watching_keys": self.watcher is not None,
             "routing_keys": [dataclasses.asdict(seen) for seen in drawn.routing_keys],
         }
@@ -121,7 +128,14 @@ class Console:
     def dead_letters(self, only: str | None = None) -> list[dict[str, Any]]:
         """Every subscriber's dead letters grouped by failure (``only``: one subscriber)."""
         rows = {row["name"]: row for row in self.management.queue_rows()}
-        names = sorted(name for name in rows if dead_letter_queue_name(name) in rows)
+        # An ordered subscriber has no queue of its own: found by its partitions.
+        ordered = ordered_subscribers(
+            [queue_record(row) for row in rows.values()],
+            *self.management.all_bindings(),
+            self.exchange,
+        )
+        candidates = {*rows, *(subscriber.summary.name for subscriber in ordered)}
+        names = sorted(name for name in candidates if dead_letter_queue_name(name) in rows)
         if only is not None:
             if only not in names:
                 raise LookupError(f"there is no subscriber {only!r} with a dead-letter queue")

@@ -88,6 +88,8 @@ def login_page(error: str = "") -> str:
 # The event map ------------------------------------------------------------------------
 BOX_HEIGHT = 74
 GAP = 14
+#: The height the map needs to draw the archive under the exchange.
+ARCHIVE_ROOM = 220
 
 
 def map_page(drawn: dict[str, Any], **who: Any) -> str:
@@ -109,14 +111,16 @@ def keys_table(drawn: dict[str, Any]) -> str:
     """The routing keys seen on recent events, and whom each reaches."""
     if not drawn.get("watching_keys"):
         return ""
+    # With an archive an event no subscriber takes is kept; without one it is lost.
+    unreached = (
+        '<span class="note">no subscriber: kept only in the archive</span>'
+        if drawn.get("archive")
+        else '<span class="dead">no subscriber: these events are dropped</span>'
+    )
     rows = [
         f'<tr class="seen-key" data-key="{escape(seen["routing_key"])}">'
         f"<td>{escape(seen['routing_key'])}</td><td>{seen['count']}</td><td>"
-        + (
-            escape(", ".join(seen["subscribers"]))
-            if seen["subscribers"]
-            else '<span class="dead">no subscriber: these events are dropped</span>'
-        )
+        + (escape(", ".join(seen["subscribers"])) if seen["subscribers"] else unreached)
         + "</td></tr>"
         for seen in drawn["routing_keys"]
     ]
@@ -130,9 +134,12 @@ def keys_table(drawn: dict[str, Any]) -> str:
 
 def map_svg(drawn: dict[str, Any]) -> str:
     publishers: Sequence[str] = drawn["publishers"]
+    rates: dict[str, float] = drawn.get("publish_rates") or {}
     subscribers: Sequence[dict[str, Any]] = drawn["subscribers"]
     rows = max(len(publishers), len(subscribers), 1)
-    height = rows * (BOX_HEIGHT + GAP) + GAP
+    archive = drawn.get("archive")
+    # Room under the exchange for the archive.
+    height = max(rows * (BOX_HEIGHT + GAP) + GAP, ARCHIVE_ROOM if archive else 0)
     exchange_y = height / 2 - 20
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="1000" height="{height}">']
     for index, service in enumerate(publishers):
@@ -142,17 +149,58 @@ def map_svg(drawn: dict[str, Any]) -> str:
             f'<g class="node pub" data-service="{escape(service)}"><title>service '
             f"{escape(service)} publishes to {escape(drawn['exchange'])}</title>"
             f'<rect x="10" y="{y}" width="170" height="40" rx="6"/>'
-            f'<text x="20" y="{y + 24}">{escape(service)}</text></g>'
+            f'<text x="20" y="{y + 24}">{escape(service)}</text><text x="172" y="{y + 24}" '
+            f'text-anchor="end" class="rate">{rates.get(service, 0.0):.1f}/s</text></g>'
         )
     parts.append(
         f'<g class="node ex"><title>topic exchange {escape(drawn["exchange"])}</title>'
         f'<rect x="400" y="{exchange_y}" width="160" height="40" rx="6"/>'
         f'<text x="412" y="{exchange_y + 24}">{escape(drawn["exchange"])}</text></g>'
     )
+    if archive:
+        parts.append(_archive_box(archive, drawn["exchange"], exchange_y + 70))
     for index, subscriber in enumerate(subscribers):
         parts.append(_subscriber_box(subscriber, GAP + index * (BOX_HEIGHT + GAP), exchange_y))
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _archive_box(archive: dict[str, Any], exchange: str, y: float) -> str:
+    name = escape(archive["name"])
+    age = archive["max_age"] or "for good"
+    size = "" if archive["max_bytes"] is None else f", at most {archive['max_bytes']} bytes"
+    return (
+        f'<line x1="480" y1="{y - 30}" x2="480" y2="{y}" stroke="#8a94a6"/>'
+        f'<g class="node archive" data-archive="{name}"><title>archive {name}: every event of '
+        f"{escape(exchange)} (bound with #), {archive['events']} kept; max age {escape(age)}"
+        f"{size}</title>"
+        f'<rect x="400" y="{y}" width="160" height="44" rx="6"/>'
+        f'<text x="412" y="{y + 17}">archive</text>'
+        f'<text x="412" y="{y + 35}"><tspan class="events">{archive["events"]}</tspan> events · '
+        f'<tspan class="retention">{escape(age)}</tspan></text></g>'
+    )
+
+
+def _partitions_text(subscriber: dict[str, Any]) -> tuple[str, str]:
+    """What the box says of an ordered subscriber's partitions, and what hovering says."""
+    partitions = subscriber["partitions"]
+    if not partitions:
+        return "", ""
+    active = sum(1 for one in partitions if one["active_service"])
+    shown = (
+        f' · <tspan class="partitions">{len(partitions)} partitions</tspan>'
+        f' (<tspan class="active">{active}</tspan> active)'
+    )
+    each = "; ".join(
+        f"{one['queue']}: {one['waiting'] + one['unacked']} waiting, "
+        + (
+            f"active on {one['active_service']} ({one['active_connection']})"
+            if one["active_service"]
+            else "no active consumer"
+        )
+        for one in partitions
+    )
+    return shown, f"; ordered by domain_object_id over {len(partitions)} partitions: {each}"
 
 
 def _subscriber_box(subscriber: dict[str, Any], y: float, exchange_y: float) -> str:
@@ -167,14 +215,16 @@ def _subscriber_box(subscriber: dict[str, Any], y: float, exchange_y: float) -> 
         f"{subscriber['retries_waiting']} retries waiting; "
         f"{'no dead-letter queue' if dead is None else f'{dead} dead letters'}"
     )
+    partitions, partition_details = _partitions_text(subscriber)
     dead_class = "dead" if dead else "no-dead"
     dead_text = "" if dead is None else f'<tspan class="{dead_class}">{dead} dead</tspan>'
     return (
         f'<line x1="560" y1="{exchange_y + 20}" x2="640" y2="{y + 20}" stroke="#8a94a6"/>'
         f'<a href="/dead-letters/{escape(quote(subscriber["name"], safe=""))}">'
-        f'<g class="node sub" data-subscriber="{name}"><title>{escape(details)}</title>'
+        f'<g class="node sub" data-subscriber="{name}">'
+        f"<title>{escape(details + partition_details)}</title>"
         f'<rect x="640" y="{y}" width="350" height="{BOX_HEIGHT}" rx="6"/>'
-        f'<text x="650" y="{y + 16}" font-weight="600">{name}</text>'
+        f'<text x="650" y="{y + 16}"><tspan font-weight="600">{name}</tspan>{partitions}</text>'
         f'<text x="650" y="{y + 32}">keys: <tspan class="keys">{keys}</tspan></text>'
         f'<text x="650" y="{y + 48}"><tspan class="consumers">{subscriber["consumers"]}'
         f"</tspan> consumer{'' if subscriber['consumers'] == 1 else 's'} ({services})</text>"

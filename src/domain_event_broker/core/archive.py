@@ -42,6 +42,14 @@ def archive_arguments(max_age: str, max_bytes: int | None) -> dict[str, Any]:
     return arguments
 
 
+def archive_retention(arguments: Mapping[str, Any]) -> tuple[str | None, int | None]:
+    """(max age, max bytes) of a stream from its declared arguments (None: no limit)."""
+    max_age, max_bytes = arguments.get("x-max-age"), arguments.get("x-max-length-bytes")
+    return (None if max_age is None else str(max_age)), (
+        None if max_bytes is None else int(max_bytes)
+    )
+
+
 #: The state of the progress queue: it keeps only the last progress saved.
 PROGRESS_QUEUE_ARGUMENTS: dict[str, Any] = {"x-max-length": 1}
 

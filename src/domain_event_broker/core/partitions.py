@@ -29,6 +29,8 @@ CONSISTENT_HASH = "x-consistent-hash"
 PLUGIN = "rabbitmq_consistent_hash_exchange"
 #: Every partition gets an equal share of the hash ring.
 PARTITION_WEIGHT = "1"
+#: What names a subscriber's hash exchange after the subscriber.
+PARTITIONS_EXCHANGE_SUFFIX = "-partitions"
 
 
 class Partitioned(Protocol):
@@ -46,7 +48,15 @@ class Partitioned(Protocol):
 
 
 def partitions_exchange_name(subscriber: str) -> str:
-    return f"{subscriber}-partitions"
+    return f"{subscriber}{PARTITIONS_EXCHANGE_SUFFIX}"
+
+
+def partitioned_subscriber(exchange: str) -> str | None:
+    """The subscriber whose hash exchange ``exchange`` would be (its name read back), or None."""
+    subscriber = exchange.removesuffix(PARTITIONS_EXCHANGE_SUFFIX)
+    if subscriber and partitions_exchange_name(subscriber) == exchange:
+        return subscriber
+    return None
 
 
 def partition_queue_name(subscriber: str, index: int) -> str:
@@ -204,13 +214,19 @@ class PartitionState:
     active: str
 
 
+def consumer_is_active(consumer: Mapping[str, Any]) -> bool:
+    """Whether a consumer as the management API lists it gets deliveries (a single active
+    consumer's waiting ones do not)."""
+    return bool(consumer.get("active", True)) and consumer.get("activity_status") != "waiting"
+
+
 def partition_state(row: Mapping[str, Any], connection_names: Mapping[str, str]) -> PartitionState:
     """The state of a partition from its management API row (``/api/queues/<vhost>/<queue>``);
     ``connection_names``: the name each client gave its connection, by the broker's name of it."""
     details = row.get("consumer_details") or []
     active = ""
     for consumer in details:
-        if consumer.get("active", True) and consumer.get("activity_status") != "waiting":
+        if consumer_is_active(consumer):
             channel = consumer.get("channel_details") or {}
             peer = str(channel.get("connection_name", "?"))
             named = connection_names.get(peer)
