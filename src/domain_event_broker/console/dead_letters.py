@@ -24,10 +24,10 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from .._pika import channel_impl
+from .._pika import channel_impl, server_properties
 from ..connection import connect_blocking
 from ..core.fingerprint import FailureGroup, failure_of, fingerprint, group_failures
-from ..core.rabbitmq import returns_wear_out
+from ..core.rabbitmq import RabbitMQVersion, returns_wear_out
 from ..core.topology import dead_letter_queue_name, retry_exchange_name, routing_key_in
 from ..errors import InvalidEvent
 from ..events import DomainEvent
@@ -74,9 +74,10 @@ def read_letters(
     letter back to its place (a cancel and a channel close per queue would cost
     two round trips each).
     """
-    readable = {name: row for name, row in rows.items() if not returns_wear_out(row)}
     connection = connect_blocking(url, "console")
     try:
+        node = RabbitMQVersion.reported(server_properties(connection))
+        readable = {name: row for name, row in rows.items() if not returns_wear_out(row, node)}
         streamed = _stream(connection, [dead_letter_queue_name(name) for name in readable])
     finally:
         if connection.is_open:

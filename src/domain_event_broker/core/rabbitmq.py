@@ -131,18 +131,22 @@ def regex_literal(name: str) -> str:
     return re.sub(r"([.^$*+?{}\[\]\\|()])", r"\\\1", name)
 
 
-def returns_wear_out(queue: Mapping[str, Any] | None) -> bool:
+def returns_wear_out(queue: Mapping[str, Any] | None, rabbitmq: RabbitMQVersion = UNKNOWN) -> bool:
     """Whether giving a message back to ``queue`` (a row of the management API: ``type``,
-    ``arguments``, ``effective_policy_definition``) counts against a delivery limit.
+    ``arguments``, ``effective_policy_definition``) counts against a delivery limit on
+    the node ``rabbitmq`` (unknown: the answer that loses nothing on either).
 
-    A quorum queue with a limit set does; so does one with none set, as RabbitMQ
-    4.0-4.2 then apply 20 and the row does not say the release. Reading such a
-    queue by taking and returning would drop its messages at the limit.
+    Reading a queue by taking and returning would drop its messages at the limit.
+    4.x applies 20 when none is set and keeps ``-1`` for ever; 3.x has no limit
+    when none is set and reads ``-1`` as "none allowed".
 
-    >>> returns_wear_out({"type": "quorum", "arguments": {"x-delivery-limit": -1}})
+    >>> V4 = RabbitMQVersion(4, 0, 5)
+    >>> returns_wear_out({"type": "quorum", "arguments": {"x-delivery-limit": -1}}, V4)
     False
-    >>> returns_wear_out({"type": "quorum", "arguments": {}})
+    >>> returns_wear_out({"type": "quorum", "arguments": {}}, V4)
     True
+    >>> returns_wear_out({"type": "quorum", "arguments": {}}, RabbitMQVersion(3, 13))
+    False
     """
     if not queue or queue.get("type") != "quorum":
         return False
@@ -150,8 +154,9 @@ def returns_wear_out(queue: Mapping[str, Any] | None) -> bool:
     policy = queue.get("effective_policy_definition") or {}
     limit = arguments.get("x-delivery-limit", policy.get("delivery-limit"))
     if limit is None:
-        return True
+        return rabbitmq.limits_quorum_deliveries or not rabbitmq.known
     try:
-        return int(limit) >= 0
+        allowed = int(limit)
     except (TypeError, ValueError):
         return True
+    return allowed >= 0 or not rabbitmq.limits_quorum_deliveries
