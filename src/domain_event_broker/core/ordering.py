@@ -23,6 +23,7 @@ from .partitions import ORDERED_BY
 from .topology import OBJECT_ID_HEADER
 
 _KEY_IN_BODY = b'"domain_object_id"'
+_NO_ID_IN_BODY = b'"domain_object_id": null'
 
 Item = TypeVar("Item")
 
@@ -36,8 +37,13 @@ def object_id_of(body: bytes) -> str | None:
     """The ``domain_object_id`` of an event body, as text; None when it has none
     (or the body is not an event: it then goes to the one partition of events
     without an id, and is never lost)."""
-    if _KEY_IN_BODY not in body:
-        return None  # most events of most publishers: no parse
+    keys = body.count(_KEY_IN_BODY)
+    if keys == 0:
+        return None  # not an event of ours: no parse
+    if keys == 1 and _NO_ID_IN_BODY in body:
+        # As 3.x writes an event without an id: the one key there is null (or, nested in
+        # the data, the event itself has none). Most events of most publishers: no parse.
+        return None
     try:
         event = json.loads(body)
     except ValueError:
