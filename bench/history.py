@@ -104,6 +104,31 @@ def _raw_stream_read(broker: Broker, exchange: str, count: int) -> float:
     return (count - 1) / (finished[0] - first[0])
 
 
+def prepare_archive(broker: Broker, exchange: str, count: int) -> None:
+    """``python -m bench.profile history``: an archive on ``exchange`` holding ``count`` events."""
+    enable_archive(broker.url, exchange=exchange)
+    _fill_archive(broker, exchange, count)
+
+
+def forget_archive(broker: Broker, exchange: str) -> None:
+    disable_archive(broker.url, exchange=exchange)
+    with broker.connection() as connection:
+        connection.channel().exchange_delete(exchange)
+
+
+def profiled_read(url: str, exchange: str, count: int) -> float:
+    """The history read of ``case_history`` in a profiled child (``bench.profile``)."""
+    return _read_history(_UrlBroker(url), exchange, count)
+
+
+class _UrlBroker(Broker):
+    """The vhost the parent process made: this process neither makes nor deletes it."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+
+
 def case_history(context: Context) -> list[Row]:
     broker = context.broker
     count = context.size(10000, 2000)

@@ -18,13 +18,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import consume, publish
+from . import consume, history, publish
 from .harness import REPO_ROOT, Broker, quiet_pika, unique
 
 Scenario = Callable[[str, str, int], float]
 
 #: name -> (function run in the child, events, whether the queue is filled first)
 SCENARIOS: dict[str, tuple[Scenario, int, bool]] = {
+    # The queue argument names an exchange whose archive holds the events.
+    "history": (history.profiled_read, 20000, True),
     "publish_loop": (lambda url, _q, n: publish.ours_loop(url, n), 3000, False),
     "publish_threads": (lambda url, _q, n: publish.ours_threads(url, n), 8000, False),
     "publish_many": (lambda url, _q, n: publish.ours_many(url, n), 30000, False),
@@ -118,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             _, count, fill = SCENARIOS[name]
             queue = unique("profile")
             consume.declare(broker, queue)
-            if fill:
+            if name == "history":
+                history.prepare_archive(broker, queue, count)
+            elif fill:
                 broker.fill(queue, consume.ROUTING_KEY, count)
             else:
                 broker.queue(queue, publish.ROUTING_KEY)  # where published events go
@@ -152,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             print(summary)
             print()
             consume.forget(broker, queue)
+            if name == "history":
+                history.forget_archive(broker, queue)
     return 0
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -27,6 +27,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 
 from ._pika import close_stream_channel
 from .connection import as_broker, connect_blocking
+from .core.acks import StreamAcks
 from .core.archive import (
     archive_arguments,
     archive_name,
@@ -52,6 +53,11 @@ QUIET_END = 1.0
 SPAN_QUIET = 0.3
 #: Deliveries of the archive outstanding at once (a stream needs a prefetch).
 ARCHIVE_PREFETCH = 500
+
+
+def archive_ack_batch(prefetch: int) -> int:
+    """Deliveries of the archive done per ack (its credit; see ``core.acks.StreamAcks``)."""
+    return max(1, prefetch // 10)
 
 
 class ArchiveUnavailable(DomainEventBrokerError):
@@ -206,7 +212,7 @@ def read_archive(
     name: str,
     offset: str | int | datetime,
     quiet_end: float = QUIET_END,
-) -> Iterator[Archived]:
+) -> Generator[Archived, None, None]:
     """The archive's messages from ``offset`` on, until none came for ``quiet_end`` seconds.
 
     Nothing is consumed: a stream keeps its messages whoever reads them. (No
@@ -214,15 +220,18 @@ def read_archive(
     """
     channel = connection.channel()
     channel.basic_qos(prefetch_count=ARCHIVE_PREFETCH)
-    received: deque[Archived] = deque()
+    acks = StreamAcks(ARCHIVE_PREFETCH, archive_ack_batch(ARCHIVE_PREFETCH))
+    received: deque[tuple[int, Archived]] = deque()
 
     def on_message(
         _channel: BlockingChannel, method: Any, properties: pika.BasicProperties, body: bytes
     ) -> None:
         headers = dict(properties.headers or {})
-        channel.basic_ack(method.delivery_tag)
+        acks.delivered(method.delivery_tag)
         offset = stream_offset_in(headers)
-        received.append(Archived(offset, str(method.routing_key), headers, body))
+        received.append(
+            (method.delivery_tag, Archived(offset, str(method.routing_key), headers, body))
+        )
 
     try:
         channel.basic_consume(name, on_message, arguments={"x-stream-offset": offset})
@@ -231,7 +240,12 @@ def read_archive(
                 connection.process_data_events(time_limit=quiet_end)
                 if not received:
                     return
-            yield received.popleft()
+            tag, archived = received.popleft()
+            acks.done(tag)
+            due = acks.take()
+            if due is not None:
+                channel.basic_ack(due, multiple=True)
+            yield archived
     finally:
         close_stream_channel(channel)
 

@@ -136,3 +136,58 @@ class AckBook:
     def size(self) -> int:
         """Tags held in memory (never more than the deliveries RabbitMQ has outstanding)."""
         return len(self._unfinished) + len(self._due)
+
+
+class StreamAcks:
+    """The acks of a stream consumer (the archive): its credit, not its progress.
+
+    A stream keeps every message whatever its readers ack, and redelivers
+    nothing: an ack only lets RabbitMQ send more (up to the prefetch). So one
+    ``multiple`` ack up to the newest delivery that is done (handled, skipped,
+    or its copy stored) is safe even while older ones are still being handled:
+    a reader resumes from its saved progress (``core.history``), which never
+    passes an event not settled, never from its acks. One ack goes out per
+    ``batch`` deliveries done, or sooner when the credit runs low.
+
+    >>> acks = StreamAcks(prefetch=10, batch=3)
+    >>> for tag in (1, 2, 3, 4):
+    ...     acks.delivered(tag)
+    >>> acks.done(2), acks.take()  # 1 is still being handled: 2 done is not a batch yet
+    (None, None)
+    >>> acks.done(4), acks.take()  # 4 done: a batch since the last ack, 1 still in flight
+    (None, 4)
+    """
+
+    def __init__(self, prefetch: int, batch: int) -> None:
+        if not 1 <= batch <= prefetch:
+            raise ValueError(f"an ack batch of {batch} for a prefetch of {prefetch}")
+        self.prefetch = prefetch
+        self.batch = batch
+        self._newest_delivered = 0
+        self._newest_done = 0
+        self._acked = 0
+
+    def delivered(self, tag: int) -> None:
+        if tag > self._newest_delivered:
+            self._newest_delivered = tag
+
+    def done(self, tag: int) -> None:
+        if tag > self._newest_done:
+            self._newest_done = tag
+
+    @property
+    def due(self) -> bool:
+        """An ack is to be sent now: a batch is done, or RabbitMQ is about to wait for credit."""
+        done = self._newest_done - self._acked
+        if done <= 0:
+            return False
+        return done >= self.batch or (
+            self._newest_delivered - self._acked > self.prefetch - self.batch
+        )
+
+    def take(self) -> int | None:
+        """The tag of the ``multiple`` ack to send now, if one is due."""
+        if not self.due:
+            return None
+        self._acked = self._newest_done
+        return self._acked

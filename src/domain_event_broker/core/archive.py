@@ -7,11 +7,13 @@ No I/O. The archive of an exchange ``E`` is the stream ``E-archive`` bound to
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
 from ..events import DomainEvent, topic_matches
+from .start_point import CLOCK_MARGIN
 
 #: AMQP's reply to another connection's exclusive queue (a history lock, a `listen` queue).
 RESOURCE_LOCKED = 405
@@ -112,6 +114,75 @@ def marker_headers(marker: str) -> dict[str, Any]:
 def matches(binding_keys: Iterable[str], routing_key: str) -> bool:
     """Whether a topic exchange would route ``routing_key`` to one of ``binding_keys``."""
     return any(topic_matches(key, routing_key) for key in binding_keys)
+
+
+#: Routing keys whose answer a :class:`BindingMatcher` keeps (it starts over beyond).
+MATCHER_MEMORY = 10_000
+
+
+class BindingMatcher:
+    """:func:`matches` for one set of binding keys, for every message of an archive read.
+
+    An archive holds few distinct routing keys and many events of each: the
+    answer for a routing key is worked out once and kept (``#`` matches all).
+
+    >>> match = BindingMatcher(("order.*",))
+    >>> match("order.placed"), match("order.placed.eu"), match("user.registered")
+    (True, False, False)
+    """
+
+    def __init__(self, binding_keys: Iterable[str]) -> None:
+        self.binding_keys = tuple(binding_keys)
+        self.everything = "#" in self.binding_keys
+        self._known: dict[str, bool] = {}
+
+    def __call__(self, routing_key: str) -> bool:
+        if self.everything:
+            return True
+        known = self._known.get(routing_key)
+        if known is None:
+            if len(self._known) >= MATCHER_MEMORY:
+                self._known.clear()
+            known = self._known[routing_key] = matches(self.binding_keys, routing_key)
+        return known
+
+
+#: The last key of an event as 3.x (and we) write it: ``json.dumps``' separators, this order.
+_LAST_KEY = b', "timestamp": '
+_JSON_NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+
+
+def timestamp_of(body: bytes) -> float | None:
+    """An event's own timestamp, read without parsing the body when it ends as 3.x writes it.
+
+    ``..., "timestamp": 1700000000.5}``: an unescaped quote after ``", "`` starts
+    a key, and a number closed by the body's last brace is the outer object's.
+    None: the body ends otherwise (its timestamp null, another key order, not an
+    event); the caller parses it.
+
+    >>> timestamp_of(b'{"routing_key": "a.b", "data": {"timestamp": 1}, "timestamp": 2.5}')
+    2.5
+    """
+    at = body.rfind(_LAST_KEY)
+    if at < 0 or body[-1:] != b"}":
+        return None
+    number = body[at + len(_LAST_KEY) : -1]
+    if _JSON_NUMBER.fullmatch(number) is None:
+        return None
+    return float(number)
+
+
+def past_window(timestamp: float, until: float) -> bool:
+    """Whether a read of the archive in time order may stop at an event stamped ``timestamp``.
+
+    The archive is in arrival order, and no arrival time reaches an AMQP reader:
+    an event's own timestamp stands in for it. One more than ``CLOCK_MARGIN``
+    seconds after ``until`` (arrival times are whole seconds, and publishers'
+    clocks differ a little) says the window is behind. An event stamped before
+    ``until`` that arrives after it (an outbox relay catching up after an
+    outage) is not in the window's part of the archive: a later ``until`` finds it.
+    """
+    return timestamp > until + CLOCK_MARGIN
 
 
 def in_window(event: DomainEvent, since: float | None, until: float | None) -> bool:

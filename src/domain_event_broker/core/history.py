@@ -24,7 +24,7 @@ from typing import Union
 
 from ..errors import InvalidEvent
 from ..events import DomainEvent
-from .archive import marker_in, matches
+from .archive import BindingMatcher, marker_in, timestamp_of
 from .start_point import CLOCK_MARGIN as CLOCK_MARGIN
 from .start_point import FIRST as FIRST
 from .start_point import StartFrom as StartFrom
@@ -240,6 +240,7 @@ class ArchiveReading:
         self._overlap = set(self.progress.overlap)
         self._next = self.progress.resume_at
         self._handled = self.progress.handled
+        self._matches = BindingMatcher(self.binding_keys)
 
     def archived(self, offset: int, routing_key: str, headers: object, body: bytes) -> Verdict:
         """One message of the archive, in order."""
@@ -254,16 +255,24 @@ class ArchiveReading:
                 self._ended = True
                 return Verdict.END
             return Verdict.SKIP
-        if not matches(self.binding_keys, routing_key):
+        if not self._matches(routing_key):
             return Verdict.SKIP
-        # The body is read here only when a rule needs it (a start time, the overlap).
+        # The body is read here only when a rule needs it (a start time, the overlap);
+        # its timestamp alone without a parse where it can be (the workers parse it anyway).
         start, overlapping = self.progress.start, self.progress.past_first_marker
-        if start.not_before is not None or overlapping:
+        if overlapping:
             event = _event_in(body)
             if event is not None and not start.admits(event.timestamp):
                 return Verdict.SKIP
-            if event is not None and overlapping:
+            if event is not None:
                 self._overlap.add(event.uuid_string)
+        elif start.not_before is not None:
+            timestamp = timestamp_of(body)
+            if timestamp is None:
+                event = _event_in(body)
+                timestamp = None if event is None else event.timestamp
+            if timestamp is not None and not start.admits(timestamp):
+                return Verdict.SKIP
         self._in_flight.add(offset)
         return Verdict.HANDLE
 
@@ -296,9 +305,13 @@ class ArchiveReading:
             self._unsaved > 0 and seconds_since_save >= SAVE_INTERVAL
         )
 
-    def checkpoint(self) -> Progress:
-        """The progress to save now: resume at the oldest event not settled yet."""
-        self._unsaved = 0
+    def checkpoint(self, saving: bool = True) -> Progress:
+        """The progress to save now: resume at the oldest event not settled yet.
+
+        ``saving=False``: only to show it (the count towards the next save goes on).
+        """
+        if saving:
+            self._unsaved = 0
         pending = self._in_flight | self._abandoned
         resume_at = min(pending) if pending else self._next
         phase = Phase.LIVE if self.complete else Phase.READING

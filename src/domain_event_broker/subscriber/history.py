@@ -24,9 +24,9 @@ from .._pika import close_stream_channel
 from ..connection import CONNECTION_LOST
 from ..core import archive as archive_rules
 from ..core import history as rules
-from ..core.acks import AckBook, Ticket
+from ..core.acks import AckBook, StreamAcks, Ticket
 from ..core.rabbitmq import RabbitMQVersion
-from ..history import ARCHIVE_PREFETCH, require_archive
+from ..history import ARCHIVE_PREFETCH, archive_ack_batch, require_archive
 from ..status import queue_counts
 from ..topology import SubscriberTopology
 from .delivery import Delivery, Registration
@@ -66,8 +66,12 @@ class HandOver:
         self.reading: rules.ArchiveReading | None = None
         self.live: rules.LiveHandOver | None = None
         self._archive_channel: BlockingChannel | None = None
+        #: Markers and the saves a step relies on: each waits for its confirm.
         self._saving: BlockingChannel | None = None
-        self._acks = AckBook()
+        #: The periodic saves while reading: sent without waiting (see :meth:`_save`).
+        self._checkpoints: BlockingChannel | None = None
+        self._progress_declared = False
+        self._acks = StreamAcks(ARCHIVE_PREFETCH, archive_ack_batch(ARCHIVE_PREFETCH))
         self._saved_at = 0.0
         self._logged_at = 0.0
 
@@ -81,6 +85,8 @@ class HandOver:
             return False
         self._saving = connection.channel()
         self._saving.confirm_delivery()
+        self._checkpoints = None
+        self._progress_declared = False
         exists = queue_counts(connection, self.topology.queue)[0] is not None
         step = rules.next_step(exists, progress := self._load(connection))
         archive = archive_rules.archive_name(self.topology.exchange)
@@ -111,9 +117,10 @@ class HandOver:
         connection = session.connection
         reading = self.reading = rules.ArchiveReading(progress, self.topology.binding_keys)
         offset: object = progress.start.offset if progress.resume_at is None else progress.resume_at
-        self._acks = AckBook()  # the archive channel's own delivery tags
+        prefetch = max(session.prefetch_count, ARCHIVE_PREFETCH)
+        self._acks = StreamAcks(prefetch, archive_ack_batch(prefetch))  # the archive channel's
         channel = self._archive_channel = connection.channel()
-        channel.basic_qos(prefetch_count=max(session.prefetch_count, ARCHIVE_PREFETCH))
+        channel.basic_qos(prefetch_count=prefetch)
         channel.basic_consume(
             archive_rules.archive_name(self.topology.exchange),
             functools.partial(self._on_archived, session, registration, reading),
@@ -135,9 +142,10 @@ class HandOver:
         headers = properties.headers or {}
         offset = archive_rules.stream_offset_in(headers)
         verdict = reading.archived(offset, str(method.routing_key), headers, body)
-        own = self._acks.delivered(method.delivery_tag)
+        tag = method.delivery_tag
+        self._acks.delivered(tag)
         if verdict is not rules.Verdict.HANDLE:
-            self._acks.finished(own)  # acked with the others (pump)
+            self._acks.done(tag)  # acked with the others (pump)
             return
         ticket = Ticket(session.book.generation, method.delivery_tag)
         delivery = Delivery(registration, ticket, str(method.routing_key), properties, body)
@@ -149,8 +157,7 @@ class HandOver:
         assert delivery.offset is not None
         if self.reading is None:
             return
-        if self._archive_channel is not None:
-            self._acks.finished(Ticket(self._acks.generation, delivery.ticket.tag))
+        self._acks.done(delivery.ticket.tag)
         self.reading.settled(delivery.offset)
 
     def abandon(self, offset: int) -> None:
@@ -176,7 +183,7 @@ class HandOver:
         self._send_acks()
         if reading.complete:
             progress, live = rules.going_live(reading)
-            self._save(progress)
+            self._save(progress, confirmed=True)
             self._log(progress)
             self.reading = None
             self.stop_reading()
@@ -191,22 +198,20 @@ class HandOver:
             session.consume_queue(registration)
             return
         if reading.save_due(now - self._saved_at):
-            self._save(reading.checkpoint())
+            self._save(reading.checkpoint(), confirmed=False)
             self._saved_at = now
         if now - self._logged_at >= rules.PROGRESS_LOG_INTERVAL:
             self._logged_at = now
-            self._log(reading.checkpoint())
+            self._log(reading.checkpoint(saving=False))
 
     def _send_acks(self) -> None:
-        """Ack what is settled on the archive's channel: as few frames as the book allows."""
+        """Give the archive's channel credit: one multiple ack per batch done (see StreamAcks)."""
         channel = self._archive_channel
         if channel is None:
             return
-        acks = self._acks.take_acks()
-        if acks.multiple_up_to is not None:
-            channel.basic_ack(acks.multiple_up_to, multiple=True)
-        for tag in acks.singles:
-            channel.basic_ack(tag)
+        tag = self._acks.take()
+        if tag is not None:
+            channel.basic_ack(tag, multiple=True)
 
     def passed_marker(self, connection: BlockingConnection) -> None:
         """The hand-over marker came out of the live queue: the hand-over is complete."""
@@ -226,7 +231,8 @@ class HandOver:
             close_stream_channel(channel)
         if reading is not None and self._saving is not None and self._saving.is_open:
             with contextlib.suppress(*CONNECTION_LOST):
-                self._save(reading.checkpoint())  # a stop resumes here, not at the last save
+                # A stop resumes here, not at the last save.
+                self._save(reading.checkpoint(), confirmed=True)
 
     # Progress, markers, lock ----------------------------------------------------------------
     def _log(self, progress: rules.Progress) -> None:
@@ -243,14 +249,34 @@ class HandOver:
             return None
         return rules.Progress.from_json(body)
 
-    def _save(self, progress: rules.Progress) -> None:
+    def _save(self, progress: rules.Progress, confirmed: bool = True) -> None:
+        """Into ``N-history`` (it keeps the last one); ``confirmed``: once the broker has it.
+
+        A periodic save while reading goes out without waiting: a confirm would
+        stop the I/O thread (and every history delivery) for a disk write, and a
+        lost one only means a resume from the save before it. The saves that
+        mark a step wait: they go through the periodic saves' channel first, so
+        that no periodic save sent earlier can land after them (a channel's
+        messages reach a queue in order), then through the confirming channel.
+        """
         channel = self._saving
         assert channel is not None
         name = archive_rules.progress_queue_name(self.topology.name)
-        channel.queue_declare(name, durable=True, arguments=archive_rules.PROGRESS_QUEUE_ARGUMENTS)
-        channel.basic_publish(
-            "", name, progress.to_json(), pika.BasicProperties(delivery_mode=2), mandatory=True
-        )
+        if not self._progress_declared:
+            channel.queue_declare(
+                name, durable=True, arguments=archive_rules.PROGRESS_QUEUE_ARGUMENTS
+            )
+            self._progress_declared = True
+        body, persistent = progress.to_json(), pika.BasicProperties(delivery_mode=2)
+        checkpoints = self._checkpoints
+        if not confirmed:
+            if checkpoints is None or not checkpoints.is_open:
+                checkpoints = self._checkpoints = channel.connection.channel()
+            checkpoints.basic_publish("", name, body, persistent)
+        else:
+            if checkpoints is not None and checkpoints.is_open:
+                checkpoints.basic_publish("", name, body, persistent)
+            channel.basic_publish("", name, body, persistent, mandatory=True)
         self._saved_at = time.monotonic()
 
     def _publish_marker(self, queue: str, marker: str) -> None:
@@ -266,9 +292,10 @@ class HandOver:
         channel.queue_delete(archive_rules.progress_queue_name(self.topology.name))
         channel.queue_delete(archive_rules.lock_queue_name(self.topology.name))
         channel.close()
-        if self._saving is not None and self._saving.is_open:
-            self._saving.close()
-        self._saving = None
+        for used in (self._saving, self._checkpoints):
+            if used is not None and used.is_open:
+                used.close()
+        self._saving = self._checkpoints = None
         self.done = True
 
 

@@ -21,7 +21,8 @@ import aiormq.exceptions
 
 from ...core import archive as archive_rules
 from ...core import history as rules
-from ...history import ArchiveUnavailable, not_enabled
+from ...core.acks import StreamAcks
+from ...history import ARCHIVE_PREFETCH, ArchiveUnavailable, archive_ack_batch, not_enabled
 from ...topology import SubscriberTopology
 from .. import topology as aio_topology
 from ..connection import AIO_CONNECTION_LOST
@@ -50,7 +51,13 @@ class AsyncHandOver:
         self.live: rules.LiveHandOver | None = None
         self._archive_channel: aio_pika.abc.AbstractChannel | None = None
         self._saving: aio_pika.abc.AbstractChannel | None = None
+        self._progress_declared = False
         self._watch: asyncio.Task[None] | None = None
+        self._acks = StreamAcks(ARCHIVE_PREFETCH, archive_ack_batch(ARCHIVE_PREFETCH))
+        #: Acks go out one at a time, in order (a multiple ack must not overtake an older one).
+        self._ack_lock = asyncio.Lock()
+        self._ack_tasks: set[asyncio.Task[None]] = set()
+        self._reading_in: Session | None = None  # the session whose channel reads the archive
 
     async def attach(
         self,
@@ -70,6 +77,7 @@ class AsyncHandOver:
             log.info("subscriber %s: another process reads its history", self.topology.name)
             return False
         self._saving = await connection.channel()  # publisher confirms: on
+        self._progress_declared = False
         exists = await _exists(connection, self.topology.queue)
         step = rules.next_step(exists, progress := await self._load(connection))
         archive = archive_rules.archive_name(self.topology.exchange)
@@ -100,8 +108,12 @@ class AsyncHandOver:
     ) -> None:
         reading = self.reading = rules.ArchiveReading(progress, self.topology.binding_keys)
         offset: object = progress.start.offset if progress.resume_at is None else progress.resume_at
+        prefetch = max(session.prefetch_count, ARCHIVE_PREFETCH)
+        acks = self._acks = StreamAcks(prefetch, archive_ack_batch(prefetch))
+        self._ack_lock = asyncio.Lock()  # the archive channel's own delivery tags
+        self._reading_in = session
         channel = self._archive_channel = await session.connection.channel()
-        await channel.set_qos(prefetch_count=session.prefetch_count)
+        await channel.set_qos(prefetch_count=prefetch)
         queue = await channel.get_queue(
             archive_rules.archive_name(self.topology.exchange), ensure=False
         )
@@ -110,17 +122,53 @@ class AsyncHandOver:
             offset = archive_rules.stream_offset_in(message.headers)
             key = message.routing_key or ""
             verdict = reading.archived(offset, key, message.headers, message.body)
+            tag = message.delivery_tag or 0
+            acks.delivered(tag)
             if verdict is not rules.Verdict.HANDLE:
-                await message.ack()
+                acks.done(tag)  # acked with the others
+                self._ack_when_due(session, message)
                 return
             submit(Delivery(registration, message, session.generation, offset, self._settled))
 
         await queue.consume(on_archived, arguments={"x-stream-offset": offset})
         log.info("subscriber %s: reading history from %s", self.topology.name, offset)
 
-    def _settled(self, offset: int) -> None:
-        if self.reading is not None:
-            self.reading.settled(offset)
+    def _settled(self, delivery: Delivery) -> None:
+        """A history event is handled, dropped, or its copy stored: count it, ack in batches."""
+        reading = self.reading
+        if reading is None or delivery.offset is None:
+            return
+        reading.settled(delivery.offset)
+        self._acks.done(delivery.message.delivery_tag or 0)
+        if self._reading_in is not None:
+            self._ack_when_due(self._reading_in, delivery.message)
+
+    def _ack_when_due(self, session: Session, message: Message) -> None:
+        """One multiple ack per batch done (``StreamAcks``): the stream's credit, not its
+        progress, so it may pass events still being handled."""
+        if not self._acks.due:
+            return
+        task = asyncio.get_running_loop().create_task(self._send_ack(session, message))
+        self._ack_tasks.add(task)
+        task.add_done_callback(self._ack_tasks.discard)
+
+    async def _send_ack(self, session: Session, message: Message) -> None:
+        async with self._ack_lock:  # taken under the lock: the tags go out in order
+            tag, reading_channel = self._acks.take(), self._archive_channel
+            if tag is None or reading_channel is None:
+                return
+            try:
+                await message.channel.basic_ack(tag, multiple=True)
+            except AIO_CONNECTION_LOST as error:
+                if self._archive_channel is not reading_channel:
+                    return  # history read meanwhile, or the session closing: no credit needed
+                log.warning(
+                    "subscriber %s: could not ack history events (%s); reading on from the "
+                    "saved progress",
+                    self.topology.name,
+                    type(error).__name__,
+                )
+                session.lost.set()
 
     @property
     def in_flight(self) -> int:
@@ -143,7 +191,9 @@ class AsyncHandOver:
                     saved_at = now
                 if now - logged_at >= rules.PROGRESS_LOG_INTERVAL:
                     logged_at = now
-                    progress = rules.describe_progress(self.topology.name, reading.checkpoint())
+                    progress = rules.describe_progress(
+                        self.topology.name, reading.checkpoint(saving=False)
+                    )
                     log.info("%s", progress)
                 await asyncio.sleep(WATCH_INTERVAL)
         except AIO_CONNECTION_LOST as error:
@@ -154,7 +204,8 @@ class AsyncHandOver:
         progress, live = rules.going_live(reading)
         await self._save(progress)
         self.reading = None
-        channel, self._archive_channel = self._archive_channel, None
+        async with self._ack_lock:  # no ack on its way while the channel closes
+            channel, self._archive_channel = self._archive_channel, None
         if channel is not None:
             await channel.close()
         self.live = live
@@ -198,9 +249,11 @@ class AsyncHandOver:
         channel = self._saving
         assert channel is not None
         name = archive_rules.progress_queue_name(self.topology.name)
-        await channel.declare_queue(
-            name, durable=True, arguments=archive_rules.PROGRESS_QUEUE_ARGUMENTS
-        )
+        if not self._progress_declared:
+            await channel.declare_queue(
+                name, durable=True, arguments=archive_rules.PROGRESS_QUEUE_ARGUMENTS
+            )
+            self._progress_declared = True
         message = aio_pika.Message(
             progress.to_json(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT
         )

@@ -54,8 +54,8 @@ class Delivery:
     generation: int
     #: A history event's offset in the archive (None: from the subscriber's queue)...
     offset: int | None = None
-    #: ... and whom to tell once it is settled.
-    on_settled: Callable[[int], None] | None = None
+    #: ... and whom to tell once it is settled (it acks the archive's deliveries in batches).
+    on_settled: Callable[[Delivery], None] | None = None
     #: Its place in the line of an ordered subscriber (None: starts at once).
     object_key: tuple[str, str] | None = None
     #: Retries held in this process (ordered subscribers), not yet in a header.

@@ -80,7 +80,7 @@ class Settler:
     async def _settle_history(
         self, session: Session, delivery: Delivery, outcome: Outcome, retries: int | None
     ) -> None:
-        """A history event: acked on the archive's channel once handled or its copy stored.
+        """A history event: settled once handled or its copy stored (the hand-over acks it).
 
         A stream takes no nack: an event that would go back to its queue ends the
         session instead, and the next one reads on from the saved progress.
@@ -107,8 +107,7 @@ class Settler:
                     )
                     session.lost.set()
                     return
-            await delivery.message.ack()
-            delivery.on_settled(delivery.offset)
+            delivery.on_settled(delivery)  # acked with others on the archive's channel
         except AIO_CONNECTION_LOST as error:
             _give_up_session(session, error, "could not settle a history event")
 
