@@ -152,6 +152,57 @@ def test_history_replay_refeeds_a_window_to_one_subscriber(
     assert f"there is no subscriber '{name}-missing'" in missing.stderr
 
 
+def test_history_show_and_replay_until_stop_after_the_window(
+    broker_url: str, exchange: str, name: str, make_subscriber: Callable[..., Subscriber]
+) -> None:
+    """A window of six events, then a long archive after --until: both commands stop once
+    past the window (well before a read of the whole archive ends) and see only it."""
+    _enable(broker_url, exchange)
+    handled: list[str] = []
+    subscriber = make_subscriber(exchange=exchange)
+    subscriber.register(lambda event: handled.append(event.uuid_string), name, ["order.*"])
+    subscriber.start_consuming(timeout=0.5)  # its queue exists: replay refuses a stranger
+    window = _publish(
+        broker_url,
+        exchange,
+        *(DomainEvent("order.placed" if n % 2 else "user.registered", {"n": n}) for n in range(6)),
+    )
+    time.sleep(1.1)
+    until = datetime.now(timezone.utc).isoformat()
+    time.sleep(3.0)  # what follows is stamped well after --until
+    publisher = Publisher(broker_url, exchange=exchange)
+    publisher.publish_many(DomainEvent("user.registered", {"n": n}) for n in range(40000))
+    publisher.disconnect()
+    show = ("--url", broker_url, "history", "show", "--exchange", exchange, "--json")
+
+    started = time.monotonic()
+    nothing = domain_events(*show, "no.such.event", timeout=120)  # read to the end, none shown
+    whole_read = time.monotonic() - started
+    assert nothing.returncode == 0, nothing.stderr
+    assert "0 events" in nothing.stderr
+    started = time.monotonic()
+    shown = domain_events(*show, "#", "--until", until, timeout=120)
+    took = time.monotonic() - started
+    assert shown.returncode == 0, shown.stderr
+    assert [json.loads(line) for line in shown.stdout.splitlines()] == [
+        event.event_data for event in window
+    ]
+    assert took < whole_read / 2, f"--until took {took:.1f} s, the whole archive {whole_read:.1f} s"
+
+    replay = ("--url", broker_url, "history", "replay", "--exchange", exchange, "--to", name)
+    started = time.monotonic()
+    dry = domain_events(*replay, "--since", "1h", "--until", until, "--dry-run", timeout=120)
+    assert time.monotonic() - started < whole_read / 2
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.strip() == f"would replay 3 events to {name}"
+    replayed = domain_events(*replay, "--since", "1h", "--until", until, timeout=120)
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"replayed 3 events to {name}" in replayed.stdout
+    orders = [event.uuid_string for event in window if event.routing_key == "order.placed"]
+    consume_until(subscriber, lambda: all(handled.count(uuid) == 2 for uuid in orders), settle=0.5)
+    assert sorted(handled) == sorted(orders * 2)  # the window's order events once more, no other
+
+
 def test_subscribers_and_delete_while_a_hand_over_holds_its_lock(
     broker_url: str, exchange: str, name: str
 ) -> None:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Iterator
@@ -16,7 +17,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .connection import as_broker, connect_blocking
-from .core.archive import archive_name, in_window, matches, parse_bytes, parse_duration
+from .core.archive import (
+    BindingMatcher,
+    archive_name,
+    in_window,
+    parse_bytes,
+    parse_duration,
+    past_window,
+)
 from .core.history import FIRST, StartPoint, as_utc
 from .core.topology import REPLAYED_HEADER, retry_exchange_name
 from .events import DomainEvent
@@ -128,19 +136,33 @@ def moment(text: str | None, now: datetime) -> float | None:
 def _window(
     args: argparse.Namespace, url: BrokerSettings, keys: tuple[str, ...]
 ) -> Iterator[tuple[DomainEvent, Archived]]:
-    """The archived events in the window that ``keys`` match, in archive order."""
+    """The archived events in the window that ``keys`` match, in archive order.
+
+    The read stops at the first event well after ``--until`` (now when not
+    given; see ``past_window``) or at the archive's end, whichever comes first:
+    neither the rest of a long archive nor the events published meanwhile are read.
+    """
     now = datetime.now(timezone.utc)
     since, until = moment(args.since, now), moment(args.until, now)
+    if until is None:
+        until = now.timestamp()
+    matches = BindingMatcher(keys)
     connection = connect_blocking(url, "history")
     try:
         require_archive(connection, args.exchange)
         offset = FIRST if since is None else StartPoint(since).offset
-        for archived in read_archive(connection, archive_name(args.exchange), offset, QUIET_END):
-            event = archived.event
-            if event is None or not matches(keys, archived.routing_key):
-                continue
-            if in_window(event, since, until) and _of_object(event, args):
-                yield event, archived
+        messages = read_archive(connection, archive_name(args.exchange), offset, QUIET_END)
+        with contextlib.closing(messages):  # the archive's channel closes at the stop
+            for archived in messages:
+                event = archived.event
+                if event is None:
+                    continue
+                if past_window(event.timestamp, until):
+                    return
+                if not matches(archived.routing_key):
+                    continue
+                if in_window(event, since, until) and _of_object(event, args):
+                    yield event, archived
     finally:
         if connection.is_open:
             connection.close()
