@@ -57,6 +57,7 @@ class AsyncHandOver:
         #: Acks go out one at a time, in order (a multiple ack must not overtake an older one).
         self._ack_lock = asyncio.Lock()
         self._ack_tasks: set[asyncio.Task[None]] = set()
+        self._ack_scheduled = False
         self._reading_in: Session | None = None  # the session whose channel reads the archive
 
     async def attach(
@@ -111,6 +112,7 @@ class AsyncHandOver:
         prefetch = max(session.prefetch_count, ARCHIVE_PREFETCH)
         acks = self._acks = StreamAcks(prefetch, archive_ack_batch(prefetch))
         self._ack_lock = asyncio.Lock()  # the archive channel's own delivery tags
+        self._ack_scheduled = False
         self._reading_in = session
         channel = self._archive_channel = await session.connection.channel()
         await channel.set_qos(prefetch_count=prefetch)
@@ -146,15 +148,19 @@ class AsyncHandOver:
     def _ack_when_due(self, session: Session, message: Message) -> None:
         """One multiple ack per batch done (``StreamAcks``): the stream's credit, not its
         progress, so it may pass events still being handled."""
-        if not self._acks.due:
+        if self._ack_scheduled or not self._acks.due:
             return
-        task = asyncio.get_running_loop().create_task(self._send_ack(session, message))
+        self._ack_scheduled = True
+        task = asyncio.get_running_loop().create_task(self._send_ack(session, message, self._acks))
         self._ack_tasks.add(task)
         task.add_done_callback(self._ack_tasks.discard)
 
-    async def _send_ack(self, session: Session, message: Message) -> None:
+    async def _send_ack(self, session: Session, message: Message, acks: StreamAcks) -> None:
         async with self._ack_lock:  # taken under the lock: the tags go out in order
-            tag, reading_channel = self._acks.take(), self._archive_channel
+            if acks is not self._acks:
+                return  # a read of an earlier session: its channel is gone
+            self._ack_scheduled = False
+            tag, reading_channel = acks.take(), self._archive_channel
             if tag is None or reading_channel is None:
                 return
             try:
