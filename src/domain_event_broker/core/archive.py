@@ -92,7 +92,8 @@ def parse_duration(text: str) -> timedelta:
 
 def marker_in(headers: object) -> str | None:
     """The marker id a message carries, or None for an event."""
-    if not isinstance(headers, Mapping):
+    # A dict first: the check against the Mapping ABC costs more than the rest, per message.
+    if type(headers) is not dict and not isinstance(headers, Mapping):
         return None
     value = headers.get(MARKER_HEADER)
     if isinstance(value, bytes):
@@ -102,7 +103,9 @@ def marker_in(headers: object) -> str | None:
 
 def stream_offset_in(headers: object) -> int:
     """The offset RabbitMQ gives a message read from a stream (``x-stream-offset``), or -1."""
-    value = headers.get("x-stream-offset") if isinstance(headers, Mapping) else None
+    if type(headers) is not dict and not isinstance(headers, Mapping):  # a dict first: cheaper
+        return -1
+    value = headers.get("x-stream-offset")
     return value if isinstance(value, int) else -1
 
 
