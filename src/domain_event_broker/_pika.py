@@ -107,18 +107,36 @@ def close_stream_channel(channel: Any, timeout: float = 5.0) -> None:
 
 
 class _WaitUnlocked:
-    """A poller's ``select.epoll``/``select.poll`` that lets go of ``lock`` while it waits."""
+    """A poller's ``select.epoll``/``select.poll`` that lets go of ``lock`` while it waits.
+
+    When another thread registered or unregistered a descriptor meanwhile (it
+    read a closing socket and pika let go of it), the events are stale: they may
+    name a descriptor pika no longer has a handler for, or a new socket under an
+    old number. They are dropped; the poll is level-triggered and reports
+    whatever is still ready on the next pass.
+    """
 
     def __init__(self, poll: Any, lock: Any) -> None:
         self._poll = poll
         self._lock = lock
+        self._changes = 0
 
     def poll(self, *args: Any) -> Any:
+        changes = self._changes
         self._lock.release()
         try:
-            return self._poll.poll(*args)
+            events = self._poll.poll(*args)
         finally:
             self._lock.acquire()
+        return events if changes == self._changes else []
+
+    def register(self, *args: Any) -> Any:
+        self._changes += 1
+        return self._poll.register(*args)
+
+    def unregister(self, *args: Any) -> Any:
+        self._changes += 1
+        return self._poll.unregister(*args)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._poll, name)
