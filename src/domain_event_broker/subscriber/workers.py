@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -38,8 +37,6 @@ class WorkerPool:
     _threads: list[threading.Thread] = field(default_factory=list)
     #: While draining, deliveries not started yet go back to their queue unhandled.
     draining: bool = False
-    #: The only worker waits for a delivery now (not kept with several workers).
-    _idle: bool = False
 
     def start(self) -> None:
         self.draining = False
@@ -58,11 +55,6 @@ class WorkerPool:
 
     def submit(self, delivery: Delivery) -> None:
         self._tasks.put(delivery)
-        if self._idle:
-            # Let the woken worker have the interpreter now: without this, it waits
-            # for the I/O thread to finish its pass and block (tens of microseconds
-            # added to every event's latency when events come one at a time).
-            time.sleep(0)
 
     def stop(self) -> None:
         """Let every worker finish its delivery and end (without waiting for them)."""
@@ -73,13 +65,7 @@ class WorkerPool:
     def _work(self, tasks: queue.SimpleQueue[Delivery | None]) -> None:
         runner = HandlerRunner()
         try:
-            alone = self.size == 1
-            while True:
-                self._idle = alone
-                delivery = tasks.get()
-                self._idle = False
-                if delivery is None:
-                    break
+            while (delivery := tasks.get()) is not None:
                 if not self._is_current(delivery.ticket):
                     continue  # its channel is gone; RabbitMQ redelivers the event
                 self._on_done(delivery, self._outcome(delivery, runner))
