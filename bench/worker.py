@@ -188,61 +188,6 @@ def pika_latency(url: str, queue: str, routing_key: str, count: int) -> dict[str
     return {"latencies": latencies}
 
 
-def aio_subscriber_latency(url: str, queue: str, routing_key: str, count: int) -> dict[str, Any]:
-    """An AsyncSubscriber (default settings) noting, per event, now minus its publish time."""
-    import asyncio
-
-    from domain_event_broker.aio import AsyncSubscriber
-
-    latencies: list[float] = []
-
-    async def run() -> None:
-        subscriber = AsyncSubscriber(url, handle_signals=False)
-
-        async def handler(event: DomainEvent) -> None:
-            latencies.append(time.monotonic() - event.data["t"])
-            if len(latencies) >= count:
-                subscriber.request_stop()
-
-        subscriber.register(handler, queue, [routing_key])
-        say({"state": "ready"})
-        await asyncio.wait_for(subscriber.run(), 300)
-
-    asyncio.run(run())
-    return {"latencies": latencies}
-
-
-def aio_pika_latency(url: str, queue: str, routing_key: str, count: int) -> dict[str, Any]:
-    """Raw aio-pika (prefetch 100, ack each) noting, per event, now minus its publish time."""
-    import asyncio
-
-    import aio_pika
-
-    del routing_key
-    latencies: list[float] = []
-
-    async def run() -> None:
-        connection = await aio_pika.connect(url)
-        async with connection:
-            channel = await connection.channel()
-            await channel.set_qos(prefetch_count=100)
-            consumed = await channel.get_queue(queue, ensure=False)
-            done = asyncio.Event()
-
-            async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-                latencies.append(time.monotonic() - json.loads(message.body)["data"]["t"])
-                await message.ack()
-                if len(latencies) >= count:
-                    done.set()
-
-            await consumed.consume(on_message)
-            say({"state": "ready"})
-            await asyncio.wait_for(done.wait(), 300)
-
-    asyncio.run(run())
-    return {"latencies": latencies}
-
-
 # Publishers ---------------------------------------------------------------------------------------
 def publisher_memory(url: str, routing_key: str, count: int, batch: int) -> dict[str, Any]:
     """``Publisher.publish_many`` of ``count`` events, ``batch`` per call."""
@@ -276,8 +221,6 @@ ROLES: dict[str, Callable[..., dict[str, Any]]] = {
     "pika-drain": pika_drain,
     "subscriber-latency": subscriber_latency,
     "pika-latency": pika_latency,
-    "aio-subscriber-latency": aio_subscriber_latency,
-    "aio-pika-latency": aio_pika_latency,
     "publisher-memory": publisher_memory,
     "pika-publisher-memory": pika_publisher_memory,
 }
