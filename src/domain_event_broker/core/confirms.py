@@ -94,7 +94,8 @@ class ConfirmBook:
     """Delivery tag to pending message, re-send order and nack grace for one publisher.
 
     Callers :meth:`submit` from any thread (a deque's ``extend`` is atomic);
-    every other method runs on the I/O thread only.
+    every other method runs on the I/O thread, or on a thread that holds the
+    I/O thread's lock.
     """
 
     def __init__(
@@ -166,16 +167,24 @@ class ConfirmBook:
         incoming = self.incoming
         while incoming:
             pending = incoming.popleft()
-            if pending.abandoned:
-                continue
-            if self.size_limit is not None and self._refused_for_size(pending):
-                continue
-            pending.seq = self._seq
-            self._seq += 1
-            self._tag += 1
-            unconfirmed[self._tag] = pending
-            if not send(pending):
-                self._give_back_tag()
+            if not pending.abandoned:
+                self.send_new(pending, send)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waiting to be sent and nothing unconfirmed."""
+        return not (self._unconfirmed or self._resend or self.incoming)
+
+    def send_new(self, pending: Pending, send: Callable[[Pending], bool]) -> None:
+        """Send ``pending``, never sent before, through ``send`` (see :meth:`send_all`)."""
+        if self.size_limit is not None and self._refused_for_size(pending):
+            return
+        pending.seq = self._seq
+        self._seq += 1
+        self._tag += 1
+        self._unconfirmed[self._tag] = pending
+        if not send(pending):
+            self._give_back_tag()
 
     def _give_back_tag(self) -> None:
         # The broker numbers only what it received: the next message takes this tag.

@@ -25,8 +25,9 @@ import pika.spec
 from .._pika import coalesce_output
 from ..core.confirms import NACK_GRACE, ConfirmBook, Pending
 from ..core.messages import confirm_timed_out, outage_outlasted
-from ..errors import BrokerUnavailable, EventRefused, PublishError
+from ..errors import BrokerUnavailable, PublishError
 from ..settings import BrokerSettings, mask_url
+from .direct import DirectSend, sender
 from .io_thread import IOThread
 from .link import Link
 from .messages import described
@@ -40,9 +41,10 @@ BLOCKED_LOOK = 1.0
 class ConfirmingConnection:
     """Hands messages to an I/O thread that publishes them with confirms; callers wait.
 
-    Only the I/O thread touches pika objects (pika is not thread-safe: a
-    socket error handled on a caller's thread once killed the I/O thread);
-    callers :meth:`submit` messages and :meth:`wait` for each to be settled.
+    Only the I/O thread touches pika objects, or a caller that holds its lock
+    (pika is not thread-safe: a socket error handled on a caller's thread
+    without it once killed the I/O thread); callers :meth:`submit` messages and
+    :meth:`wait` for each to be settled, or :meth:`publish` one.
     """
 
     def __init__(
@@ -66,6 +68,9 @@ class ConfirmingConnection:
         self.link = Link(self, url)
         self.on_confirm = self.io.guard(self._on_confirm)
         self.flush = self.io.guard(self._flush)
+        self.direct = DirectSend(self)
+        self._callers_lock = threading.Lock()
+        self._callers = 0  # in publish() now
 
     def open(self, connect_timeout: float) -> ConfirmingConnection:
         """Start the I/O thread and connect; return once the channel is ready.
@@ -100,6 +105,28 @@ class ConfirmingConnection:
                 return
             self._flush_scheduled = True
         self.io.call_soon(self.flush)
+
+    def publish(self, pending: Pending, deadline: float) -> None:
+        """Send one message and return once it is confirmed; raise why not.
+
+        On an idle connection the caller sends it and reads its confirm itself
+        (:mod:`.direct`); otherwise the I/O thread does, pipelined with the others.
+        """
+        if self.closing:
+            raise PublishError(f"the publisher for {self.masked_url} is closed")
+        with self._callers_lock:
+            self._callers += 1
+            alone = self._callers == 1
+        try:
+            # With other callers publishing, the I/O thread pipelines them all better.
+            if alone and self.direct.try_send(pending):
+                self.direct.wait(pending, deadline)
+            else:
+                self.submit((pending,))
+            self.wait(pending, deadline)
+        finally:
+            with self._callers_lock:
+                self._callers -= 1
 
     def wait(
         self,
@@ -157,6 +184,7 @@ class ConfirmingConnection:
             self.io.join(timeout)
         if not self.io.alive:
             self.book.fail_all(PublishError(f"the publisher for {self.masked_url} was closed"))
+        self.direct.close()
 
     # I/O thread -------------------------------------------------------------------------------
     def _flush(self) -> None:
@@ -178,6 +206,7 @@ class ConfirmingConnection:
         refused = self.book.confirmed(
             method.delivery_tag, method.multiple, isinstance(method, pika.spec.Basic.Ack)
         )
+        self.direct.wake_borrower()
         if refused:
             log.warning(
                 "RabbitMQ at %s refused %d event(s) (basic.nack); re-sending on a fresh channel "
@@ -216,23 +245,3 @@ class ConfirmingConnection:
         self.book.fail_all(
             PublishError(f"the publisher for {self.masked_url} stopped ({self._stopped})")
         )
-
-
-def sender(channel: Any, exchange: str) -> Callable[[Pending], bool]:
-    """Send one message on ``channel``; settle it with the reason when it cannot be encoded."""
-    publish = channel.basic_publish
-
-    def send(pending: Pending) -> bool:
-        try:
-            publish(exchange, pending.routing_key, pending.body, pending.properties)
-        except Exception as error:
-            if not channel.is_open:
-                raise  # the channel died: its close callback hands the message back
-            # Nothing went out (pika encodes before writing); only this message fails.
-            pending.settle(
-                EventRefused(f"cannot send an event for {pending.routing_key!r}: {error}")
-            )
-            return False
-        return True
-
-    return send

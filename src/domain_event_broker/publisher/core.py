@@ -166,8 +166,7 @@ class Publisher(Transport):
         )
         start = time.monotonic()
         connection = self._confirming_connection()
-        connection.submit((pending,))
-        connection.wait(pending, start + self._timeout(publish_timeout))
+        connection.publish(pending, start + self._timeout(publish_timeout))
         if observability.listening():
             observability.notify(
                 Occurrence("published", routing_key, message_id, seconds=time.monotonic() - start)

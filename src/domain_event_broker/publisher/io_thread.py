@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 
 from pika.adapters.select_connection import IOLoop
 
+from .._pika import wait_unlocked
+
 log = logging.getLogger(__package__)
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -22,6 +24,10 @@ class IOThread:
     exception in it is logged and given to ``on_error`` (which fails the
     affected publishes), and the loop keeps running. Should the loop itself
     stop on an error, ``on_exit`` fails every publish still waiting at once.
+
+    The thread holds :attr:`lock` except while it waits for I/O: another thread
+    that takes it may use the loop's pika objects meanwhile (a caller
+    publishing on an idle connection, :mod:`.direct`).
     """
 
     def __init__(
@@ -31,6 +37,9 @@ class IOThread:
         on_exit: Callable[[BaseException | None], None],
     ) -> None:
         self.ioloop = IOLoop()
+        self.lock = threading.Lock()
+        #: Whether other threads may use the loop's pika objects while they hold :attr:`lock`.
+        self.lendable = wait_unlocked(self.ioloop, self.lock)
         self._on_error = on_error
         self._on_exit = on_exit
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -67,6 +76,7 @@ class IOThread:
 
     def _run(self) -> None:
         stopped_by: BaseException | None = None
+        self.lock.acquire()
         try:
             self.guard(self._first)()
             self.ioloop.start()
@@ -74,5 +84,8 @@ class IOThread:
             stopped_by = error
             log.exception("the publisher's I/O thread stopped on an error")
         finally:
-            self._on_exit(stopped_by)
-            self.ioloop.close()
+            try:
+                self._on_exit(stopped_by)
+                self.ioloop.close()
+            finally:
+                self.lock.release()
