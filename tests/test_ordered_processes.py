@@ -8,6 +8,11 @@ With failures: a Retry on every 7th event and a dead letter on every 20th, and
 the SIGKILL (or SIGTERM: a graceful hand-over) comes while retries are held in
 the process stopped.
 
+The SIGTERM case is a rolling restart on quorum partitions: a new process starts as
+the stopped one leaves, while events still come, so the others hand partitions
+over to it in the middle of the traffic (a ``basic.cancel`` there would break the
+order on quorum queues).
+
 The spread is measured as an operator sees it, on the management API (which
 consumer of each partition is the single active one, and whose connection it
 is): within 30 s of the start each of the K processes is active on ⌊P/K⌋ to ⌈P/K⌉
@@ -35,11 +40,13 @@ OBJECTS = 100
 EVENTS = 30
 PARTITIONS = 8
 PROCESSES = 4
+#: How far the management API's figures may lag behind (its default statistics interval).
+STATISTICS_LAG = 5
 SCRIPT = Path(__file__).with_name("ordered_process.py")
 
 
 def start(
-    driver: str, url: str, name: str, failures: bool, journal: Path
+    driver: str, url: str, name: str, failures: bool, journal: Path, queue_type: str = "classic"
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
@@ -52,6 +59,7 @@ def start(
             "0.002",
             "yes" if failures else "no",
             str(journal),
+            queue_type,
         ],
     )
 
@@ -63,17 +71,19 @@ def read(journal: Path) -> list[tuple[int, str, int]]:
         (int(pid), obj, int(n))
         for pid, what, *rest in (line.split() for line in lines)
         if what == "handled"
-        for obj, n, _retries in [rest]
+        for obj, n, _retries, _at in [rest]
     ]
 
 
-def publish_from_threads(url: str) -> None:
-    """Each of 3 threads publishes the events of its third of the objects, in order."""
+def publish_from_threads(url: str, pause: float = 0.0) -> None:
+    """Each of 3 threads publishes the events of its third of the objects, in order
+    (``pause``: seconds between two rounds of one event per object)."""
 
     def publish(thread: int) -> None:
         publisher = Publisher(url)
         try:
             for n in range(EVENTS):
+                time.sleep(pause)
                 for o in range(thread, OBJECTS, 3):
                     publisher.publish_event(DomainEvent("order.changed", {"n": n}, f"order-{o}"))
         finally:
@@ -84,6 +94,26 @@ def publish_from_threads(url: str) -> None:
         thread.start()
     for thread in threads:
         thread.join()
+
+
+def handled_at(journal: Path) -> list[tuple[int, str, float]]:
+    """(pid, object, time.time()) of each handled line."""
+    lines = journal.read_text().splitlines()
+    return [
+        (int(pid), rest[0], float(rest[3]))
+        for pid, what, *rest in (line.split() for line in lines)
+        if what == "handled"
+    ]
+
+
+def moved_after(journal: Path, victim: int, stopped_at: float) -> float | None:
+    """Seconds from ``stopped_at`` until another process first handled an event of an
+    object the victim had handled (whose partition was the victim's); None: no such
+    event came after the stop."""
+    entries = handled_at(journal)
+    victims = {obj for pid, obj, at in entries if pid == victim and at <= stopped_at}
+    later = [at for pid, obj, at in entries if pid != victim and obj in victims and at > stopped_at]
+    return min(later) - stopped_at if later else None
 
 
 def active_partitions(vhost: str, name: str) -> dict[int, int | None]:
@@ -138,7 +168,11 @@ def check_order(handled: list[tuple[int, str, int]], expected: dict[str, list[in
 @pytest.mark.parametrize(
     ("failures", "stop"),
     [(False, signal.SIGKILL), (True, signal.SIGKILL), (True, signal.SIGTERM)],
-    ids=["plain-sigkill", "retries-and-dead-letters-sigkill", "retries-and-dead-letters-sigterm"],
+    ids=[
+        "plain-sigkill",
+        "retries-and-dead-letters-sigkill",
+        "retries-and-dead-letters-rolling-restart-quorum",
+    ],
 )
 def test_each_object_in_order_across_processes_with_one_stopped(
     driver_kind: str,
@@ -150,13 +184,21 @@ def test_each_object_in_order_across_processes_with_one_stopped(
     stop: signal.Signals,
 ) -> None:
     journal = tmp_path / "journal"
+    rolling = stop == signal.SIGTERM
+    queue_type = "quorum" if rolling else "classic"
     started_at = time.monotonic()
-    processes = [start(driver_kind, broker_url, name, failures, journal) for _ in range(PROCESSES)]
+    processes = [
+        start(driver_kind, broker_url, name, failures, journal, queue_type)
+        for _ in range(PROCESSES)
+    ]
     try:
         pids = {process.pid for process in processes}
         wait_for(lambda: spread_over(pids, vhost, name), 30, "the partitions spread")
         spread_after = time.monotonic() - started_at
-        publisher = threading.Thread(target=publish_from_threads, args=(broker_url,))
+        # A rolling restart: events keep coming for ~10 s, so that the new process's
+        # partitions are handed over to it under traffic.
+        pause = 0.3 if rolling else 0.0
+        publisher = threading.Thread(target=publish_from_threads, args=(broker_url, pause))
         publisher.start()
         total = OBJECTS * EVENTS
         wait_for(lambda: len(read(journal)) >= total // 3, 60, "a third handled")
@@ -164,13 +206,18 @@ def test_each_object_in_order_across_processes_with_one_stopped(
         busiest = Counter(pid for pid, _, _ in read(journal)[-50:]).most_common(1)[0][0]
         victim = next(process for process in processes if process.pid == busiest)
         victim.send_signal(stop)  # SIGTERM: a graceful hand-over of its partitions
-        killed_at = time.monotonic()
+        killed_at, killed_at_wall = time.monotonic(), time.time()
         survivors = pids - {busiest}
+        if rolling:
+            replacement = start(driver_kind, broker_url, name, failures, journal, queue_type)
+            processes.append(replacement)
+            survivors.add(replacement.pid)
 
         def taken_over() -> bool:
             return set(active_partitions(vhost, name).values()) <= survivors
 
-        wait_for(taken_over, 10, "the partitions of the stopped process active elsewhere")
+        # The management API's figures lag (its statistics interval, 5 s by default).
+        wait_for(taken_over, 10 + STATISTICS_LAG, "the stopped process's partitions elsewhere")
         took_over = time.monotonic() - killed_at
         wait_for(lambda: spread_over(survivors, vhost, name), 30, "the spread over the others")
         spread_again = time.monotonic() - killed_at
@@ -183,16 +230,21 @@ def test_each_object_in_order_across_processes_with_one_stopped(
         wait_for(lambda: len({(o, n) for _, o, n in read(journal)}) >= wanted, 120, "all handled")
         handled = read(journal)
         check_order(handled, expected)
+        moved = moved_after(journal, busiest, killed_at_wall)  # by the handlers' clocks
+        assert moved is None or moved < 10, f"its partitions moved after {moved:.1f} s"
         assert len({pid for pid, _, _ in handled}) >= 2
-        if stop == signal.SIGTERM:
+        if rolling:
+            assert replacement.pid in {pid for pid, _, _ in handled}
             assert victim.wait(30) == 0  # it stopped gracefully
         if failures:
             dead_letters = get_all(broker_url, f"{name}-dl")
             assert len(dead_letters) == OBJECTS * len(dead)
         print(
             f"\n[{driver_kind}] spread over {PROCESSES} processes {spread_after:.1f} s after "
-            f"the start; partitions moved within {took_over:.1f} s of {stop.name}, spread "
-            f"again after {spread_again:.1f} s; {len(handled) - wanted} events handled again"
+            f"the start; partitions moved within {took_over:.1f} s of {stop.name} (management "
+            f"API), first events of its objects elsewhere after {moved or 0:.1f} s; spread "
+            f"again after {spread_again:.1f} s; {len(handled) - wanted} events handled again; "
+            f"all handled {time.monotonic() - killed_at:.1f} s after the {stop.name}"
         )
     finally:
         for process in processes:

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from domain_event_broker.core.spread import (
     ALIVE,
     LEAVING,
+    LISTEN,
     Membership,
     assignment,
     change,
@@ -50,6 +51,13 @@ def test_a_member_leaving_moves_its_partitions_and_few_others(
     moved = sum(len(before[member] - mine) for member, mine in after.items())
     # Rendezvous hashing with room: most of what stays with the survivors stays put.
     assert moved <= max(2, partitions // 4)
+
+
+def test_a_process_that_joins_listens_before_it_takes_partitions() -> None:
+    membership = Membership("me", 8, joined=10.0)
+    membership.heard(word(ALIVE, "other"), now=10.4)
+    assert membership.mine(10.5) == frozenset()
+    assert len(membership.mine(10.0 + LISTEN)) == 4
 
 
 def test_members_are_those_heard_within_the_timeout() -> None:

@@ -7,6 +7,7 @@ are its share, and the processes agree on the shares through the broker alone:
 - every process of subscriber ``N`` has an exclusive queue ``N-member-<id>``
   bound to the fanout exchange ``N-members`` and says ``alive <id>`` there every
   :data:`HEARTBEAT_INTERVAL` seconds (``leave <id>`` when it stops);
+- a process that joins listens for :data:`LISTEN` seconds before it takes any;
 - the members are the ids heard within :data:`MEMBER_TIMEOUT` seconds (a process
   SIGKILLed is gone from the others' view that long after its last word);
 - :func:`assignment` gives every member ⌊P/K⌋ or ⌈P/K⌉ of the P partitions, the
@@ -36,6 +37,9 @@ HEARTBEAT_INTERVAL = 0.5
 MEMBER_TIMEOUT = 3.0
 #: Seconds between two looks at the members (and a heartbeat when due).
 TICK = 0.25
+#: Seconds a process that joins listens before it takes partitions: long enough to
+#: hear every member twice, so that it does not take all and give most back at once.
+LISTEN = 2 * HEARTBEAT_INTERVAL + TICK
 ALIVE = "alive"
 LEAVING = "leave"
 #: What names a subscriber's membership exchange, and each process's queue on it.
@@ -116,6 +120,8 @@ class Membership:
 
     me: str
     partitions: int
+    #: When this process joined (monotonic seconds): it takes no partition for LISTEN.
+    joined: float = 0.0
     timeout: float = MEMBER_TIMEOUT
     interval: float = HEARTBEAT_INTERVAL
     #: When each other member was last heard (monotonic seconds).
@@ -140,7 +146,9 @@ class Membership:
         return tuple(sorted({self.me, *self._heard}))
 
     def mine(self, now: float) -> frozenset[int]:
-        """The partitions this process consumes now."""
+        """The partitions this process consumes now (none while it listens after joining)."""
+        if now < self.joined + LISTEN:
+            return frozenset()
         members = self.members(now)
         if self._shares[0] != members:  # the same members: the same share
             self._shares = (members, assignment(members, self.partitions)[self.me])

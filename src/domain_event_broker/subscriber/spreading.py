@@ -70,7 +70,7 @@ class PartitionShare:
         membership = memberships.get(registration.name)
         if membership is None:
             me = new_member_id(os.getpid(), secrets.token_hex(4))
-            membership = Membership(me, registration.topology.partitions)
+            membership = Membership(me, registration.topology.partitions, time.monotonic())
             memberships[registration.name] = membership
         share = cls(channel, registration, membership, on_message)
         share.start(time.monotonic())
@@ -97,6 +97,8 @@ class PartitionShare:
         if self.membership.heartbeat_due(now):
             self._say(ALIVE)
         wanted = change(self.consumed, self.membership.mine(now))
+        if wanted.release:
+            return True  # the session ends; the next one takes the whole share
         for partition in sorted(wanted.take):
             # A waiting consumer while the last owner still holds it: RabbitMQ makes it
             # the active one once that owner's session ends.
@@ -110,7 +112,7 @@ class PartitionShare:
                 self.membership.partitions,
                 len(self.membership.members(now)),
             )
-        return bool(wanted.release)
+        return False
 
     def leave(self) -> None:
         """Stopping: the others take this process's partitions without waiting for silence."""

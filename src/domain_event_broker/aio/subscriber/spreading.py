@@ -43,7 +43,7 @@ def membership_of(memberships: dict[str, Membership], name: str, partitions: int
     membership = memberships.get(name)
     if membership is None:
         me = new_member_id(os.getpid(), secrets.token_hex(4))
-        membership = memberships[name] = Membership(me, partitions)
+        membership = memberships[name] = Membership(me, partitions, time.monotonic())
     return membership
 
 
@@ -84,6 +84,8 @@ class AsyncPartitionShare:
         if self.membership.heartbeat_due(now):
             await self._say(ALIVE)
         wanted = change(self.consumed, self.membership.mine(now))
+        if wanted.release:
+            return True  # the session ends; the next one takes the whole share
         for partition in sorted(wanted.take):
             # A waiting consumer while the last owner still holds it: RabbitMQ makes it
             # the active one once that owner's session ends.
@@ -100,7 +102,7 @@ class AsyncPartitionShare:
                 self.membership.partitions,
                 len(self.membership.members(now)),
             )
-        return bool(wanted.release)
+        return False
 
     async def leave(self) -> None:
         """Stopping: the others take this process's partitions without waiting for silence."""
