@@ -1,8 +1,9 @@
 """An ordered subscriber in a process of its own, for tests/test_ordered_processes.py.
 
 Usage: python ordered_process.py DRIVER URL NAME PARTITIONS HANDLER_SECONDS FAILURES JOURNAL
+[QUEUE_TYPE]
 
-Writes ``<pid> handled <object> <n> <retries>`` for each event it handled (flushed at
+Writes ``<pid> handled <object> <n> <retries> <time.time()>`` for each event it handled (flushed at
 once, so the test sees it even after a SIGKILL). FAILURES ``yes``: a Retry on the
 first delivery of every 7th event, a ValueError (dead letter) on every 20th.
 """
@@ -26,7 +27,8 @@ def outcome(event: DomainEvent, failures: bool, journal: TextIO) -> None:
         raise ValueError(f"event {n} cannot be handled")
     if failures and n % 7 == 6 and event.retries == 0:
         raise Retry(delay=0.5)
-    journal.write(f"{os.getpid()} handled {event.domain_object_id} {n} {event.retries}\n")
+    handled = f"{event.domain_object_id} {n} {event.retries} {time.time():.3f}"
+    journal.write(f"{os.getpid()} handled {handled}\n")
 
 
 def main() -> int:
@@ -34,10 +36,16 @@ def main() -> int:
     seconds, failures, journal_path = float(sys.argv[5]), sys.argv[6] == "yes", sys.argv[7]
     logging.basicConfig(
         level=getattr(logging, os.environ.get("ORDERED_LOG", "CRITICAL")),
-        format=f"[{os.getpid()}] %(name)s %(message)s",
+        format=f"%(asctime)s [{os.getpid()}] %(name)s %(message)s",
     )
     journal = open(journal_path, "a", buffering=1)  # noqa: SIM115 - open for the process' life
-    options = {"ordered_by": "domain_object_id", "partitions": partitions, "dead_letter": True}
+    queue_type = sys.argv[8] if len(sys.argv) > 8 else "classic"
+    options = {
+        "ordered_by": "domain_object_id",
+        "partitions": partitions,
+        "dead_letter": True,
+        "queue_type": queue_type,
+    }
     if driver == "pika":
 
         def handle(event: DomainEvent) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
+import json
 import os
 import shlex
 import socket
@@ -11,6 +13,7 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -241,6 +244,18 @@ class FreezingProxy(TcpProxy):
         return number <= self._frozen_below
 
 
+def management(vhost: str, path: str) -> Any:
+    """GET ``/api/<path>`` of the broker's management API; ``{vhost}`` in ``path`` quoted."""
+    token = base64.b64encode(b"guest:guest").decode()
+    quoted = urllib.parse.quote(vhost, safe="")
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{AMQP_PORT + 10000}/api/{path.format(vhost=quoted)}",
+        headers={"Authorization": f"Basic {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return json.load(reply)
+
+
 def delete_subscriber_topology(broker_url: str, *names: str) -> None:
     """Delete the queues and exchanges of the subscribers ``names``."""
     with pika.BlockingConnection(pika.URLParameters(broker_url)) as connection:
@@ -248,5 +263,10 @@ def delete_subscriber_topology(broker_url: str, *names: str) -> None:
         for subscriber_name in names:
             for queue in (subscriber_name, f"{subscriber_name}-dl"):
                 channel.queue_delete(queue)
-            for exchange in (f"{subscriber_name}-dlx", f"{subscriber_name}-retry"):
+            for exchange in (
+                f"{subscriber_name}-dlx",
+                f"{subscriber_name}-retry",
+                f"{subscriber_name}-partitions",
+                f"{subscriber_name}-members",
+            ):
                 channel.exchange_delete(exchange)

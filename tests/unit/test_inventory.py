@@ -92,15 +92,26 @@ def test_a_subscriber_called_n_history_is_not_taken_for_ns_hand_over_progress() 
     assert mine.events == 0
 
 
-def test_an_ordered_subscribers_partitions_and_hash_exchange_are_its_own() -> None:
+def test_an_ordered_subscribers_partitions_hash_and_members_exchanges_are_its_own() -> None:
     queues = [
         QueueRecord("shipping-p000", ready=2, unacked=0, consumers=0),
         QueueRecord("shipping-p001", ready=1, unacked=1, consumers=0),
         QueueRecord("shipping-dl", ready=1, unacked=0, consumers=0),
         QueueRecord("shipping-parcels", ready=9, unacked=0, consumers=0),  # another subscriber
     ]
-    exchanges = ["shipping-partitions", "shipping-retry", "shipping-dlx", "domain-events"]
+    exchanges = [
+        "shipping-partitions",
+        "shipping-members",
+        "shipping-retry",
+        "shipping-dlx",
+        "domain-events",
+    ]
     mine = belonging_to("shipping", queues, exchanges)
     assert mine.queues == ("shipping-dl", "shipping-p000", "shipping-p001")
-    assert mine.exchanges == ("shipping-dlx", "shipping-partitions", "shipping-retry")
+    assert mine.exchanges == (
+        "shipping-dlx",
+        "shipping-members",
+        "shipping-partitions",
+        "shipping-retry",
+    )
     assert mine.events == 5

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from .archive import archive_name, lock_queue_name, progress_queue_name
 from .partitions import is_partition_queue, partitions_exchange_name
+from .spread import members_exchange_name
 from .topology import (
     DEFAULT_EXCHANGE,
     dead_letter_exchange_name,
@@ -135,6 +136,7 @@ def belonging_to(
             dead_letter_exchange_name(name),
             retry_exchange_name(name),
             partitions_exchange_name(name),
+            members_exchange_name(name),
         )
         or _is_wait_queue(name, exchange)  # 3.x's wait exchanges share their queue's name
     ]

@@ -7,7 +7,9 @@ For a subscriber ``N`` registered with ``partitions=P``:
   from the events exchange with the subscriber's binding keys;
 - ``N-p000`` ... ``N-p<P-1>``: durable queues with ``x-single-active-consumer``,
   each bound to ``N-partitions`` with weight ``1``; they dead-letter into the
-  one ``N-dl`` (through ``N-dlx``) when the subscriber keeps dead letters.
+  one ``N-dl`` (through ``N-dlx``) when the subscriber keeps dead letters;
+- ``N-members``: a fanout exchange on which the processes agree how the
+  partitions spread over them (see :mod:`.spread`).
 
 Nothing here does I/O.
 """
@@ -21,6 +23,7 @@ from typing import Any, Protocol
 from ..errors import TopologyMismatch
 from .operations import Bind, ExchangeBind, ExchangeDeclare, Operation, QueueDeclare
 from .rabbitmq import RabbitMQVersion, for_release
+from .spread import members_exchange_name
 
 #: The only ordering key there is: every event carries it (the 3.x wire format).
 ORDERED_BY = "domain_object_id"
@@ -98,6 +101,7 @@ def partition_declarations(
         ExchangeDeclare(exchange, CONSISTENT_HASH, True, arguments={"hash-header": hash_header})
     ]
     operations += [ExchangeBind(exchange, topology.exchange, key) for key in topology.binding_keys]
+    operations.append(ExchangeDeclare(members_exchange_name(subscriber), "fanout", True))
     arguments = {**topology.queue_arguments(), "x-single-active-consumer": True}
     # The last partition first, the first last: N-p000 exists only once all do, so a
     # process starting meanwhile never takes a declaration in progress for another count.

@@ -30,6 +30,7 @@ from ..core.acks import AckBook
 from ..core.defaults import HOUSEKEEPING_INTERVAL
 from ..core.outcome import Action, Outcome
 from ..core.rabbitmq import UNKNOWN, RabbitMQVersion
+from ..core.spread import Membership
 from ..core.supervisor import connection_supervisor
 from ..signals import StopFlag
 from .copies import CopyTimeout
@@ -180,11 +181,14 @@ class ConsumeLoop:
         self.last_handled_at: float | None = None
         self._interrupt: BaseException | None = None
         self._next_housekeeping = 0.0
+        #: Ordered registrations' view of their members, by name (kept across sessions).
+        self.memberships: dict[str, Membership] = {}
 
     def run(self, deadline: float | None) -> None:
         """Consume until stopped; re-raises a KeyboardInterrupt/SystemExit a handler raised."""
         self._interrupt = None
         self._completions.clear()
+        self.memberships.clear()  # a new process (a forked child) is a new member
         self.pool.start()
         names = ", ".join(registration.name for registration in self.registrations)
         supervisor = connection_supervisor(log, self._describe(), then=f"consuming {names} again")
@@ -193,9 +197,11 @@ class ConsumeLoop:
                 try:
                     self._open_session()
                     supervisor.connected()
-                    self._consume_until(deadline)
-                    self._drain()
-                    break
+                    releasing = self._consume_until(deadline)
+                    self._drain(leaving=not releasing)
+                    if not releasing:
+                        break
+                    self._release_partitions()
                 except LOST as error:
                     self.consuming = False
                     delay = supervisor.lost(error)  # logged once per outage, not per attempt
@@ -234,16 +240,29 @@ class ConsumeLoop:
             self.connector.rabbitmq,
         )
         self.session = session
+        session.memberships = self.memberships
         for registration in self.registrations:
             session.consume(registration)
         self.consuming = True
 
-    def _consume_until(self, deadline: float | None) -> None:
+    def _consume_until(self, deadline: float | None) -> bool:
+        """Consume until a stop (False) or until partitions must be released (True)."""
         session = self.session
         assert session is not None
         while not self._should_stop(deadline):
             session.connection.process_data_events(time_limit=_capped(SLICE, deadline))
             self._settle(session)
+            if session.spread(time.monotonic()):
+                return True
+        return False
+
+    def _release_partitions(self) -> None:
+        """Another process's share grew into ours: end the session (drained) without a
+        ``basic.cancel``, so that RabbitMQ returns our unacked events ahead of the later
+        ones; then consume our new share on a new one."""
+        log.info("subscriber: handing partitions over to another process; consuming again")
+        self._close_session()
+        self.pool.draining = False
 
     def _settle(self, session: Session) -> None:
         self.waker.woken()
@@ -255,8 +274,10 @@ class ConsumeLoop:
             self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
             self.housekeeping(now)
 
-    def _drain(self) -> None:
-        """Stop taking events; let in-flight handlers finish and settle them."""
+    def _drain(self, leaving: bool = True) -> None:
+        """Stop taking events; let in-flight handlers finish and settle them.
+
+        ``leaving``: the subscriber stops (not only this session ends)."""
         self.pool.draining = True
         self.consuming = False
         session = self.session
@@ -264,7 +285,7 @@ class ConsumeLoop:
             return
         grace_ends = time.monotonic() + self.options.shutdown_grace_period
         try:
-            session.cancel_consumers()
+            session.cancel_consumers(leaving)
             while True:
                 self._settle(session)
                 session.release_held(time.monotonic())

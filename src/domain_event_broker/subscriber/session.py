@@ -25,9 +25,11 @@ from ..core.history import Verdict
 from ..core.ordering import ObjectLine, object_key
 from ..core.outcome import Action, Outcome
 from ..core.rabbitmq import UNKNOWN, RabbitMQVersion
+from ..core.spread import Membership
 from .copies import FailureStore, close_quietly
 from .delivery import Delivery, Registration
 from .history import HandOver
+from .spreading import PartitionShare
 
 
 class ConsumerCancelled(pika.exceptions.AMQPConnectionError):
@@ -68,6 +70,9 @@ class Session:
         #: Ordered subscribers' retries, held unacked until due: (due, delivery).
         self._held_retries: list[tuple[float, Delivery]] = []
         self._left_for_close = 0
+        #: Ordered registrations: their members (the loop's, kept), their share consumed here.
+        self.memberships: dict[str, Membership] = {}
+        self.shares: list[PartitionShare] = []
 
     @classmethod
     def open(
@@ -105,10 +110,17 @@ class Session:
     def consume_queue(self, registration: Registration) -> None:
         """Consume the registration's own queue (or partitions): the live events."""
         on_message = functools.partial(self._on_message, registration)
+        if registration.topology.partitions:  # this process's share of them
+            share = PartitionShare.join(self.channel, registration, self.memberships, on_message)
+            self.shares.append(share)
+            return
         for queue in registration.topology.consumed_queues:
             tag = self.channel.basic_consume(queue=queue, on_message_callback=on_message)
-            if not registration.topology.partitions:
-                self._consumer_tags.append(tag)
+            self._consumer_tags.append(tag)
+
+    def spread(self, now: float) -> bool:
+        """Take new partitions of our share; True when some must be released (see loop.py)."""
+        return any([share.tick(now) for share in self.shares])  # a list: every share ticks
 
     @property
     def unsettled(self) -> int:
@@ -222,9 +234,12 @@ class Session:
             self.channel.basic_ack(tag)
 
     # Stopping ---------------------------------------------------------------------------
-    def cancel_consumers(self) -> None:
-        """Stopping: no new events (ordered subscribers keep their partitions until closed)."""
+    def cancel_consumers(self, leaving: bool = True) -> None:
+        """Stopping: no new events (ordered subscribers keep their partitions until closed);
+        ``leaving``: not only this session ends, so the others take our partitions now."""
         self.stopping = True
+        for share in self.shares if leaving else ():
+            share.leave()
         for hand_over in self.hand_overs.values():
             hand_over.stop_reading()
         for tag in self._consumer_tags:

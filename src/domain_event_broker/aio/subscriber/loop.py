@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from ...core import wait_queues
 from ...core.defaults import HOUSEKEEPING_INTERVAL
+from ...core.spread import TICK
 from ...core.supervisor import Supervisor, connection_supervisor
 from ..connection import AIO_CONNECTION_LOST
 from .session import Session, Sessions
@@ -56,19 +57,52 @@ class ConsumeLoop:
                 await self._drain(session)
                 await self.sessions.close(session)
                 continue
+            if session.releasing and not session.lost.is_set():
+                await self._release_partitions(session)
+                continue
             await self.sessions.close(session)
             # A session that lasted reconnects almost at once (a lost connection is
             # often one cut, not an outage); one lost right after opening backs off.
             await wait_any(self.supervisor.lost(ConnectionError("connection lost")), self.stopping)
 
     async def _consume(self, session: Session) -> None:
-        """Until the session is lost or a stop is asked, with housekeeping now and then."""
+        """Until the session is lost, a stop is asked or partitions are to be released;
+        housekeeping now and then."""
+        next_housekeeping = 0.0
         while not (session.lost.is_set() or self.stopping.is_set()):
             # wait_queues.CHECK_INTERVAL is read at each pass, so that a test can shorten it.
             interval = min(HOUSEKEEPING_INTERVAL, wait_queues.CHECK_INTERVAL)
-            await wait_any(interval, session.lost, self.stopping)
-            if not (session.lost.is_set() or self.stopping.is_set()):
+            now = time.monotonic()
+            if now >= next_housekeeping:
+                next_housekeeping = now + interval
+            wait = min(next_housekeeping - now, TICK) if session.shares else interval
+            await wait_any(wait, session.lost, self.stopping)
+            if session.lost.is_set() or self.stopping.is_set():
+                return
+            if session.shares and await self._spread(session):
+                return
+            if time.monotonic() >= next_housekeeping:
                 await self.housekeeping(session)
+
+    async def _spread(self, session: Session) -> bool:
+        """Take new partitions of this process's share; True when some must be released."""
+        now = time.monotonic()
+        try:
+            session.releasing = any([await share.tick(now) for share in session.shares])
+        except AIO_CONNECTION_LOST as error:
+            log.warning("spreading the partitions failed (%s)", type(error).__name__)
+            session.lost.set()
+        return session.releasing
+
+    async def _release_partitions(self, session: Session) -> None:
+        """Another process's share grew into ours: end the session (drained) by closing its
+        connection, which cancels no consumer, so that RabbitMQ returns our unacked events
+        ahead of the later ones; then consume our new share on a new session."""
+        log.info("subscriber: handing partitions over to another process; consuming again")
+        await self._drain(session, leaving=False)
+        await self.sessions.close(session)
+        self.workers.draining = False
+        self.workers.settler.resume()
 
     async def housekeeping(self, session: Session) -> None:
         """Periodic chores of a live session: remove the wait queues long unused (if empty);
@@ -91,13 +125,18 @@ class ConsumeLoop:
                 # The session's loss is run()'s to handle; a queue kept is tried later.
                 log.debug("removing idle wait queues failed: %s", type(error).__name__)
 
-    async def _drain(self, session: Session) -> None:
-        """Stop taking events; let in-flight handlers finish and settle them."""
+    async def _drain(self, session: Session, leaving: bool = True) -> None:
+        """Stop taking events; let in-flight handlers finish and settle them.
+
+        ``leaving``: the subscriber stops (not only this session ends), so the other
+        processes take its partitions now."""
         workers = self.workers
         workers.draining = True
         session.handing_over = True
         workers.settler.release_held()
         try:
+            for share in session.shares if leaving else ():
+                await share.leave()
             for queue, tag in session.consumers:
                 await queue.cancel(tag)
         except AIO_CONNECTION_LOST as error:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -24,11 +25,13 @@ from ...core.history import LiveHandOver
 from ...core.ordering import ObjectLine
 from ...core.outcome import Policy
 from ...core.rabbitmq import RabbitMQVersion
+from ...core.spread import Membership
 from ...errors import DomainEventBrokerError
 from ...events import DomainEvent
 from ...topology import SubscriberTopology
 from .. import topology as aio_topology
 from ..connection import AIO_CONNECTION_LOST, connect, server_properties
+from .spreading import AsyncPartitionShare, membership_of
 
 #: One logger for the whole asyncio subscriber (its name predates the package).
 log = logging.getLogger(__package__)
@@ -117,6 +120,10 @@ class Session:
     #: the next consumer (a nack now would come back to us, a cancel would let
     #: the next consumer overtake them).
     handing_over: bool = False
+    #: Ordered registrations: the share of partitions each consumes on this channel...
+    shares: list[AsyncPartitionShare] = field(default_factory=list)
+    #: ... and whether another process's share grew into one (the session then ends).
+    releasing: bool = False
 
     async def publish_channel(self) -> aio_pika.abc.AbstractChannel:
         """The confirm-mode channel for copies, reopened if the broker closed it."""
@@ -166,6 +173,8 @@ class Sessions:
     hand_overs: dict[str, HandOver] = field(default_factory=dict)
     #: Registrations waiting for another process's history lock (tried again in housekeeping).
     waiting: list[Registration] = field(default_factory=list)
+    #: Ordered registrations' view of their members, by name (kept across sessions).
+    memberships: dict[str, Membership] = field(default_factory=dict)
 
     async def open(
         self, on_message_of: Callable[[Registration, Session], OnMessage], submit: Submit
@@ -221,11 +230,17 @@ class Sessions:
 
         async def consume_queue() -> None:
             on_message = on_message_of(registration, session)
+            if partitions := registration.topology.partitions:  # this process's share of them
+                name = registration.topology.name
+                membership = membership_of(self.memberships, name, partitions)
+                share = AsyncPartitionShare(session.consume, name, membership, on_message)
+                session.shares.append(share)
+                await share.start(time.monotonic())
+                return
             for name in registration.topology.consumed_queues:
                 queue = await session.consume.get_queue(name, ensure=False)
                 tag = await queue.consume(on_message, no_ack=False)
-                if not registration.topology.partitions:  # kept until the channel closes
-                    session.consumers.append((queue, tag))
+                session.consumers.append((queue, tag))
 
         hand_over = self.hand_overs.get(registration.topology.name)
         if hand_over is None or hand_over.done:

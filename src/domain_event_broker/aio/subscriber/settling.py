@@ -177,9 +177,10 @@ class Settler:
         task.add_done_callback(self._held.discard)
 
     async def _retry_when_due(self, session: Session, delivery: Delivery, delay: float) -> None:
+        released = self._released  # the release of this session's stop
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._released.wait(), delay)
-        if not self._released.is_set() and session.generation == self.sessions.generation:
+            await asyncio.wait_for(released.wait(), delay)
+        if not released.is_set() and session.generation == self.sessions.generation:
             self.resubmit(delivery)
         else:  # stopping: left for the next consumer (or its channel is gone)
             await self._return(session, delivery, 0.0)
@@ -187,6 +188,10 @@ class Settler:
     def release_held(self) -> None:
         """Stopping: events waiting out a refusal pause go back to their queue now."""
         self._released.set()
+
+    def resume(self) -> None:
+        """A new session after partitions were released: later retries are held again."""
+        self._released = asyncio.Event()
 
     def _ack_later(self, session: Session, delivery: Delivery) -> None:
         """Acked with others, once the loop has run what is ready."""
