@@ -31,17 +31,28 @@ $(BENCH_INSTALLED): $(INSTALLED) pyproject.toml
 demo: $(DEMO_INSTALLED)
 	$(BIN)/domain-events demo
 
-# The whole suite on the machine's RabbitMQ (3.x), then every broker-facing test again
-# on a RabbitMQ 4.0 node that .ci/rabbitmq4 runs beside it (port 5673; the first run
-# builds its Debian trixie root under /var/cache, about a minute; needs root).
+# The whole suite on the machine's RabbitMQ (3.x) and, at the same time, every
+# broker-facing test again on a RabbitMQ 4.0 node that .ci/rabbitmq4 runs beside it
+# (port 5673; the first run builds its Debian trixie root under /var/cache, about a
+# minute; needs root). The two runs share no broker and mostly wait on the network, so
+# side by side they take little more than the longer one; the 4.x run's output is kept
+# in $(RABBITMQ4_LOG) and printed after the 3.x run's. Either failing fails the target.
+RABBITMQ4_LOG := $(CURDIR)/.rabbitmq4-tests.log
 test: lint typecheck docs asyncapi-schema
-	$(BIN)/pytest
-	$(MAKE) --no-print-directory test-rabbitmq4
+	@$(MAKE) --no-print-directory test-rabbitmq4 >$(RABBITMQ4_LOG) 2>&1 & rabbitmq4=$$!; \
+	$(BIN)/pytest; status=$$?; \
+	wait $$rabbitmq4; status4=$$?; \
+	echo; echo "==== the same tests on RabbitMQ 4.0 (make test-rabbitmq4) ===="; \
+	cat $(RABBITMQ4_LOG); \
+	echo "RabbitMQ 3.x run: exit $$status; RabbitMQ 4.0 run: exit $$status4"; \
+	test $$status -eq 0 && test $$status4 -eq 0
 
-RABBITMQ4_URL := amqp://guest:guest@127.0.0.1:5673/%2F
+# .ci/rabbitmq4 reads the same RABBITMQ4_* settings from the environment.
+RABBITMQ4_PORT ?= 5673
+RABBITMQ4_URL := amqp://guest:guest@127.0.0.1:$(RABBITMQ4_PORT)/%2F
 test-rabbitmq4: $(INSTALLED) asyncapi-schema
 	.ci/rabbitmq4 start
-	DEB_TEST_AMQP_PORT=5673 DEB_TEST_RABBITMQCTL="$(CURDIR)/.ci/rabbitmq4 ctl" \
+	DEB_TEST_AMQP_PORT=$(RABBITMQ4_PORT) DEB_TEST_RABBITMQCTL="$(CURDIR)/.ci/rabbitmq4 ctl" \
 	DOMAIN_EVENT_BROKER=$(RABBITMQ4_URL) DEB_TEST_BROKER_URL=$(RABBITMQ4_URL) \
 	$(BIN)/pytest -m "not cluster and not tls" --ignore=tests/unit $(PYTEST_ARGS); \
 	status=$$?; .ci/rabbitmq4 stop; exit $$status
