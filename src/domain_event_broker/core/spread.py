@@ -27,6 +27,8 @@ Nothing here does I/O or reads a clock.
 from __future__ import annotations
 
 import hashlib
+import os
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -58,6 +60,18 @@ def member_queue_name(subscriber: str, member: str) -> str:
 def new_member_id(pid: int, random_part: str) -> str:
     """A process's id among the members: its pid (for operators) and a random part."""
     return f"{pid}.{random_part}"
+
+
+def membership_of(
+    memberships: dict[str, Membership], name: str, partitions: int, now: float
+) -> Membership:
+    """Subscriber ``name``'s view of its members, made once per process (and kept in
+    ``memberships`` from one session to the next)."""
+    membership = memberships.get(name)
+    if membership is None:
+        me = new_member_id(os.getpid(), secrets.token_hex(4))
+        membership = memberships[name] = Membership(me, partitions, now)
+    return membership
 
 
 def word(kind: str, member: str) -> bytes:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +28,7 @@ from ..core.spread import (
     change,
     member_queue_name,
     members_exchange_name,
-    new_member_id,
+    membership_of,
     word,
 )
 from .delivery import Registration
@@ -67,11 +65,9 @@ class PartitionShare:
     ) -> PartitionShare:
         """Join ``registration``'s members and consume this process's share on ``channel``;
         ``memberships``: each registration's view, kept from one session to the next."""
-        membership = memberships.get(registration.name)
-        if membership is None:
-            me = new_member_id(os.getpid(), secrets.token_hex(4))
-            membership = Membership(me, registration.topology.partitions, time.monotonic())
-            memberships[registration.name] = membership
+        membership = membership_of(
+            memberships, registration.name, registration.topology.partitions, time.monotonic()
+        )
         share = cls(channel, registration, membership, on_message)
         share.start(time.monotonic())
         return share

@@ -25,13 +25,13 @@ from ...core.history import LiveHandOver
 from ...core.ordering import ObjectLine
 from ...core.outcome import Policy
 from ...core.rabbitmq import RabbitMQVersion
-from ...core.spread import Membership
+from ...core.spread import Membership, membership_of
 from ...errors import DomainEventBrokerError
 from ...events import DomainEvent
 from ...topology import SubscriberTopology
 from .. import topology as aio_topology
 from ..connection import AIO_CONNECTION_LOST, connect, server_properties
-from .spreading import AsyncPartitionShare, membership_of
+from .spreading import AsyncPartitionShare
 
 #: One logger for the whole asyncio subscriber (its name predates the package).
 log = logging.getLogger(__package__)
@@ -232,7 +232,7 @@ class Sessions:
             on_message = on_message_of(registration, session)
             if partitions := registration.topology.partitions:  # this process's share of them
                 name = registration.topology.name
-                membership = membership_of(self.memberships, name, partitions)
+                membership = membership_of(self.memberships, name, partitions, time.monotonic())
                 share = AsyncPartitionShare(session.consume, name, membership, on_message)
                 session.shares.append(share)
                 await share.start(time.monotonic())

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 
@@ -28,7 +26,6 @@ from ...core.spread import (
     change,
     member_queue_name,
     members_exchange_name,
-    new_member_id,
     word,
 )
 from ..connection import AIO_CONNECTION_LOST
@@ -36,15 +33,6 @@ from ..connection import AIO_CONNECTION_LOST
 OnMessage = Callable[[aio_pika.abc.AbstractIncomingMessage], Awaitable[None]]
 
 log = logging.getLogger(__package__)
-
-
-def membership_of(memberships: dict[str, Membership], name: str, partitions: int) -> Membership:
-    """Subscriber ``name``'s view of its members, made once per process."""
-    membership = memberships.get(name)
-    if membership is None:
-        me = new_member_id(os.getpid(), secrets.token_hex(4))
-        membership = memberships[name] = Membership(me, partitions, time.monotonic())
-    return membership
 
 
 class AsyncPartitionShare:
