@@ -16,6 +16,7 @@ from typing import Any
 import pika
 import pytest
 
+import broker_guard
 from domain_event_broker import Subscriber
 from domain_event_broker.aio import AsyncSubscriber
 from domain_event_broker.publisher import close_shared_publishers
@@ -26,6 +27,9 @@ from support import broker_at, delete_subscriber_topology, rabbitmqctl
 @pytest.fixture(scope="session")
 def vhost() -> Iterator[str]:
     name = f"deb-test-{uuid.uuid4().hex[:8]}"
+    failure = broker_guard.ensure_broker_answers("the test session")
+    if failure is not None:
+        pytest.exit(f"the suite's broker is down and could not be brought back: {failure}")
     for attempt in range(3):
         try:
             rabbitmqctl("add_vhost", name)
@@ -62,6 +66,22 @@ def channel(broker_url: str) -> Iterator[Any]:
     if connection.is_open:
         with contextlib.suppress(pika.exceptions.AMQPError):
             connection.close()
+
+
+@pytest.fixture(autouse=True)
+def broker_is_up(request: pytest.FixtureRequest) -> None:
+    """A test that uses the suite's broker starts with it answering (broker_guard.py)."""
+    if "vhost" in request.fixturenames:
+        failure = broker_guard.ensure_broker_answers(request.node.nodeid)
+        if failure is not None:
+            pytest.exit(f"the suite's broker is down and could not be brought back: {failure}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if broker_guard.OUTAGES:
+        terminalreporter.section("broker outages found between tests")
+        for line in broker_guard.OUTAGES:
+            terminalreporter.write_line(line)
 
 
 def pytest_configure(config: pytest.Config) -> None:
