@@ -8,9 +8,10 @@ child process consumes and notes, per event, how long ago that was. Ours:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pika
 
@@ -99,7 +100,109 @@ def raw(url: str, name: str, count: int) -> tuple[float, float]:
     return _percentiles(latencies)
 
 
+async def _paced_async(count: int, publish: Callable[[float], Awaitable[None]]) -> None:
+    interval = 1.0 / RATE
+    due = now()
+    for _ in range(count):
+        due += interval
+        await publish(now())
+        delay = due - now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+def aio_ours(url: str, name: str, count: int) -> tuple[float, float]:
+    from domain_event_broker import aio
+
+    total = WARM_UP + count
+    arguments = {"url": url, "queue": name, "routing_key": ROUTING_KEY, "count": total}
+
+    async def publish(sent: float) -> None:
+        data = event_data(ROUTING_KEY, t=sent)
+        await aio.publish_domain_event(ROUTING_KEY, data, connection_settings=url)
+
+    async def publish_all() -> None:
+        try:
+            await publish(now())  # connects: one of the warm-up events
+            await asyncio.sleep(0.3)
+            await _paced_async(total - 1, publish)
+        finally:
+            await aio.close_shared_publishers()
+
+    with children([("async-subscriber-latency", arguments)]) as (child,):
+        child.ready()
+        asyncio.run(publish_all())
+        latencies = child.result()["latencies"]
+    return _percentiles(latencies)
+
+
+def aio_raw(url: str, name: str, count: int) -> tuple[float, float]:
+    import aio_pika
+
+    total = WARM_UP + count
+    arguments = {"url": url, "queue": name, "routing_key": ROUTING_KEY, "count": total}
+    template = {
+        "routing_key": ROUTING_KEY,
+        "data": event_data(ROUTING_KEY),
+        "domain_object_id": None,
+        "uuid_string": "00000000-0000-0000-0000-000000000000",
+        "timestamp": time.time(),
+    }
+
+    async def publish_all() -> None:
+        connection = await aio_pika.connect(url)
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange(EXCHANGE)
+            await asyncio.sleep(0.3)
+
+            async def publish(sent: float) -> None:
+                template["data"] = {**template["data"], "t": sent}  # type: ignore[dict-item]
+                message = aio_pika.Message(
+                    json.dumps(template).encode(),
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    content_type="application/json",
+                )
+                await exchange.publish(message, ROUTING_KEY)
+
+            await _paced_async(total, publish)
+
+    with children([("aio-pika-latency", arguments)]) as (child,):
+        child.ready()
+        asyncio.run(publish_all())
+        latencies = child.result()["latencies"]
+    return _percentiles(latencies)
+
+
 def case_latency(context: Context) -> list[Row]:
+    return _latency_rows(
+        context,
+        ("publish_domain_event -> Subscriber", ours),
+        ("pika confirmed -> pika consumer", raw),
+        "latency",
+    )
+
+
+def case_aio_latency(context: Context) -> list[Row]:
+    return _latency_rows(
+        context,
+        ("aio.publish_domain_event -> AsyncSubscriber", aio_ours),
+        ("aio-pika confirmed -> aio-pika consumer", aio_raw),
+        "asyncio",
+    )
+
+
+Measured = Callable[[str, str, int], tuple[float, float]]
+
+
+def _latency_rows(
+    context: Context,
+    ours_variant: tuple[str, Measured],
+    raw_variant: tuple[str, Measured],
+    group: str,
+) -> list[Row]:
+    ours_label, ours = ours_variant
+    raw_label, raw = raw_variant
     url = context.broker.url
     count = context.size(1000, 300)
     name = unique("latency")
@@ -118,8 +221,8 @@ def case_latency(context: Context) -> list[Row]:
 
     try:
         variants = {
-            "publish_domain_event -> Subscriber, p50": run("ours", ours),
-            "pika -> pika, p50": run("pika", raw),
+            f"{ours_label}, p50": run("ours", ours),
+            f"{raw_label}, p50": run("pika", raw),
         }
         interleave(context, variants, unit="ms")
     finally:
@@ -127,11 +230,11 @@ def case_latency(context: Context) -> list[Row]:
         forget(context.broker, name)
     return [
         Row(
-            "latency",
+            group,
             f"publish -> handler {label} at {RATE:.0f}/s",
             "ms",
-            Series("publish_domain_event -> Subscriber", [pair[index] for pair in results["ours"]]),
-            Series("pika confirmed -> pika consumer", [pair[index] for pair in results["pika"]]),
+            Series(ours_label, [pair[index] for pair in results["ours"]]),
+            Series(raw_label, [pair[index] for pair in results["pika"]]),
             "ratio<=",
             1.3,
             note=f"{count} events a round after {WARM_UP} warm-up ones; consumer in a child process"
@@ -142,4 +245,4 @@ def case_latency(context: Context) -> list[Row]:
     ]
 
 
-CASES = {"latency": case_latency}
+CASES = {"latency": case_latency, "aio-latency": case_aio_latency}

@@ -188,6 +188,60 @@ def pika_latency(url: str, queue: str, routing_key: str, count: int) -> dict[str
     return {"latencies": latencies}
 
 
+def async_subscriber_latency(url: str, queue: str, routing_key: str, count: int) -> dict[str, Any]:
+    """An AsyncSubscriber (default settings) noting, per event, now minus its publish time."""
+    import asyncio
+
+    from domain_event_broker.aio import AsyncSubscriber
+
+    async def run() -> list[float]:
+        subscriber = AsyncSubscriber(url, handle_signals=False)
+        latencies: list[float] = []
+
+        async def handler(event: DomainEvent) -> None:
+            latencies.append(time.monotonic() - event.data["t"])
+            if len(latencies) >= count:
+                subscriber.request_stop()
+
+        subscriber.register(handler, queue, [routing_key])
+        say({"state": "ready"})
+        await asyncio.wait_for(subscriber.run(), 300)
+        return latencies
+
+    return {"latencies": asyncio.run(run())}
+
+
+def aio_pika_latency(url: str, queue: str, routing_key: str, count: int) -> dict[str, Any]:
+    """Raw aio-pika (prefetch 100, ack each) noting, per event, now minus its publish time."""
+    import asyncio
+
+    import aio_pika
+
+    del routing_key
+
+    async def run() -> list[float]:
+        latencies: list[float] = []
+        done = asyncio.Event()
+        connection = await aio_pika.connect(url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.set_qos(prefetch_count=100)
+            source = await channel.get_queue(queue, ensure=False)
+
+            async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                latencies.append(time.monotonic() - json.loads(message.body)["data"]["t"])
+                await message.ack()
+                if len(latencies) >= count:
+                    done.set()
+
+            await source.consume(on_message)
+            say({"state": "ready"})
+            await asyncio.wait_for(done.wait(), 300)
+        return latencies
+
+    return {"latencies": asyncio.run(run())}
+
+
 # Publishers ---------------------------------------------------------------------------------------
 def publisher_memory(url: str, routing_key: str, count: int, batch: int) -> dict[str, Any]:
     """``Publisher.publish_many`` of ``count`` events, ``batch`` per call."""
@@ -221,6 +275,8 @@ ROLES: dict[str, Callable[..., dict[str, Any]]] = {
     "pika-drain": pika_drain,
     "subscriber-latency": subscriber_latency,
     "pika-latency": pika_latency,
+    "async-subscriber-latency": async_subscriber_latency,
+    "aio-pika-latency": aio_pika_latency,
     "publisher-memory": publisher_memory,
     "pika-publisher-memory": pika_publisher_memory,
 }
