@@ -207,6 +207,10 @@ def _latency_rows(
     count = context.size(1000, 300)
     name = unique("latency")
     declare(context.broker, name)
+    # Bound before any variant runs: a raw consumer binds nothing, and an AsyncSubscriber
+    # binds in run(), after its child said it was ready (its first events would be lost).
+    with context.broker.connection() as connection:
+        connection.channel().queue_bind(name, EXCHANGE, ROUTING_KEY)
     results: dict[str, list[tuple[float, float]]] = {"ours": [], "pika": []}
 
     def run(key: str, function: Callable[[str, str, int], tuple[float, float]]) -> Variant:
