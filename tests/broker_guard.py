@@ -28,6 +28,8 @@ START_SECONDS = 120.0
 
 #: One line per outage found: printed in the run's summary.
 OUTAGES: list[str] = []
+#: The session's vhost (conftest's ``vhost``): a node started afresh has lost it.
+SESSION_VHOSTS: list[str] = []
 
 
 def broker_answers(timeout: float = 1.0) -> bool:
@@ -61,6 +63,10 @@ def ensure_broker_answers(test: str) -> str | None:
     steps = [_run([*RABBITMQCTL, "start_app"], START_SECONDS)]
     if not _wait_until_answers(10.0) and BROKER_START:
         steps.append(_run(BROKER_START, START_SECONDS + 60))
+        for vhost in SESSION_VHOSTS:  # a fresh node: the session's vhost again
+            steps.append(_run([*RABBITMQCTL, "add_vhost", vhost], 60))
+            permissions = ["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]
+            steps.append(_run([*RABBITMQCTL, *permissions], 60))
     steps.append(_run([*RABBITMQCTL, "await_startup", "--timeout", "60"], 90))
     back = _wait_until_answers(30.0)
     OUTAGES.append(

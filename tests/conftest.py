@@ -41,6 +41,7 @@ def vhost() -> Iterator[str]:
             rabbitmqctl("await_startup")
             time.sleep(1)
     rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    broker_guard.SESSION_VHOSTS.append(name)
     yield name
     close_shared_publishers()
     rabbitmqctl("delete_vhost", name)
