@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pika
 
@@ -73,6 +74,23 @@ def ours(url: str, name: str, count: int) -> tuple[float, float]:
     return _percentiles(latencies)
 
 
+def _raw_template() -> dict[str, Any]:
+    """An event as the raw publishers send it (the wire format's JSON), built once."""
+    return {
+        "routing_key": ROUTING_KEY,
+        "data": event_data(ROUTING_KEY),
+        "domain_object_id": None,
+        "uuid_string": "00000000-0000-0000-0000-000000000000",
+        "timestamp": time.time(),
+    }
+
+
+def _raw_body(template: dict[str, Any], sent: float) -> bytes:
+    """The raw publishers' per-event work: the publish time in, the JSON out."""
+    template["data"] = {**template["data"], "t": sent}
+    return json.dumps(template).encode()
+
+
 def raw(url: str, name: str, count: int) -> tuple[float, float]:
     total = WARM_UP + count
     arguments = {"url": url, "queue": name, "routing_key": ROUTING_KEY, "count": total}
@@ -82,17 +100,10 @@ def raw(url: str, name: str, count: int) -> tuple[float, float]:
             channel = connection.channel()
             channel.confirm_delivery()
             time.sleep(0.3)
-            template = {
-                "routing_key": ROUTING_KEY,
-                "data": event_data(ROUTING_KEY),
-                "domain_object_id": None,
-                "uuid_string": "00000000-0000-0000-0000-000000000000",
-                "timestamp": time.time(),
-            }
+            template = _raw_template()
 
             def publish(sent: float) -> None:
-                template["data"] = {**template["data"], "t": sent}  # type: ignore[dict-item]
-                body = json.dumps(template).encode()
+                body = _raw_body(template, sent)
                 channel.basic_publish(EXCHANGE, ROUTING_KEY, body, PERSISTENT)
 
             _paced(total, publish)
@@ -141,13 +152,7 @@ def aio_raw(url: str, name: str, count: int) -> tuple[float, float]:
 
     total = WARM_UP + count
     arguments = {"url": url, "queue": name, "routing_key": ROUTING_KEY, "count": total}
-    template = {
-        "routing_key": ROUTING_KEY,
-        "data": event_data(ROUTING_KEY),
-        "domain_object_id": None,
-        "uuid_string": "00000000-0000-0000-0000-000000000000",
-        "timestamp": time.time(),
-    }
+    template = _raw_template()
 
     async def publish_all() -> None:
         connection = await aio_pika.connect(url)
@@ -157,9 +162,8 @@ def aio_raw(url: str, name: str, count: int) -> tuple[float, float]:
             await asyncio.sleep(0.3)
 
             async def publish(sent: float) -> None:
-                template["data"] = {**template["data"], "t": sent}  # type: ignore[dict-item]
                 message = aio_pika.Message(
-                    json.dumps(template).encode(),
+                    _raw_body(template, sent),
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                     content_type="application/json",
                 )
