@@ -17,19 +17,15 @@ from typing import Any
 
 from domain_event_broker import DomainEvent, Publisher, Subscriber
 from domain_event_broker._pika import close_stream_channel
+from domain_event_broker.core.acks import StreamAcks
 from domain_event_broker.core.archive import archive_name
-from domain_event_broker.history import (
-    ARCHIVE_PREFETCH,
-    archive_ack_batch,
-    disable_archive,
-    enable_archive,
-)
+from domain_event_broker.history import ARCHIVE_PREFETCH, disable_archive, enable_archive
 
 from .consume import declare, filled, forget, ours_drain
 from .harness import Broker, Context, Row, Series, event_body, interleave, median, unique
 
 ROUTING_KEY = "bench.history"
-ACK_BATCH = archive_ack_batch(ARCHIVE_PREFETCH)
+ACK_BATCH = StreamAcks.for_prefetch(ARCHIVE_PREFETCH).batch
 #: Seconds from start_consuming to the first history event (lock, markers, declare), per round.
 SETUP: list[float] = []
 

@@ -34,6 +34,10 @@ from .harness import (
 )
 
 ROUTING_KEY = "bench.latency"
+#: p50 and p99 in milliseconds.
+Pair = tuple[float, float]
+#: A variant: (url, queue, events) to its p50 and p99.
+Measured = Callable[[str, str, int], Pair]
 Variant = Callable[[], float]
 RATE = 500.0
 WARM_UP = 100
@@ -50,28 +54,35 @@ def _paced(count: int, publish: Callable[[float], None]) -> None:
             time.sleep(delay)
 
 
-def _percentiles(latencies: list[float]) -> tuple[float, float]:
+def _percentiles(latencies: list[float]) -> Pair:
     ordered = sorted(latencies[WARM_UP:])
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
     return pick(0.50), pick(0.99)
 
 
-def ours(url: str, name: str, count: int) -> tuple[float, float]:
+def _measured(
+    role: str, url: str, name: str, count: int, publish_all: Callable[[int], None]
+) -> Pair:
+    """p50 and p99 of the child ``role`` consuming while ``publish_all(total)`` publishes."""
     total = WARM_UP + count
     arguments = {"url": url, "queue": name, "routing_key": ROUTING_KEY, "count": total}
-    with children([("subscriber-latency", arguments)]) as (child,):
+    with children([(role, arguments)]) as (child,):
         child.ready()
+        publish_all(total)
+        latencies = child.result()["latencies"]
+    return _percentiles(latencies)
 
-        def publish(sent: float) -> None:
-            publish_domain_event(
-                ROUTING_KEY, event_data(ROUTING_KEY, t=sent), connection_settings=url
-            )
 
+def ours(url: str, name: str, count: int) -> Pair:
+    def publish(sent: float) -> None:
+        publish_domain_event(ROUTING_KEY, event_data(ROUTING_KEY, t=sent), connection_settings=url)
+
+    def publish_all(total: int) -> None:
         publish(now())  # connects: one of the warm-up events
         time.sleep(0.3)  # the child starts its consumer
         _paced(total - 1, publish)
-        latencies = child.result()["latencies"]
-    return _percentiles(latencies)
+
+    return _measured("subscriber-latency", url, name, count, publish_all)
 
 
 def _raw_template() -> dict[str, Any]:
@@ -91,11 +102,8 @@ def _raw_body(template: dict[str, Any], sent: float) -> bytes:
     return json.dumps(template).encode()
 
 
-def raw(url: str, name: str, count: int) -> tuple[float, float]:
-    total = WARM_UP + count
-    arguments = {"url": url, "queue": name, "routing_key": ROUTING_KEY, "count": total}
-    with children([("pika-latency", arguments)]) as (child,):
-        child.ready()
+def raw(url: str, name: str, count: int) -> Pair:
+    def publish_all(total: int) -> None:
         with pika.BlockingConnection(pika.URLParameters(url)) as connection:
             channel = connection.channel()
             channel.confirm_delivery()
@@ -107,8 +115,8 @@ def raw(url: str, name: str, count: int) -> tuple[float, float]:
                 channel.basic_publish(EXCHANGE, ROUTING_KEY, body, PERSISTENT)
 
             _paced(total, publish)
-        latencies = child.result()["latencies"]
-    return _percentiles(latencies)
+
+    return _measured("pika-latency", url, name, count, publish_all)
 
 
 async def _paced_async(count: int, publish: Callable[[float], Awaitable[None]]) -> None:
@@ -122,17 +130,14 @@ async def _paced_async(count: int, publish: Callable[[float], Awaitable[None]]) 
             await asyncio.sleep(delay)
 
 
-def aio_ours(url: str, name: str, count: int) -> tuple[float, float]:
+def aio_ours(url: str, name: str, count: int) -> Pair:
     from domain_event_broker import aio
-
-    total = WARM_UP + count
-    arguments = {"url": url, "queue": name, "routing_key": ROUTING_KEY, "count": total}
 
     async def publish(sent: float) -> None:
         data = event_data(ROUTING_KEY, t=sent)
         await aio.publish_domain_event(ROUTING_KEY, data, connection_settings=url)
 
-    async def publish_all() -> None:
+    async def publish_all(total: int) -> None:
         try:
             await publish(now())  # connects: one of the warm-up events
             await asyncio.sleep(0.3)
@@ -140,21 +145,17 @@ def aio_ours(url: str, name: str, count: int) -> tuple[float, float]:
         finally:
             await aio.close_shared_publishers()
 
-    with children([("async-subscriber-latency", arguments)]) as (child,):
-        child.ready()
-        asyncio.run(publish_all())
-        latencies = child.result()["latencies"]
-    return _percentiles(latencies)
+    return _measured(
+        "async-subscriber-latency", url, name, count, lambda total: asyncio.run(publish_all(total))
+    )
 
 
-def aio_raw(url: str, name: str, count: int) -> tuple[float, float]:
+def aio_raw(url: str, name: str, count: int) -> Pair:
     import aio_pika
 
-    total = WARM_UP + count
-    arguments = {"url": url, "queue": name, "routing_key": ROUTING_KEY, "count": total}
     template = _raw_template()
 
-    async def publish_all() -> None:
+    async def publish_all(total: int) -> None:
         connection = await aio_pika.connect(url)
         async with connection:
             channel = await connection.channel(publisher_confirms=True)
@@ -171,11 +172,9 @@ def aio_raw(url: str, name: str, count: int) -> tuple[float, float]:
 
             await _paced_async(total, publish)
 
-    with children([("aio-pika-latency", arguments)]) as (child,):
-        child.ready()
-        asyncio.run(publish_all())
-        latencies = child.result()["latencies"]
-    return _percentiles(latencies)
+    return _measured(
+        "aio-pika-latency", url, name, count, lambda total: asyncio.run(publish_all(total))
+    )
 
 
 def case_latency(context: Context) -> list[Row]:
@@ -196,9 +195,6 @@ def case_aio_latency(context: Context) -> list[Row]:
     )
 
 
-Measured = Callable[[str, str, int], tuple[float, float]]
-
-
 def _latency_rows(
     context: Context,
     ours_variant: tuple[str, Measured],
@@ -215,9 +211,9 @@ def _latency_rows(
     # binds in run(), after its child said it was ready (its first events would be lost).
     with context.broker.connection() as connection:
         connection.channel().queue_bind(name, EXCHANGE, ROUTING_KEY)
-    results: dict[str, list[tuple[float, float]]] = {"ours": [], "pika": []}
+    results: dict[str, list[Pair]] = {"ours": [], "pika": []}
 
-    def run(key: str, function: Callable[[str, str, int], tuple[float, float]]) -> Variant:
+    def run(key: str, function: Measured) -> Variant:
         def variant() -> float:
             context.broker.purge(name)
             p50, p99 = function(url, name, count)

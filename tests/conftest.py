@@ -27,9 +27,7 @@ from support import broker_at, delete_subscriber_topology, rabbitmqctl
 @pytest.fixture(scope="session")
 def vhost() -> Iterator[str]:
     name = f"deb-test-{uuid.uuid4().hex[:8]}"
-    failure = broker_guard.ensure_broker_answers("the test session")
-    if failure is not None:
-        pytest.exit(f"the suite's broker is down and could not be brought back: {failure}")
+    _require_broker("the test session")
     for attempt in range(3):
         try:
             rabbitmqctl("add_vhost", name)
@@ -73,9 +71,13 @@ def channel(broker_url: str) -> Iterator[Any]:
 def broker_is_up(request: pytest.FixtureRequest) -> None:
     """A test that uses the suite's broker starts with it answering (broker_guard.py)."""
     if "vhost" in request.fixturenames:
-        failure = broker_guard.ensure_broker_answers(request.node.nodeid)
-        if failure is not None:
-            pytest.exit(f"the suite's broker is down and could not be brought back: {failure}")
+        _require_broker(request.node.nodeid)
+
+
+def _require_broker(before: str) -> None:
+    failure = broker_guard.ensure_broker_answers(before)
+    if failure is not None:
+        pytest.exit(f"the suite's broker is down and could not be brought back: {failure}")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -60,11 +60,6 @@ SPAN_QUIET = 0.3
 ARCHIVE_PREFETCH = 8000
 
 
-def archive_ack_batch(prefetch: int) -> int:
-    """Deliveries of the archive done per ack (its credit; see ``core.acks.StreamAcks``)."""
-    return max(1, prefetch // 4)
-
-
 class ArchiveUnavailable(DomainEventBrokerError):
     """No archive where one is needed, or a broker (or vhost) that cannot keep one."""
 
@@ -225,7 +220,7 @@ def read_archive(
     """
     channel = connection.channel()
     channel.basic_qos(prefetch_count=ARCHIVE_PREFETCH)
-    acks = StreamAcks(ARCHIVE_PREFETCH, archive_ack_batch(ARCHIVE_PREFETCH))
+    acks = StreamAcks.for_prefetch(ARCHIVE_PREFETCH)
     received: deque[tuple[int, Archived]] = deque()
 
     def on_message(

@@ -46,6 +46,13 @@ def test_the_stream_acks_never_stall_and_name_only_outstanding_tags(
     assert delivered == messages
 
 
+@given(st.integers(1, 20_000))
+def test_the_archives_credit_is_topped_up_a_quarter_at_a_time(prefetch: int) -> None:
+    acks = StreamAcks.for_prefetch(prefetch)
+    assert acks.prefetch == prefetch
+    assert acks.batch == max(1, prefetch // 4)
+
+
 @given(st.lists(st.lists(WORDS | st.sampled_from(["*", "#"]), min_size=1, max_size=4)), st.data())
 def test_the_binding_matcher_answers_as_the_plain_match(
     patterns: list[list[str]], data: st.DataObject

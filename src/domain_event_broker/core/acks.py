@@ -167,6 +167,11 @@ class StreamAcks:
         self._newest_done = 0
         self._acked = 0
 
+    @classmethod
+    def for_prefetch(cls, prefetch: int) -> StreamAcks:
+        """A quarter of the prefetch per ack: few ack frames, and credit before it runs out."""
+        return cls(prefetch, max(1, prefetch // 4))
+
     def delivered(self, tag: int) -> None:
         if tag > self._newest_delivered:
             self._newest_delivered = tag

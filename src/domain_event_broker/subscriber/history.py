@@ -26,7 +26,7 @@ from ..core import archive as archive_rules
 from ..core import history as rules
 from ..core.acks import AckBook, StreamAcks, Ticket
 from ..core.rabbitmq import RabbitMQVersion
-from ..history import ARCHIVE_PREFETCH, archive_ack_batch, require_archive
+from ..history import ARCHIVE_PREFETCH, require_archive
 from ..status import queue_counts
 from ..topology import SubscriberTopology
 from .delivery import Delivery, Registration
@@ -71,7 +71,7 @@ class HandOver:
         #: The periodic saves while reading: sent without waiting (see :meth:`_save`).
         self._checkpoints: BlockingChannel | None = None
         self._progress_declared = False
-        self._acks = StreamAcks(ARCHIVE_PREFETCH, archive_ack_batch(ARCHIVE_PREFETCH))
+        self._acks = StreamAcks.for_prefetch(ARCHIVE_PREFETCH)
         self._saved_at = 0.0
         self._logged_at = 0.0
 
@@ -118,7 +118,7 @@ class HandOver:
         reading = self.reading = rules.ArchiveReading(progress, self.topology.binding_keys)
         offset: object = progress.start.offset if progress.resume_at is None else progress.resume_at
         prefetch = max(session.prefetch_count, ARCHIVE_PREFETCH)
-        self._acks = StreamAcks(prefetch, archive_ack_batch(prefetch))  # the archive channel's
+        self._acks = StreamAcks.for_prefetch(prefetch)  # the archive channel's
         channel = self._archive_channel = connection.channel()
         channel.basic_qos(prefetch_count=prefetch)
         channel.basic_consume(

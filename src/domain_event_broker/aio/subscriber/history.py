@@ -22,7 +22,7 @@ import aiormq.exceptions
 from ...core import archive as archive_rules
 from ...core import history as rules
 from ...core.acks import StreamAcks
-from ...history import ARCHIVE_PREFETCH, ArchiveUnavailable, archive_ack_batch, not_enabled
+from ...history import ARCHIVE_PREFETCH, ArchiveUnavailable, not_enabled
 from ...topology import SubscriberTopology
 from .. import topology as aio_topology
 from ..connection import AIO_CONNECTION_LOST
@@ -53,7 +53,7 @@ class AsyncHandOver:
         self._saving: aio_pika.abc.AbstractChannel | None = None
         self._progress_declared = False
         self._watch: asyncio.Task[None] | None = None
-        self._acks = StreamAcks(ARCHIVE_PREFETCH, archive_ack_batch(ARCHIVE_PREFETCH))
+        self._acks = StreamAcks.for_prefetch(ARCHIVE_PREFETCH)
         #: Acks go out one at a time, in order (a multiple ack must not overtake an older one).
         self._ack_lock = asyncio.Lock()
         self._ack_tasks: set[asyncio.Task[None]] = set()
@@ -110,7 +110,7 @@ class AsyncHandOver:
         reading = self.reading = rules.ArchiveReading(progress, self.topology.binding_keys)
         offset: object = progress.start.offset if progress.resume_at is None else progress.resume_at
         prefetch = max(session.prefetch_count, ARCHIVE_PREFETCH)
-        acks = self._acks = StreamAcks(prefetch, archive_ack_batch(prefetch))
+        acks = self._acks = StreamAcks.for_prefetch(prefetch)
         self._ack_lock = asyncio.Lock()  # the archive channel's own delivery tags
         self._ack_scheduled = False
         self._reading_in = session
