@@ -155,8 +155,22 @@ class RabbitCluster:
     def ctl(self, node: Node, *args: str, timeout: float = CLI_TIMEOUT) -> str:
         return self.cli("rabbitmqctl", node, *args, timeout=timeout)
 
-    def ctl_json(self, node: Node, *args: str) -> Any:
-        return json.loads(self.ctl(node, *args, "--quiet", "--formatter", "json"))
+    def ctl_json(self, node: Node, *args: str, settle: float = 0.0) -> Any:
+        """``rabbitmqctl ... --formatter json`` on the node, parsed.
+
+        ``settle``: for how many seconds to ask again while the command fails. Right
+        after a member restarts and rejoins, a node can answer ``list_queues`` with
+        ``{aborted, {no_exists, [rabbit_queue, ...]}}`` for a moment while its tables
+        sync: the cluster is settling, not broken.
+        """
+        deadline = time.monotonic() + settle
+        while True:
+            try:
+                return json.loads(self.ctl(node, *args, "--quiet", "--formatter", "json"))
+            except RuntimeError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(1.0)
 
     # Start ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -267,7 +281,9 @@ class RabbitCluster:
 
     def quorum_leader(self, queue: str) -> Node:
         """The node that leads the quorum queue ``queue`` now (asked of a live node)."""
-        for row in self.ctl_json(self.running_nodes()[0], "list_queues", "name", "leader"):
+        for row in self.ctl_json(
+            self.running_nodes()[0], "list_queues", "name", "leader", settle=30.0
+        ):
             if row["name"] == queue:
                 return self.node_named(row["leader"])
         raise LookupError(f"no queue {queue!r} on the cluster")
@@ -275,7 +291,7 @@ class RabbitCluster:
     def connections(self) -> list[dict[str, Any]]:
         """Client connections (cluster-wide): ``port`` is the node's AMQP port."""
         rows: list[dict[str, Any]] = self.ctl_json(
-            self.running_nodes()[0], "list_connections", "port", "client_properties"
+            self.running_nodes()[0], "list_connections", "port", "client_properties", settle=30.0
         )
         return rows
 

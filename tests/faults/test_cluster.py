@@ -251,7 +251,9 @@ def stream_through_node_loss(
     queues = [
         row
         for row in cluster.ctl_json(
-            survivor, "list_queues", "name", "messages", "messages_ready", "leader", "members"
+            survivor,
+            *("list_queues", "name", "messages", "messages_ready", "leader", "members"),
+            settle=60.0,
         )
         if row["name"].startswith(name)
     ]
