@@ -1,9 +1,11 @@
 """Receiving domain events: delivery -> handler -> ack, retry or dead-letter.
 
-The thread that calls :meth:`Subscriber.start_consuming` drives the
-connection (the I/O thread). Handlers run on worker threads, so heartbeats keep
-flowing while a handler is slow. Workers hand their outcome back to the I/O
-thread, which alone touches the channels:
+The worker threads take turns at the connection's I/O: one at a time reads the
+socket and settles; when an event arrives it passes that turn to an idle worker
+and runs the handler itself. A worker is always left reading, so heartbeats
+keep flowing while a handler is slow. Outcomes go back to the worker with the
+turn, which alone touches the channels (the thread that called
+:meth:`Subscriber.start_consuming` connects, reconnects and drains):
 
 - success: ack;
 - :class:`Retry` below ``max_retries``: publish a delayed copy to the wait

@@ -1,8 +1,10 @@
 """The Subscriber: registering handlers, starting and stopping; the parts do the work.
 
-- ``loop.py``: the consume loop on the I/O thread, reconnecting with backoff;
+- ``loop.py``: the consume loop (its passes run by the workers in turn),
+  reconnecting with backoff;
 - ``session.py``: one connection's consume channel, acks and failure copies;
-- ``workers.py`` and ``handling.py``: the worker threads and one delivery
+- ``workers.py`` and ``handling.py``: the worker threads (and their turns at
+  the connection's I/O) and one delivery
   through its handler (``outcome.decide`` says what becomes of it);
 - ``failures.py``: storing retry and dead-letter copies, confirmed;
 - ``acks.py`` (the package above): which delivery tags to ack and how;

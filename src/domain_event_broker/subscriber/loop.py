@@ -1,10 +1,13 @@
-"""The consume loop on the I/O thread: connect, consume, settle, housekeeping; reconnect on loss.
+"""The consume loop: connect, consume, settle, housekeeping; reconnect on loss.
 
-One pass: ``process_data_events`` (deliveries go to the workers), then the
-workers' outcomes are settled (``Session.settle``), then housekeeping when due.
-A lost connection (or a copy the broker did not confirm in time) ends the
-session: the loop reconnects with backoff, declares the topology again and
-resumes; outcomes of deliveries from the lost channel are discarded, since
+One pass: the workers' outcomes are settled (``Session.settle``), housekeeping
+when due, then ``process_data_events`` (deliveries go to the workers). Passes
+run on the worker that has the I/O turn (see workers.py; "the I/O thread" in
+this package is that worker, whichever it is at the time); connecting,
+draining and reconnecting run on the thread that called ``start_consuming``,
+while no worker has the turn. A lost connection (or a copy the broker did not
+confirm in time) ends the session: the loop reconnects with backoff, declares
+the topology again and resumes; outcomes of deliveries from the lost channel are discarded, since
 RabbitMQ redelivers those events. On the way out it drains: no new
 deliveries, in-flight handlers get the grace period to finish and be settled.
 """
@@ -12,6 +15,7 @@ deliveries, in-flight handlers get the grace period to finish and be settled.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -180,6 +184,7 @@ class ConsumeLoop:
         self.consuming = False
         self.last_handled_at: float | None = None
         self._interrupt: BaseException | None = None
+        self._releasing = False
         self._next_housekeeping = 0.0
         #: Ordered registrations' view of their members, by name (kept across sessions).
         self.memberships: dict[str, Membership] = {}
@@ -246,15 +251,33 @@ class ConsumeLoop:
         self.consuming = True
 
     def _consume_until(self, deadline: float | None) -> bool:
-        """Consume until a stop (False) or until partitions must be released (True)."""
+        """Consume until a stop (False) or until partitions must be released (True).
+
+        The passes run on the workers, in turn (see workers.py); what one raises
+        comes back here."""
         session = self.session
         assert session is not None
-        while not self._should_stop(deadline):
-            session.connection.process_data_events(time_limit=_capped(SLICE, deadline))
-            self._settle(session)
-            if session.spread(time.monotonic()):
-                return True
-        return False
+        self._releasing = False
+        self.pool.run_io(
+            functools.partial(self._pass, session, deadline),
+            self.waker.wake,
+            lambda: self._should_stop(deadline),
+        )
+        return self._releasing
+
+    def _pass(self, session: Session, deadline: float | None) -> bool:
+        """One pass of the I/O: settle, spread, then read and dispatch. False: consuming ends.
+
+        Reading comes last: a pass that brings a delivery ends with it, so the worker
+        running the pass hands the turn on and starts the handler at once."""
+        if self._should_stop(deadline):
+            return False
+        self._settle(session)
+        if session.spread(time.monotonic()):
+            self._releasing = True
+            return False
+        session.connection.process_data_events(time_limit=_capped(SLICE, deadline))
+        return True
 
     def _release_partitions(self) -> None:
         """Another process's share grew into ours: end the session (drained) without a
@@ -289,6 +312,7 @@ class ConsumeLoop:
             while True:
                 self._settle(session)
                 session.release_held(time.monotonic())
+                self.pool.dispatch()
                 if session.unsettled == 0 or time.monotonic() >= grace_ends:
                     break
                 session.connection.process_data_events(time_limit=0.05)
