@@ -7,9 +7,10 @@ this package is that worker, whichever it is at the time); connecting,
 draining and reconnecting run on the thread that called ``start_consuming``,
 while no worker has the turn. A lost connection (or a copy the broker did not
 confirm in time) ends the session: the loop reconnects with backoff, declares
-the topology again and resumes; outcomes of deliveries from the lost channel are discarded, since
-RabbitMQ redelivers those events. On the way out it drains: no new
-deliveries, in-flight handlers get the grace period to finish and be settled.
+the topology again and resumes; outcomes of deliveries from the lost channel
+are discarded, since RabbitMQ redelivers those events. On the way out it
+drains: no new deliveries, in-flight handlers get the grace period to finish
+and be settled.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ class _Shift:
     #: The caller's thread looks every ``WATCHING_CHECK``: a turn may be lent.
     watching: bool = False
     #: When a pass last brought deliveries with a worker idle (monotonic seconds).
-    last_given_up: float = 0.0
+    last_arrival: float = 0.0
     #: Why the passes ended: None (the pass said so), or what a pass raised.
     io_ended: BaseException | None = None
 
@@ -188,7 +188,7 @@ class WorkerPool:
             with shift.lock:
                 if shift.io_wanted:
                     # Looking often costs about 1% of a core: only while events flow.
-                    recently = time.monotonic() - shift.last_given_up < ACTIVE_WINDOW
+                    recently = time.monotonic() - shift.last_arrival < ACTIVE_WINDOW
                     shift.watching = recently
                     shift.io_over.wait(WATCHING_CHECK if recently else IDLE_CHECK)
                 if not shift.io_wanted:
@@ -203,7 +203,12 @@ class WorkerPool:
                 if not claim:
                     continue
                 shift.io_taken = True
-            self._passes_in_place_of_a_worker(shift)
+            try:
+                self._passes_in_place_of_a_worker(shift)
+            except BaseException:  # a KeyboardInterrupt between passes: the turn is ours
+                with shift.lock:
+                    shift.passes_ended()
+                raise
             unclaimed_before = False
 
     def _passes_in_place_of_a_worker(self, shift: _Shift) -> None:
@@ -288,8 +293,8 @@ class WorkerPool:
                 if not shift.tasks or not shift.idle or shift.handling >= self.size:
                     continue
                 now = time.monotonic()
-                dense = now - shift.last_given_up < DENSE
-                shift.last_given_up = now
+                dense = now - shift.last_arrival < DENSE
+                shift.last_arrival = now
                 if len(shift.tasks) > 1 or dense:
                     # A batch, or events close on each other's heels (a backlog):
                     # throughput, not one event's latency. Idle workers take them and
@@ -299,9 +304,9 @@ class WorkerPool:
                     continue
                 shift.handling += 1
                 delivery = shift.tasks.popleft()
-                shift.io_taken = False  # the turn, and what is left queued, to the idle
-                if shift.tasks or shift.recent_handling >= QUICK or not shift.watching:
-                    shift.changed.notify(min(shift.idle, 1 + _takers(shift, self.size)))
+                shift.io_taken = False  # the turn to an idle worker (nothing else queued)
+                if shift.recent_handling >= QUICK or not shift.watching:
+                    shift.changed.notify()
                 # else lent: a quick handler alone takes it back when done, unless the
                 # caller's thread sees it unclaimed first and wakes a worker for it.
                 return delivery
